@@ -1,0 +1,163 @@
+use super::*;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn problems(config: &Config) -> Vec<String> {
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| p.key).collect(),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn defaults_fill_missing_keys() {
+    let config = Config::load_str("[ses]\nconfiguration-set = \"cs\"\n", no_env()).unwrap();
+    assert_eq!(config.smtp.max_recipients, 50);
+    assert_eq!(config.smtp.max_message_size, ByteSize(40 << 20));
+    assert_eq!(config.smtp.idle_timeout.0.as_secs(), 300);
+    assert_eq!(config.ses.region, "ap-northeast-1");
+    assert!(config.log.mask_pii);
+    assert!(config.dkim.sign_subdomains);
+    assert_eq!(config.dkim.headers[0], "From");
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let err = Config::load_str("[smtp]\nmax-recipeints = 5\n", no_env()).unwrap_err();
+    assert!(err.to_string().contains("max-recipeints"), "{err}");
+    let err = Config::load_str("[smpt]\n", no_env()).unwrap_err();
+    assert!(err.to_string().contains("smpt"), "{err}");
+}
+
+#[test]
+fn human_units_parse_and_bad_ones_name_the_key() {
+    let config = Config::load_str(
+        "[smtp]\nmax-message-size = \"10MiB\"\nidle-timeout = \"90s\"\n",
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(config.smtp.max_message_size.0, 10 << 20);
+    assert_eq!(config.smtp.idle_timeout.0.as_secs(), 90);
+    let err = Config::load_str("[smtp]\nidle-timeout = \"soon\"\n", no_env()).unwrap_err();
+    assert!(err.to_string().contains("idle-timeout"), "{err}");
+}
+
+#[test]
+fn environment_overrides_really_apply() {
+    let config = Config::load_str(
+        "[smtp]\nmax-recipients = 50\nhostname = \"a.example\"\n[ses]\nconfiguration-set = \"cs\"\n",
+        env(&[
+            ("SES_RELAY__SMTP__MAX_RECIPIENTS", "20"),
+            ("SES_RELAY__SMTP__HOSTNAME", "b.example"),
+            ("SES_RELAY__SMTP__REQUIRE_TLS", "true"),
+            ("SES_RELAY__SMTP__IDLE_TIMEOUT", "45s"),
+            ("SES_RELAY__SMTP__LISTEN", "[\"127.0.0.1:2626\"]"),
+            ("SES_RELAY__SES__MODE", "outbox"),
+            ("SES_RELAY__SES__CONFIGURATION_SET", "other-set"),
+            ("SES_RELAY__LOG__MASK_PII", "false"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.smtp.max_recipients, 20);
+    assert_eq!(config.smtp.hostname, "b.example");
+    assert!(config.smtp.require_tls);
+    assert_eq!(config.smtp.idle_timeout.0.as_secs(), 45);
+    assert_eq!(config.smtp.listen, vec!["127.0.0.1:2626".parse().unwrap()]);
+    assert_eq!(config.ses.mode, SesMode::Outbox);
+    assert_eq!(config.ses.configuration_set, "other-set");
+    assert!(!config.log.mask_pii);
+}
+
+#[test]
+fn environment_override_of_an_unknown_key_is_an_error() {
+    let err = Config::load_str("", env(&[("SES_RELAY__SMTP__NO_SUCH_KEY", "1")])).unwrap_err();
+    assert!(err.to_string().contains("no-such-key"), "{err}");
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_key() {
+    let text = r#"
+        [smtp]
+        listen = []
+        hostname = "bad host"
+        allowed-clients = []
+        max-message-size = "41MiB"
+        max-recipients = 51
+        max-connections = 0
+        require-tls = true
+        idle-timeout = "0s"
+        [[dkim.keys]]
+        domain = "nodot"
+        selector = "sel"
+        private-key = "/nonexistent/key.pem"
+        [dkim]
+        headers = ["From", "Message-ID", "X-SES-CONFIGURATION-SET"]
+        [ses]
+        endpoint-url = "ftp://x"
+        max-send-rate = -1
+        [log]
+        level = "loud=="
+    "#;
+    let config = Config::load_str(text, no_env()).unwrap();
+    let keys = problems(&config);
+    for expected in [
+        "smtp.listen",
+        "smtp.hostname",
+        "smtp.allowed-clients",
+        "smtp.max-message-size",
+        "smtp.max-recipients",
+        "smtp.max-connections",
+        "smtp.require-tls",
+        "smtp.idle-timeout",
+        "dkim.keys[0].domain",
+        "dkim.keys[0].private-key",
+        "dkim.headers[1]",
+        "dkim.headers[2]",
+        "ses.configuration-set",
+        "ses.endpoint-url",
+        "ses.max-send-rate",
+        "log.level",
+    ] {
+        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let dev = Config::load_str(EMBEDDED_DEV_CONFIG, no_env()).unwrap();
+    assert_eq!(dev.ses.mode, SesMode::Outbox);
+    let prod_text = include_str!("../../etc/ses-relay.toml");
+    let prod = Config::load_str(prod_text, no_env()).unwrap();
+    assert_eq!(prod.ses.configuration_set, "ses-migration-production-config-set");
+    assert_eq!(prod.dkim.keys[0].selector, "gooid-21-prod");
+    assert_eq!(prod.dkim.keys[0].domain, "goo.ne.jp");
+    assert_eq!(prod.ses.region, "ap-northeast-1");
+    for net in [
+        "10.99.0.0/16",
+        "10.88.80.0/20",
+        "10.80.11.0/28",
+        "10.80.0.0/24",
+        "202.217.0.0/16",
+    ] {
+        assert!(prod.smtp.allowed_clients.contains(&net.parse().unwrap()), "{net}");
+    }
+    // Only the files the production example points at are missing here.
+    let missing = problems(&prod);
+    assert!(
+        missing
+            .iter()
+            .all(|k| k.starts_with("smtp.tls.") || k.ends_with("private-key")),
+        "{missing:?}"
+    );
+}

@@ -1,0 +1,107 @@
+//! Dry-run delivery: each message is written to a directory instead of being
+//! sent, as `<id>.eml` (the exact bytes SES would have received) and
+//! `<id>.json` (the envelope). Files are written atomically (temporary name,
+//! fsync, rename, fsync of the directory), so a reader never sees half a
+//! message and a 250 is only given for a message that is on disk.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Accepted, BoxFuture, DeliveryError, Forwarder};
+use crate::envelope::Envelope;
+
+/// Writes messages to `dir`.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    dir: PathBuf,
+    configuration_set: String,
+}
+
+/// The `<id>.json` beside each message.
+#[derive(Debug, Serialize)]
+struct EnvelopeFile<'a> {
+    id: &'a str,
+    route: &'a str,
+    mail_from: &'a str,
+    rcpt_to: &'a [String],
+    configuration_set: &'a str,
+    client: String,
+    helo: &'a str,
+    tls: bool,
+    size: usize,
+    received_at: String,
+}
+
+impl Outbox {
+    /// An outbox in `dir`, created if missing.
+    pub fn new(dir: &Path, configuration_set: &str) -> std::io::Result<Outbox> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            configuration_set: configuration_set.to_string(),
+        })
+    }
+
+    fn write(&self, envelope: &Envelope, message: &[u8]) -> std::io::Result<()> {
+        let now = mail_parser::DateTime::from_timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        );
+        let meta = EnvelopeFile {
+            id: &envelope.id,
+            route: envelope.route.as_str(),
+            mail_from: &envelope.mail_from,
+            rcpt_to: &envelope.rcpt_to,
+            configuration_set: &self.configuration_set,
+            client: envelope.client.ip().to_string(),
+            helo: &envelope.helo,
+            tls: envelope.tls,
+            size: message.len(),
+            received_at: now.to_rfc3339(),
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+        // The message first: a .json present means its .eml is complete.
+        write_atomically(&self.dir, &format!("{}.eml", envelope.id), message)?;
+        write_atomically(&self.dir, &format!("{}.json", envelope.id), &json)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+impl Forwarder for Outbox {
+    fn deliver<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        Box::pin(async move {
+            let outbox = self.clone();
+            let envelope_owned = envelope.clone();
+            let written = tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
+                .await
+                .map_err(|err| DeliveryError::temporary([4, 3, 0], "io", err.to_string()))?;
+            match written {
+                Ok(()) => Ok(Accepted {
+                    upstream_id: envelope.id.clone(),
+                }),
+                Err(err) => Err(DeliveryError::temporary(
+                    [4, 3, 0],
+                    "io",
+                    format!("cannot write to the outbox: {err}"),
+                )),
+            }
+        })
+    }
+}

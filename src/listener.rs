@@ -1,0 +1,120 @@
+//! Accepting connections: admission by network, the connection cap, implicit
+//! TLS, and one tracked task per session. `accept` never waits on anything
+//! else: refusals are written by short tasks of their own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::log::canonical_ip;
+use crate::metrics;
+use crate::server::Relay;
+use crate::session::Session;
+use crate::smtp::Reply;
+
+/// How long a refusal may take to write before the socket is dropped.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bound SMTP listener.
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// Implicit TLS (port 465 style) rather than plaintext with STARTTLS.
+    pub implicit_tls: bool,
+}
+
+/// Whether `ip` is in `allowed`; IPv4-mapped IPv6 peers match IPv4 networks.
+pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
+    let ip = canonical_ip(ip);
+    allowed.iter().any(|net| net.contains(&ip))
+}
+
+/// Accepts until shutdown.
+pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semaphore>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = relay.shutdown.triggered() => return,
+            accepted = listener.socket.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if !is_allowed(&relay.smtp.allowed_clients, peer.ip()) {
+            metrics::connection("denied");
+            tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
+            refuse(stream, Reply::new(554, [5, 7, 1], "Access denied: client not allowed"));
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::connection("overloaded");
+            tracing::warn!(client = %relay.masker.ip(peer.ip()), "max-connections reached, refused");
+            refuse(stream, Reply::new(421, [4, 3, 2], "Too many connections, try again later"));
+            continue;
+        };
+        metrics::connection("accepted");
+        let relay = relay.clone();
+        let implicit_tls = listener.implicit_tls;
+        relay.shutdown.tracker().clone().spawn(async move {
+            metrics::sessions(1.0);
+            serve(stream, peer, relay, implicit_tls).await;
+            metrics::sessions(-1.0);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_tls: bool) {
+    if !implicit_tls {
+        return Session::new(relay, Box::new(stream), peer, false).run().await;
+    }
+    let Some(acceptor) = relay.tls.clone() else {
+        return;
+    };
+    match tokio::time::timeout(relay.smtp.idle_timeout.0, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Session::new(relay, Box::new(tls), peer, true).run().await,
+        _ => metrics::connection("tls_failed"),
+    }
+}
+
+fn refuse(mut stream: TcpStream, reply: Reply) {
+    tokio::spawn(async move {
+        let mut wire = Vec::new();
+        reply.write_to(&mut wire);
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            stream.write_all(&wire).await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv6_matches_ipv4_networks() {
+        let allowed: Vec<IpNet> = ["10.99.0.0/16", "202.217.0.0/16", "::1/128"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(is_allowed(&allowed, "10.99.1.11".parse().unwrap()));
+        assert!(is_allowed(&allowed, "::ffff:10.99.1.11".parse().unwrap()));
+        assert!(is_allowed(&allowed, "::1".parse().unwrap()));
+        assert!(!is_allowed(&allowed, "10.98.0.1".parse().unwrap()));
+        assert!(!is_allowed(&allowed, "::ffff:10.98.0.1".parse().unwrap()));
+        assert!(!is_allowed(&allowed, "2001:db8::1".parse().unwrap()));
+    }
+}

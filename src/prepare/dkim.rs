@@ -1,0 +1,247 @@
+//! DKIM keys and signing (mail-auth), with the header policy SES needs.
+//!
+//! Keys are loaded and test-signed at startup; a bad key stops startup with
+//! its path in the message. Each message is signed over the headers it
+//! actually has, from the configured list, plus one extra `From` so that a
+//! second From added later breaks the signature (RFC 6376 section 8.15).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::headers::{HeaderWriter, Writable};
+use mail_auth::dkim::{Canonicalization, DkimSigner};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::headers::Field;
+use crate::config::DkimConfig;
+
+/// Smallest RSA modulus accepted (RFC 8301 requires 1024, SES BYODKIM and good practice 2048).
+const MIN_RSA_BITS: usize = 2048;
+
+/// Why a key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("DKIM key {path}: {source}")]
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a usable private key.
+    #[error("DKIM key {path}: {reason}")]
+    Invalid {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A loaded key shared by all signing threads.
+struct SharedKey(Arc<DkimKey>);
+
+impl SigningKey for SharedKey {
+    type Hasher = Sha256;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
+}
+
+/// One signing identity.
+pub struct DomainKey {
+    /// `d=`, lowercased.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    key: Arc<DkimKey>,
+}
+
+/// All configured keys and the signing policy.
+pub struct DkimKeys {
+    keys: Vec<DomainKey>,
+    sign_subdomains: bool,
+    headers: Vec<String>,
+}
+
+impl DkimKeys {
+    /// Loads and checks every configured key.
+    pub fn load(config: &DkimConfig) -> Result<DkimKeys, KeyError> {
+        let mut keys = Vec::with_capacity(config.keys.len());
+        for entry in &config.keys {
+            let key = load_key(&entry.private_key)?;
+            let loaded = DomainKey {
+                domain: entry.domain.to_ascii_lowercase(),
+                selector: entry.selector.clone(),
+                key: Arc::new(key),
+            };
+            // A key that parses but cannot sign must fail now, not on the first message.
+            loaded
+                .sign(b"From: a@example.com\r\n\r\n", &["From".to_string()])
+                .map_err(|err| KeyError::Invalid {
+                    path: entry.private_key.clone(),
+                    reason: format!("test signature failed: {err}"),
+                })?;
+            keys.push(loaded);
+        }
+        Ok(DkimKeys {
+            keys,
+            sign_subdomains: config.sign_subdomains,
+            headers: config.headers.clone(),
+        })
+    }
+
+    /// The key for a header-From domain: exact match, else (with
+    /// `sign-subdomains`) the closest parent domain that has a key.
+    pub fn key_for(&self, from_domain: &str) -> Option<&DomainKey> {
+        let domain = from_domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut candidate = domain.as_str();
+        loop {
+            if let Some(key) = self.keys.iter().find(|k| k.domain == candidate) {
+                return Some(key);
+            }
+            if !self.sign_subdomains {
+                return None;
+            }
+            candidate = candidate.split_once('.')?.1;
+        }
+    }
+
+    /// The `h=` list for a message: configured headers it has, in configured
+    /// order, each once, then From again (over-signing).
+    pub fn signed_headers(&self, fields: &[Field<'_>]) -> Vec<String> {
+        let mut list: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|h| fields.iter().any(|f| f.is(h)))
+            .cloned()
+            .collect();
+        if list.iter().any(|h| h.eq_ignore_ascii_case("From")) {
+            list.push("From".into());
+        }
+        list
+    }
+
+    /// Whether any key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl DomainKey {
+    /// Signs `message` (headers and body, as they will be sent) and returns the
+    /// `DKIM-Signature:` field, CRLF-terminated.
+    pub fn sign(&self, message: &[u8], headers: &[String]) -> mail_auth::Result<Vec<u8>> {
+        let signature = DkimSigner::from_key(SharedKey(self.key.clone()))
+            .domain(&self.domain)
+            .selector(&self.selector)
+            .headers(headers.iter().map(String::as_str))
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed)
+            .sign(message)?;
+        let mut field = Vec::with_capacity(512);
+        signature.write_header(&mut field);
+        Ok(field)
+    }
+}
+
+fn load_key(path: &Path) -> Result<DkimKey, KeyError> {
+    let invalid = |reason: String| KeyError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let der = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|err| invalid(format!("no PEM private key found ({err})")))?;
+    match der {
+        PrivateKeyDer::Pkcs1(_) => rsa_key(der).map_err(invalid),
+        PrivateKeyDer::Pkcs8(ref pkcs8) => {
+            let bytes = pkcs8.secret_pkcs8_der().to_vec();
+            match rsa_key(der) {
+                Ok(key) => Ok(key),
+                Err(rsa_err) => Ed25519Key::from_pkcs8_maybe_unchecked_der(&bytes)
+                    .map(DkimKey::Ed25519)
+                    .map_err(|_| invalid(format!("neither a usable RSA nor an Ed25519 key ({rsa_err})"))),
+            }
+        }
+        _ => Err(invalid("SEC1 (EC) keys are not DKIM keys: use RSA or Ed25519".into())),
+    }
+}
+
+fn rsa_key(der: PrivateKeyDer<'_>) -> Result<DkimKey, String> {
+    let key = RsaKey::<Sha256>::from_key_der(der).map_err(|err| err.to_string())?;
+    // The public key is DER RSAPublicKey: its size tracks the modulus.
+    let bits = key.public_key().len().saturating_sub(14) * 8;
+    if bits < MIN_RSA_BITS {
+        return Err(format!("RSA key of about {bits} bits; at least {MIN_RSA_BITS} are required"));
+    }
+    Ok(DkimKey::Rsa(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DkimKeyConfig;
+    use crate::prepare::headers::split;
+
+    fn keys(sign_subdomains: bool) -> DkimKeys {
+        let config = DkimConfig {
+            keys: vec![DkimKeyConfig {
+                domain: "goo.ne.jp".into(),
+                selector: "sel".into(),
+                private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+            }],
+            sign_subdomains,
+            ..DkimConfig::default()
+        };
+        DkimKeys::load(&config).unwrap()
+    }
+
+    #[test]
+    fn key_choice_exact_and_subdomain() {
+        let with = keys(true);
+        assert_eq!(with.key_for("goo.ne.jp").unwrap().domain, "goo.ne.jp");
+        assert_eq!(with.key_for("News.Goo.ne.jp").unwrap().domain, "goo.ne.jp");
+        assert!(with.key_for("ne.jp").is_none());
+        assert!(with.key_for("example.com").is_none());
+        assert!(with.key_for("evilgoo.ne.jp").is_none());
+        let without = keys(false);
+        assert!(without.key_for("news.goo.ne.jp").is_none());
+        assert!(without.key_for("goo.ne.jp").is_some());
+    }
+
+    #[test]
+    fn signed_headers_are_the_present_ones_with_from_twice() {
+        let msg = b"Received: x\r\nFrom: a@goo.ne.jp\r\nTo: b@example.com\r\nSUBJECT: hi\r\nMessage-ID: <1@x>\r\nDate: now\r\nX-SES-CONFIGURATION-SET: cs\r\nList-Unsubscribe: <mailto:u@x>\r\n\r\nbody\r\n";
+        let (fields, _) = split(msg);
+        let list = keys(true).signed_headers(&fields);
+        assert_eq!(list, ["From", "Subject", "To", "List-Unsubscribe", "From"]);
+    }
+
+    #[test]
+    fn bad_keys_name_their_path() {
+        let dir = std::env::temp_dir().join(format!("ses-relay-badkey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a key").unwrap();
+        for path in [garbage.clone(), dir.join("missing.pem")] {
+            let err = match load_key(&path) {
+                Ok(_) => panic!("{} loaded", path.display()),
+                Err(err) => err.to_string(),
+            };
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

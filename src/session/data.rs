@@ -1,0 +1,117 @@
+//! The end of DATA: refuse what must be refused, otherwise prepare the message,
+//! hand it to the route's forwarder, and answer with the upstream's verdict.
+//! Nothing is kept: the reply is the outcome (250 only once upstream took it).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use super::{Session, State};
+use crate::forward::{DeliveryError, Retry};
+use crate::metrics;
+use crate::smtp::{DataEnd, Reply};
+
+impl Session {
+    /// Called once the end marker has arrived.
+    pub(super) async fn end_of_data(&mut self, end: DataEnd) {
+        let State::Data(tx, _) = std::mem::replace(&mut self.state, State::Ready) else {
+            return;
+        };
+        let envelope = self.envelope(tx);
+        let message = match end {
+            DataEnd::Complete(message) => message,
+            DataEnd::TooBig => {
+                let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size");
+                return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
+            }
+            DataEnd::BareLineEnding => {
+                let reply = Reply::new(550, [5, 5, 2], "Message contains bare CR or LF; use CRLF line endings");
+                return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
+            }
+            DataEnd::Pending => unreachable!("end_of_data is called with an ended message"),
+        };
+        // Replies to commands pipelined before DATA go out now, before the wait upstream.
+        self.flush().await;
+        let started = Instant::now();
+        let relay = self.relay.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = relay.preparer.prepare(&envelope, message);
+            (envelope, prepared)
+        })
+        .await;
+        let (envelope, prepared) = match prepared {
+            Ok(done) => done,
+            Err(_) => return, // the signing thread panicked: the client sees the session end and retries
+        };
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                tracing::error!(id = %envelope.id, error = %err, "message not prepared");
+                let reply = DeliveryError::temporary([4, 3, 0], "dkim", err.to_string()).reply();
+                return self.finish(&envelope, reply, "deferred", 0, 0.0, started, None);
+            }
+        };
+        if let Some((domain, selector)) = &prepared.signed_by {
+            metrics::dkim_signature(domain, selector, prepared.sign_time.as_secs_f64());
+        }
+        let size = prepared.message.len();
+        let forwarder = self.relay.router.forwarder(envelope.route).clone();
+        let upstream_started = Instant::now();
+        let outcome = forwarder.deliver(&envelope, prepared.message).await;
+        let upstream = upstream_started.elapsed().as_secs_f64();
+        let signed = prepared.signed_by.map(|(d, s)| format!("{s}._domainkey.{d}"));
+        match outcome {
+            Ok(accepted) => {
+                let reply = Reply::dynamic(
+                    250,
+                    [2, 0, 0],
+                    format!("Ok: queued as {}", accepted.upstream_id),
+                );
+                self.finish(&envelope, reply, "delivered", size, upstream, started, signed);
+            }
+            Err(err) => {
+                if envelope.route == crate::route::Route::Ses {
+                    metrics::ses_error(&err.code);
+                }
+                let result = match err.retry {
+                    Retry::Temporary => "deferred",
+                    Retry::Permanent => "rejected",
+                };
+                self.finish(&envelope, err.reply(), result, size, upstream, started, signed);
+            }
+        }
+    }
+
+    /// Sends the final reply (with the transaction id), counts it and logs the transaction line.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        envelope: &crate::envelope::Envelope,
+        mut reply: Reply,
+        result: &'static str,
+        size: usize,
+        upstream: f64,
+        started: Instant,
+        signed: Option<String>,
+    ) {
+        reply.text = Cow::Owned(format!("{} [id {}]", reply.text, envelope.id));
+        let route = envelope.route.as_str();
+        let total = started.elapsed();
+        metrics::transaction(route, result, envelope.rcpt_to.len(), size, upstream, total.as_secs_f64());
+        let masker = self.relay.masker;
+        let reply_text = reply.to_string();
+        tracing::info!(
+            id = %envelope.id,
+            client = %masker.ip(envelope.client.ip()),
+            from = %masker.address(&envelope.mail_from),
+            rcpts = envelope.rcpt_to.len(),
+            size,
+            route,
+            result,
+            dkim = signed.as_deref().unwrap_or("none"),
+            reply = %masker.text(&reply_text),
+            duration_ms = total.as_millis() as u64,
+            "transaction"
+        );
+        self.write_reply(reply, "DATA");
+    }
+}

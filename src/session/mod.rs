@@ -1,0 +1,253 @@
+//! One SMTP connection: its state machine, reads with limits, and the one
+//! place replies leave ([`Session::write_reply`]).
+//!
+//! Replies to pipelined commands are collected and written when the input
+//! buffer runs dry (RFC 2920), and at once before anything that waits
+//! (DATA's 354, STARTTLS, delivery).
+
+mod commands;
+mod data;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::envelope::Envelope;
+use crate::metrics;
+use crate::route::Route;
+use crate::server::Relay;
+use crate::smtp::{Input, MessageReceiver, Reply};
+
+/// Bad commands tolerated before the session is ended (Postfix's hard error limit is 20).
+const MAX_ERRORS: u32 = 10;
+
+/// A byte stream a session can run on: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where the session stands.
+enum State {
+    /// Greeted; no EHLO/HELO yet (also right after STARTTLS, RFC 3207 section 4.2).
+    Fresh,
+    /// EHLO/HELO done, no transaction.
+    Ready,
+    /// MAIL accepted; recipients accumulate.
+    Mail(Transaction),
+    /// Receiving the message after DATA (oversize data is discarded inside the receiver).
+    Data(Transaction, MessageReceiver),
+}
+
+/// A transaction between MAIL and the end of DATA.
+struct Transaction {
+    id: String,
+    mail_from: String,
+    smtputf8: bool,
+    declared_size: usize,
+    rcpt_to: Vec<String>,
+    /// Decided at the first RCPT.
+    route: Option<Route>,
+}
+
+/// What the session loop does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    StartTls,
+    Close,
+}
+
+/// How a read ended.
+enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+    ShuttingDown,
+}
+
+/// One SMTP connection.
+pub struct Session {
+    relay: Arc<Relay>,
+    io: Box<dyn Io>,
+    peer: SocketAddr,
+    input: Input,
+    output: Vec<u8>,
+    state: State,
+    helo: String,
+    esmtp: bool,
+    tls: bool,
+    errors: u32,
+    deadline: Instant,
+}
+
+impl Session {
+    /// A session on `io` from `peer`; `tls` when the stream is already TLS (implicit TLS).
+    pub fn new(relay: Arc<Relay>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
+        let deadline = Instant::now() + relay.smtp.max_session_duration.0;
+        Session {
+            relay,
+            io,
+            peer,
+            input: Input::new(),
+            output: Vec::with_capacity(1024),
+            state: State::Fresh,
+            helo: String::new(),
+            esmtp: false,
+            tls,
+            errors: 0,
+            deadline,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        let greeting = Reply::plain(220, format!("{} ESMTP ses-relay", self.relay.smtp.hostname));
+        self.write_reply(greeting, "CONNECT");
+        loop {
+            let flow = self.process().await;
+            if !self.flush().await {
+                return;
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return self.close().await,
+                Flow::StartTls => {
+                    if !self.start_tls().await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            match self.read().await {
+                ReadOutcome::Data => {}
+                ReadOutcome::Closed => return,
+                ReadOutcome::TimedOut => {
+                    self.write_reply(Reply::new(421, [4, 4, 2], "Idle timeout, closing connection"), "TIMEOUT");
+                    return self.close().await;
+                }
+                ReadOutcome::ShuttingDown => {
+                    self.write_reply(Reply::new(421, [4, 3, 0], "Service shutting down, try again later"), "SHUTDOWN");
+                    return self.close().await;
+                }
+            }
+        }
+    }
+
+    /// Handles everything buffered: commands, or message data in the DATA state.
+    async fn process(&mut self) -> Flow {
+        loop {
+            if let State::Data(_, receiver) = &mut self.state {
+                match self.input.feed(receiver) {
+                    crate::smtp::DataEnd::Pending => return Flow::Continue,
+                    end => {
+                        self.end_of_data(end).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(command) = self.input.next_command() else {
+                return Flow::Continue;
+            };
+            let flow = self.handle(command).await;
+            if flow != Flow::Continue {
+                return flow;
+            }
+            if self.errors >= MAX_ERRORS {
+                self.write_reply(Reply::new(421, [4, 7, 0], "Too many errors, closing connection"), "ERRORS");
+                return Flow::Close;
+            }
+        }
+    }
+
+    /// Reads more input, bounded by the idle timeout and the session deadline.
+    /// Outside a transaction, shutdown interrupts the wait.
+    async fn read(&mut self) -> ReadOutcome {
+        let until = (Instant::now() + self.relay.smtp.idle_timeout.0).min(self.deadline);
+        let in_transaction = matches!(self.state, State::Mail(_) | State::Data(..));
+        if !in_transaction && self.relay.shutdown.is_triggered() {
+            return ReadOutcome::ShuttingDown;
+        }
+        tokio::select! {
+            biased;
+            _ = self.relay.shutdown.triggered(), if !in_transaction => ReadOutcome::ShuttingDown,
+            read = tokio::time::timeout_at(until, self.io.read_buf(self.input.for_read())) => match read {
+                Err(_) => ReadOutcome::TimedOut,
+                Ok(Ok(0)) | Ok(Err(_)) => ReadOutcome::Closed,
+                Ok(Ok(_)) => ReadOutcome::Data,
+            },
+        }
+    }
+
+    /// Queues a reply; every reply leaves through here and is counted.
+    fn write_reply(&mut self, reply: Reply, command: &'static str) {
+        metrics::reply(reply.code, command);
+        reply.write_to(&mut self.output);
+    }
+
+    /// Writes queued replies; false when the client is gone.
+    async fn flush(&mut self) -> bool {
+        if self.output.is_empty() {
+            return true;
+        }
+        let idle = self.relay.smtp.idle_timeout.0;
+        let written = tokio::time::timeout(idle, async {
+            self.io.write_all(&self.output).await?;
+            self.io.flush().await
+        })
+        .await;
+        self.output.clear();
+        matches!(written, Ok(Ok(())))
+    }
+
+    async fn close(&mut self) {
+        self.flush().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    /// Upgrades the stream after `220 Ready to start TLS`.
+    async fn start_tls(&mut self) -> bool {
+        let Some(acceptor) = self.relay.tls.clone() else {
+            return false;
+        };
+        let plain = std::mem::replace(
+            &mut self.io,
+            Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+        );
+        match tokio::time::timeout(self.relay.smtp.idle_timeout.0, acceptor.accept(plain)).await {
+            Ok(Ok(stream)) => {
+                self.io = Box::new(stream);
+                self.tls = true;
+                // RFC 3207 section 4.2: forget everything learned before TLS.
+                self.state = State::Fresh;
+                self.helo.clear();
+                self.esmtp = false;
+                self.input.clear();
+                true
+            }
+            _ => {
+                metrics::connection("tls_failed");
+                tracing::debug!(client = %self.relay.masker.ip(self.peer.ip()), "STARTTLS handshake failed");
+                false
+            }
+        }
+    }
+
+    /// The envelope of a finished transaction.
+    fn envelope(&self, tx: Transaction) -> Envelope {
+        Envelope {
+            id: tx.id,
+            client: self.peer,
+            helo: self.helo.clone(),
+            tls: self.tls,
+            esmtp: self.esmtp,
+            mail_from: tx.mail_from,
+            rcpt_to: tx.rcpt_to,
+            smtputf8: tx.smtputf8,
+            declared_size: tx.declared_size,
+            route: tx.route.unwrap_or(Route::Ses),
+        }
+    }
+}
