@@ -1,0 +1,435 @@
+//! End to end in one process: the relay on 127.0.0.1:0, driven by a real SMTP
+//! client (mail-send) or raw commands, delivering to the in-process SES v2
+//! fake through the real AWS SDK client.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ses_fake::{Mode, SesFake};
+use common::{RunningRelay, TempDir, TestCa, demo_txt, header_names, test_config, verify_dkim};
+use mail_auth::DkimResult;
+use mail_send::SmtpClientBuilder;
+use mail_send::smtp::message::Message;
+use ses_relay::config::{HumanDuration, SesMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BODY: &str = "From: Goo <news@goo.ne.jp>\r\nTo: b@example.com\r\nSubject: hello\r\nMessage-ID: <1@goo.ne.jp>\r\nDate: Sun, 22 Nov 2026 08:00:00 +0900\r\n\r\nHello from the relay test.\r\n";
+
+/// A raw SMTP client, for what a polite client library will not send.
+struct Raw {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: std::net::SocketAddr) -> (Raw, String) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            pending: Vec::new(),
+        };
+        let greeting = raw.reply().await;
+        (raw, greeting)
+    }
+
+    async fn reply(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = String::from_utf8_lossy(&self.pending).to_string();
+            let mut consumed = 0;
+            for line in text.split_inclusive("\r\n") {
+                if !line.ends_with("\r\n") {
+                    break;
+                }
+                consumed += line.len();
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    self.pending.drain(..consumed);
+                    return text[..consumed].to_string();
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            if n == 0 {
+                return String::from_utf8_lossy(&self.pending).to_string();
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    async fn cmd(&mut self, line: &str, code: &str) -> String {
+        self.send(&format!("{line}\r\n")).await;
+        let reply = self.reply().await;
+        assert!(reply.starts_with(code), "{line}: expected {code}, got {reply:?}");
+        reply
+    }
+}
+
+async fn send(relay: &RunningRelay, from: &str, to: &[&str], body: &str) -> Result<String, mail_send::Error> {
+    let mut client = SmtpClientBuilder::new("127.0.0.1".to_string(), relay.addr.port())
+        .unwrap()
+        .helo_host("client.test")
+        .timeout(Duration::from_secs(30))
+        .connect_plain()
+        .await?;
+    let response = client
+        .send(Message::new(from, to.iter().copied(), body.as_bytes()))
+        .await?;
+    let _ = client.quit().await;
+    Ok(format!("{} {}.{}.{} {}", response.code, response.esc[0], response.esc[1], response.esc[2], response.message))
+}
+
+fn refused_code(err: mail_send::Error) -> (u16, [u8; 3], String) {
+    match err {
+        mail_send::Error::UnexpectedReply(r) => (r.code, r.esc, r.message),
+        other => panic!("expected an SMTP refusal, got {other}"),
+    }
+}
+
+async fn assert_signed_once(raw: &[u8]) {
+    let text = String::from_utf8_lossy(raw);
+    assert_eq!(text.matches("DKIM-Signature:").count(), 1, "{text}");
+    let results = verify_dkim(raw, "gooid-21-prod", "goo.ne.jp", &demo_txt()).await;
+    assert_eq!(results, vec![DkimResult::Pass], "mail-auth verification of\n{text}");
+    // The check can fail: one changed body byte breaks it.
+    let tampered = text.replacen("\r\n\r\n", "\r\n\r\nX", 1);
+    let results = verify_dkim(tampered.as_bytes(), "gooid-21-prod", "goo.ne.jp", &demo_txt()).await;
+    assert_ne!(results, vec![DkimResult::Pass], "tampered message still passes");
+}
+
+#[tokio::test]
+async fn plain_delivery_reaches_ses_signed_with_the_configuration_set() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let reply = send(&relay, "a@goo.ne.jp", &["b@example.com", "hidden@example.org"], BODY)
+        .await
+        .unwrap();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as fake-0001 [id "), "{reply}");
+    let requests = ses.requests();
+    assert_eq!(requests.len(), 1);
+    let sent = &requests[0];
+    assert!(sent.authorization, "request is SigV4-signed");
+    assert_eq!(sent.from.as_deref(), Some("a@goo.ne.jp"));
+    // The Bcc-only recipient is in Destination too.
+    assert_eq!(sent.to, ["b@example.com", "hidden@example.org"]);
+    assert_eq!(sent.configuration_set.as_deref(), Some("ses-migration-production-config-set"));
+    assert_eq!(
+        header_names(&sent.raw)[..3],
+        ["X-SES-CONFIGURATION-SET", "DKIM-Signature", "Received"]
+    );
+    assert!(String::from_utf8_lossy(&sent.raw).starts_with("X-SES-CONFIGURATION-SET: ses-migration-production-config-set\r\n"));
+    assert_signed_once(&sent.raw).await;
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn starttls_with_a_test_ca() {
+    let ses = SesFake::start().await;
+    let ca = TestCa::new();
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.tls = Some(ca.tls_config());
+    config.smtp.require_tls = true;
+    let relay = RunningRelay::start(config).await;
+
+    // Plaintext: STARTTLS is offered, MAIL is refused until it is used.
+    let (mut raw, _) = Raw::connect(relay.addr).await;
+    let ehlo = raw.cmd("EHLO client.test", "250").await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "530 5.7.0").await;
+
+    // A client that trusts only the test CA verifies the certificate and sends.
+    let mut client = SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), relay.addr.port(), ca.connector())
+        .helo_host("client.test")
+        .implicit_tls(false)
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("STARTTLS handshake with the test CA");
+    let response = client
+        .send(Message::new("a@goo.ne.jp", ["b@example.com"], BODY.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(response.code, 250);
+    let raw_msg = String::from_utf8_lossy(&ses.requests()[0].raw).to_string();
+    assert!(raw_msg.contains("with ESMTPS id"), "Received says TLS: {raw_msg}");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn implicit_tls_listener() {
+    let ses = SesFake::start().await;
+    let ca = TestCa::new();
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.tls = Some(ca.tls_config());
+    config.smtp.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+    let relay = RunningRelay::start(config).await;
+    let port = relay.tls_addr.unwrap().port();
+    let mut client = SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), port, ca.connector())
+        .helo_host("client.test")
+        .implicit_tls(true)
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("implicit TLS handshake");
+    let response = client
+        .send(Message::new("a@goo.ne.jp", ["b@example.com"], BODY.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(response.code, 250);
+    assert_eq!(ses.requests().len(), 1);
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn pipelining_8bit_body_and_null_sender() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (mut raw, _) = Raw::connect(relay.addr).await;
+    raw.cmd("EHLO client.test", "250").await;
+    let body = "From: =?UTF-8?B?5pel5pys?= <news@goo.ne.jp>\r\nSubject: =?UTF-8?B?5pel5pys?=\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n日本語の本文です。\r\n..leading dot\r\n";
+    raw.send(&format!(
+        "MAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
+    ))
+    .await;
+    for code in ["250 2.1.0", "250 2.1.5", "250 2.1.5", "354"] {
+        let reply = raw.reply().await;
+        assert!(reply.starts_with(code), "expected {code}, got {reply}");
+    }
+    let reply = raw.reply().await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    assert!(raw.reply().await.starts_with("221"));
+    let sent = &ses.requests()[0];
+    assert_eq!(sent.from, None, "null sender: no FromEmailAddress");
+    let text = String::from_utf8(sent.raw.clone()).unwrap();
+    assert!(text.ends_with("\r\n\r\n日本語の本文です。\r\n.leading dot\r\n"), "8-bit body kept, dot unstuffed: {text}");
+    assert_signed_once(&sent.raw).await;
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn fifty_one_recipients_get_452_for_the_last() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (mut raw, _) = Raw::connect(relay.addr).await;
+    raw.cmd("EHLO client.test", "250").await;
+    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
+    for i in 0..50 {
+        raw.cmd(&format!("RCPT TO:<r{i}@example.com>"), "250 2.1.5").await;
+    }
+    raw.cmd("RCPT TO:<r50@example.com>", "452 4.5.3").await;
+    raw.cmd("DATA", "354").await;
+    raw.send(&format!("{BODY}.\r\n")).await;
+    assert!(raw.reply().await.starts_with("250 2.0.0"));
+    assert_eq!(ses.requests()[0].to.len(), 50);
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn oversize_message_gets_552_and_nothing_is_sent() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.max_message_size = ses_relay::config::ByteSize(64 * 1024);
+    let relay = RunningRelay::start(config).await;
+    let big = format!("{BODY}{}", "x".repeat(76).repeat(1) + "\r\n").repeat(1000);
+    let (code, esc, _) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], &big).await.unwrap_err());
+    assert_eq!((code, esc), (552, [5, 3, 4]));
+    assert_eq!(ses.attempts(), 0);
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn client_outside_allowed_networks_gets_554_at_connect() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.allowed_clients = vec!["10.99.0.0/16".parse().unwrap()];
+    let relay = RunningRelay::start(config).await;
+    let (_, greeting) = Raw::connect(relay.addr).await;
+    assert!(greeting.starts_with("554 5.7.1"), "{greeting}");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn connection_cap_answers_421_at_once() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.max_connections = 1;
+    let relay = RunningRelay::start(config).await;
+    let (mut first, greeting) = Raw::connect(relay.addr).await;
+    assert!(greeting.starts_with("220"));
+    let (_, refused) = Raw::connect(relay.addr).await;
+    assert!(refused.starts_with("421 4.3.2"), "{refused}");
+    first.cmd("QUIT", "221").await;
+    drop(first);
+    // The slot frees once the first session has ended.
+    let mut greeting = String::new();
+    for _ in 0..50 {
+        greeting = Raw::connect(relay.addr).await.1;
+        if greeting.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn throttled_ses_is_a_451_after_the_sdk_retries() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Throttle);
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let started = Instant::now();
+    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    assert_eq!((code, esc[0]), (451, 4), "{message}");
+    assert!(message.contains("TooManyRequestsException"), "{message}");
+    assert!(ses.attempts() > 1, "the SDK retried throttling");
+    assert!(started.elapsed() < Duration::from_secs(15), "bounded by ses.timeout");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn rejected_by_ses_is_a_554_with_ses_words() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Reject("MessageRejected", "Email address is not verified."));
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    assert_eq!((code, esc), (554, [5, 7, 1]));
+    assert!(message.contains("Email address is not verified."), "{message}");
+    assert_eq!(ses.attempts(), 1, "a permanent refusal is not retried");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn ses_server_error_is_a_451() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Fail);
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (code, _, _) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    assert_eq!(code, 451);
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn stalled_ses_past_the_timeout_is_a_451() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Stall(Duration::from_secs(20)));
+    let mut config = test_config(&ses.endpoint());
+    config.ses.timeout = HumanDuration(Duration::from_secs(1));
+    let relay = RunningRelay::start(config).await;
+    let started = Instant::now();
+    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    relay.shutdown.trigger();
+}
+
+#[tokio::test]
+async fn unreachable_ses_is_a_451() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let relay = RunningRelay::start(test_config(&format!("http://{closed}"))).await;
+    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn max_send_rate_defers_what_would_wait_too_long() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.ses.max_send_rate = 1.0;
+    let relay = RunningRelay::start(config).await;
+    let rcpts: Vec<String> = (0..20).map(|i| format!("r{i}@example.com")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let (code, esc, _) = refused_code(send(&relay, "a@goo.ne.jp", &rcpts, BODY).await.unwrap_err());
+    assert_eq!((code, esc), (451, [4, 7, 0]));
+    assert_eq!(ses.attempts(), 0);
+    // One recipient fits the burst.
+    assert!(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.is_ok());
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn an_earlier_signature_for_our_domain_is_replaced() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let presigned = format!(
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=goo.ne.jp; s=old;\r\n h=From; bh=AAAA; b=BBBB\r\n{BODY}"
+    );
+    send(&relay, "a@goo.ne.jp", &["b@example.com"], &presigned).await.unwrap();
+    assert_signed_once(&ses.requests()[0].raw).await;
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn outbox_mode_writes_the_message_and_envelope() {
+    let dir = TempDir::new("outbox");
+    let mut config = test_config("");
+    config.ses.mode = SesMode::Outbox;
+    config.ses.outbox_dir = dir.path("out");
+    let relay = RunningRelay::start(config).await;
+    let reply = send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap();
+    let id = reply
+        .split("queued as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let eml = std::fs::read(dir.path("out").join(format!("{id}.eml"))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path("out").join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(json["rcpt_to"][0], "b@example.com");
+    assert_eq!(json["mail_from"], "a@goo.ne.jp");
+    assert_signed_once(&eml).await;
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path("out"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary files left");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_transaction_in_flight() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Stall(Duration::from_millis(1500)));
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (mut raw, _) = Raw::connect(relay.addr).await;
+    raw.cmd("EHLO client.test", "250").await;
+    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
+    raw.cmd("RCPT TO:<b@example.com>", "250").await;
+    raw.cmd("DATA", "354").await;
+    raw.send(&format!("{BODY}.\r\n")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.shutdown.trigger();
+    // New connections are no longer accepted...
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match TcpStream::connect(relay.addr).await {
+                    Err(_) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .is_ok(),
+        "listener still open after shutdown"
+    );
+    // ...but the message in flight is delivered and answered.
+    let reply = raw.reply().await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    assert!(raw.reply().await.starts_with("421 4.3.0"));
+    assert!(relay.stop().await, "all sessions ended within shutdown-grace");
+    assert_eq!(ses.requests().len(), 1);
+}
