@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod peers;
 pub mod ses_fake;
 
 use std::borrow::Borrow;

@@ -1,0 +1,205 @@
+//! System test with real peers nobody here wrote: a real Postfix instance
+//! relays through the ses-relay binary to moto's SES v2 emulator, and dkimpy
+//! verifies the signature of what moto received.
+//!
+//! Skips with the reason printed when a peer is missing, unless
+//! `SES_RELAY_REQUIRE_PEERS=1` (as `.ci/run` sets), where a missing peer fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, wait_for_port};
+use common::{TempDir, demo_key, demo_txt};
+
+const CONFIG_SET: &str = "ses-migration-production-config-set";
+
+fn peers_or_skip(test: &str) -> bool {
+    let Some(why) = postfix_missing().or_else(moto_missing) else {
+        println!("system test {test}: running with real Postfix and moto");
+        return true;
+    };
+    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{test}: peers required but missing: {why}");
+    }
+    println!("SKIPPED {test}: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// The relay binary, killed when dropped.
+struct RelayProcess(Child);
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_relay(dir: &TempDir, port: u16, moto_endpoint: &str) -> RelayProcess {
+    let config = format!(
+        r#"
+[smtp]
+listen = ["127.0.0.1:{port}"]
+hostname = "ses-relay.test"
+allowed-clients = ["127.0.0.0/8"]
+
+[[dkim.keys]]
+domain = "goo.ne.jp"
+selector = "gooid-21-prod"
+private-key = "{key}"
+
+[ses]
+mode = "api"
+region = "ap-northeast-1"
+endpoint-url = "{moto_endpoint}"
+configuration-set = "{CONFIG_SET}"
+timeout = "20s"
+
+[log]
+mask-pii = true
+"#,
+        key = demo_key().display()
+    );
+    let path = dir.path("ses-relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        // Credentials and region through the standard AWS chain, as in production.
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "ap-northeast-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::from(std::fs::File::create(dir.path("relay.log")).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(dir.path("relay.err")).unwrap()))
+        .spawn()
+        .expect("ses-relay starts");
+    let relay = RelayProcess(child);
+    assert!(wait_for_port(port, Duration::from_secs(30)), "ses-relay did not listen");
+    relay
+}
+
+/// Creates the verified domain identity and the configuration set in moto through the SES v2 API.
+fn prepare_moto(endpoint: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+            .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_sesv2::config::Credentials::new("test", "test", None, None, "test"))
+            .build();
+        let client = aws_sdk_sesv2::Client::from_conf(config);
+        client
+            .create_email_identity()
+            .email_identity("goo.ne.jp")
+            .send()
+            .await
+            .expect("moto: create identity");
+        client
+            .create_configuration_set()
+            .configuration_set_name(CONFIG_SET)
+            .send()
+            .await
+            .expect("moto: create configuration set");
+    });
+}
+
+/// Submits one message to Postfix over plain SMTP.
+fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut expect = |code: &str| loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "postfix said {line:?}, expected {code}");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    };
+    expect("220");
+    let mut cmd = |line: &str, code: &str| {
+        writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        expect(code);
+    };
+    cmd("EHLO client.test", "250");
+    cmd(&format!("MAIL FROM:<{from}>"), "250");
+    for rcpt in rcpts {
+        cmd(&format!("RCPT TO:<{rcpt}>"), "250");
+    }
+    cmd("DATA", "354");
+    cmd(&format!("{message}."), "250");
+    cmd("QUIT", "221");
+}
+
+#[test]
+fn postfix_through_ses_relay_into_moto_signed_and_complete() {
+    if !peers_or_skip("postfix_through_ses_relay_into_moto") {
+        return;
+    }
+    let dir = TempDir::new("system");
+    let moto = Moto::start();
+    prepare_moto(&moto.endpoint());
+    let relay_port = free_port();
+    let _relay = start_relay(&dir, relay_port, &moto.endpoint());
+    let postfix = Postfix::start(relay_port, &[]);
+
+    let message = "From: Goo News <news@goo.ne.jp>\r\n\
+                   To: to@example.com\r\n\
+                   Cc: cc@example.com\r\n\
+                   Subject: system test\r\n\
+                   Message-ID: <system-test-1@goo.ne.jp>\r\n\
+                   \r\n\
+                   Delivered by Postfix, signed by ses-relay, received by moto.\r\n";
+    let rcpts = ["to@example.com", "cc@example.com", "bcc-only@example.net"];
+    submit(postfix.port, "news@goo.ne.jp", &rcpts, message);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let sent = loop {
+        let sent = moto.sent();
+        if !sent.is_empty() || Instant::now() > deadline {
+            break sent;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let relay_log = std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default();
+    assert_eq!(
+        sent.len(),
+        1,
+        "moto received {} messages\npostfix log:\n{}\nrelay log:\n{relay_log}",
+        sent.len(),
+        postfix.log()
+    );
+    let msg = &sent[0];
+    assert_eq!(msg.source, "news@goo.ne.jp");
+    for rcpt in rcpts {
+        assert!(msg.destinations.iter().any(|d| d == rcpt), "{rcpt} missing from {:?}", msg.destinations);
+    }
+    let raw = msg.raw.replace("\r\n", "\n").replace('\n', "\r\n");
+    assert!(
+        raw.contains(&format!("X-SES-CONFIGURATION-SET: {CONFIG_SET}\r\n")),
+        "configuration-set header missing:\n{raw}"
+    );
+    assert_eq!(raw.matches("DKIM-Signature:").count(), 1, "exactly one signature:\n{raw}");
+    assert!(raw.contains("by ses-relay.test (ses-relay) with ESMTP id"), "our Received header:\n{raw}");
+    let (ok, verdict) = dkimpy_verify(raw.as_bytes(), &demo_txt());
+    assert!(ok, "dkimpy: {verdict}\n{raw}");
+    assert!(verdict.starts_with("pass d=goo.ne.jp s=gooid-21-prod"), "{verdict}");
+    println!("dkimpy: {verdict}");
+
+    // Postfix saw 250 (not a deferral) and its queue is empty: nothing held anywhere.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while postfix.queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(postfix.queued(), 0, "postfix still holds mail:\n{}", postfix.log());
+    assert!(postfix.log().contains("status=sent (250 2.0.0 Ok: queued as"), "{}", postfix.log());
+    // Logs mask addresses by default.
+    assert!(!relay_log.contains("news@goo.ne.jp"), "unmasked address in the log:\n{relay_log}");
+}
