@@ -54,13 +54,19 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
         if !is_allowed(&relay.smtp.allowed_clients, peer.ip()) {
             metrics::connection("denied");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
-            refuse(stream, Reply::new(554, [5, 7, 1], "Access denied: client not allowed"));
+            refuse(
+                stream,
+                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
+            );
             continue;
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics::connection("overloaded");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "max-connections reached, refused");
-            refuse(stream, Reply::new(421, [4, 3, 2], "Too many connections, try again later"));
+            refuse(
+                stream,
+                Reply::new(421, [4, 3, 2], "Too many connections, try again later"),
+            );
             continue;
         };
         metrics::connection("accepted");
@@ -77,7 +83,9 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
 
 async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_tls: bool) {
     if !implicit_tls {
-        return Session::new(relay, Box::new(stream), peer, false).run().await;
+        return Session::new(relay, Box::new(stream), peer, false)
+            .run()
+            .await;
     }
     let Some(acceptor) = relay.tls.clone() else {
         return;

@@ -11,8 +11,11 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.level`.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -44,7 +47,11 @@ impl Masker {
 
     /// A client IP: `202.*.*.*`, `2001:*`.
     pub fn ip(&self, ip: IpAddr) -> String {
-        if self.enabled { mask_ip(ip) } else { canonical_ip(ip).to_string() }
+        if self.enabled {
+            mask_ip(ip)
+        } else {
+            canonical_ip(ip).to_string()
+        }
     }
 
     /// Free text from an upstream (an SES error can quote an address): every

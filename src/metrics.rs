@@ -36,11 +36,27 @@ pub fn describe() {
     describe_counter!(SMTP_REPLIES, "SMTP replies sent by class and command");
     describe_counter!(TRANSACTIONS, "Transactions by route and result");
     describe_counter!(RECIPIENTS, "Recipients by route and result");
-    describe_histogram!(MESSAGE_SIZE, metrics::Unit::Bytes, "Message size sent upstream");
-    describe_histogram!(DELIVERY_DURATION, metrics::Unit::Seconds, "Time spent upstream");
-    describe_histogram!(TRANSACTION_DURATION, metrics::Unit::Seconds, "End of DATA to final reply");
+    describe_histogram!(
+        MESSAGE_SIZE,
+        metrics::Unit::Bytes,
+        "Message size sent upstream"
+    );
+    describe_histogram!(
+        DELIVERY_DURATION,
+        metrics::Unit::Seconds,
+        "Time spent upstream"
+    );
+    describe_histogram!(
+        TRANSACTION_DURATION,
+        metrics::Unit::Seconds,
+        "End of DATA to final reply"
+    );
     describe_counter!(DKIM_SIGNATURES, "DKIM signatures made");
-    describe_histogram!(DKIM_SIGN_DURATION, metrics::Unit::Seconds, "Time to make one DKIM signature");
+    describe_histogram!(
+        DKIM_SIGN_DURATION,
+        metrics::Unit::Seconds,
+        "Time to make one DKIM signature"
+    );
     describe_counter!(SES_ERRORS, "SES API failures by error code");
 }
 
@@ -66,7 +82,14 @@ pub fn reply(code: u16, command: &'static str) {
 }
 
 /// Records one finished transaction.
-pub fn transaction(route: &'static str, result: &'static str, recipients: usize, size: usize, upstream: f64, total: f64) {
+pub fn transaction(
+    route: &'static str,
+    result: &'static str,
+    recipients: usize,
+    size: usize,
+    upstream: f64,
+    total: f64,
+) {
     counter!(TRANSACTIONS, "route" => route, "result" => result).increment(1);
     counter!(RECIPIENTS, "route" => route, "result" => result).increment(recipients as u64);
     histogram!(MESSAGE_SIZE, "route" => route).record(size as f64);
@@ -76,7 +99,8 @@ pub fn transaction(route: &'static str, result: &'static str, recipients: usize,
 
 /// Records one DKIM signature.
 pub fn dkim_signature(domain: &str, selector: &str, seconds: f64) {
-    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string()).increment(1);
+    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string())
+        .increment(1);
     histogram!(DKIM_SIGN_DURATION).record(seconds);
 }
 

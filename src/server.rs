@@ -88,25 +88,39 @@ impl Server {
     /// Loads keys and certificates, builds the forwarder, binds every listener.
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, StartError> {
         let dkim = DkimKeys::load(&config.dkim)?;
-        let tls = config.smtp.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let tls = config
+            .smtp
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()?;
         let ses: Arc<dyn Forwarder> = match config.ses.mode {
             SesMode::Api => Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await),
             SesMode::Outbox => Arc::new(
-                Outbox::new(&config.ses.outbox_dir, &config.ses.configuration_set).map_err(|source| {
-                    StartError::Outbox {
+                Outbox::new(&config.ses.outbox_dir, &config.ses.configuration_set).map_err(
+                    |source| StartError::Outbox {
                         path: config.ses.outbox_dir.clone(),
                         source,
-                    }
-                })?,
+                    },
+                )?,
             ),
         };
         let mut listeners = Vec::new();
-        for (addrs, implicit_tls) in [(&config.smtp.listen, false), (&config.smtp.listen_tls, true)] {
+        for (addrs, implicit_tls) in [
+            (&config.smtp.listen, false),
+            (&config.smtp.listen_tls, true),
+        ] {
             for addr in addrs {
                 let socket = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Bind { addr: *addr, source })?;
-                listeners.push(Listener { socket, implicit_tls });
+                    .map_err(|source| StartError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                listeners.push(Listener {
+                    socket,
+                    implicit_tls,
+                });
             }
         }
         let relay = Relay {
@@ -145,13 +159,19 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let mut accepting = tokio::task::JoinSet::new();
         for listener in self.listeners {
-            accepting.spawn(listener::accept_loop(listener, self.relay.clone(), slots.clone()));
+            accepting.spawn(listener::accept_loop(
+                listener,
+                self.relay.clone(),
+                slots.clone(),
+            ));
         }
         self.relay.shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
         let tracker = self.relay.shutdown.tracker().clone();
         tracker.close();
-        let drained = tokio::time::timeout(self.grace, tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(self.grace, tracker.wait())
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(open = tracker.len(), "shutdown-grace over, sessions cut");
         }

@@ -69,12 +69,20 @@ impl Raw {
     async fn cmd(&mut self, line: &str, code: &str) -> String {
         self.send(&format!("{line}\r\n")).await;
         let reply = self.reply().await;
-        assert!(reply.starts_with(code), "{line}: expected {code}, got {reply:?}");
+        assert!(
+            reply.starts_with(code),
+            "{line}: expected {code}, got {reply:?}"
+        );
         reply
     }
 }
 
-async fn send(relay: &RunningRelay, from: &str, to: &[&str], body: &str) -> Result<String, mail_send::Error> {
+async fn send(
+    relay: &RunningRelay,
+    from: &str,
+    to: &[&str],
+    body: &str,
+) -> Result<String, mail_send::Error> {
     let mut client = SmtpClientBuilder::new("127.0.0.1".to_string(), relay.addr.port())
         .unwrap()
         .helo_host("client.test")
@@ -85,7 +93,10 @@ async fn send(relay: &RunningRelay, from: &str, to: &[&str], body: &str) -> Resu
         .send(Message::new(from, to.iter().copied(), body.as_bytes()))
         .await?;
     let _ = client.quit().await;
-    Ok(format!("{} {}.{}.{} {}", response.code, response.esc[0], response.esc[1], response.esc[2], response.message))
+    Ok(format!(
+        "{} {}.{}.{} {}",
+        response.code, response.esc[0], response.esc[1], response.esc[2], response.message
+    ))
 }
 
 fn refused_code(err: mail_send::Error) -> (u16, [u8; 3], String) {
@@ -99,21 +110,43 @@ async fn assert_signed_once(raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     assert_eq!(text.matches("DKIM-Signature:").count(), 1, "{text}");
     let results = verify_dkim(raw, "gooid-21-prod", "goo.ne.jp", &demo_txt()).await;
-    assert_eq!(results, vec![DkimResult::Pass], "mail-auth verification of\n{text}");
+    assert_eq!(
+        results,
+        vec![DkimResult::Pass],
+        "mail-auth verification of\n{text}"
+    );
     // The check can fail: one changed body byte breaks it.
     let tampered = text.replacen("\r\n\r\n", "\r\n\r\nX", 1);
-    let results = verify_dkim(tampered.as_bytes(), "gooid-21-prod", "goo.ne.jp", &demo_txt()).await;
-    assert_ne!(results, vec![DkimResult::Pass], "tampered message still passes");
+    let results = verify_dkim(
+        tampered.as_bytes(),
+        "gooid-21-prod",
+        "goo.ne.jp",
+        &demo_txt(),
+    )
+    .await;
+    assert_ne!(
+        results,
+        vec![DkimResult::Pass],
+        "tampered message still passes"
+    );
 }
 
 #[tokio::test]
 async fn plain_delivery_reaches_ses_signed_with_the_configuration_set() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let reply = send(&relay, "a@goo.ne.jp", &["b@example.com", "hidden@example.org"], BODY)
-        .await
-        .unwrap();
-    assert!(reply.starts_with("250 2.0.0 Ok: queued as fake-0001 [id "), "{reply}");
+    let reply = send(
+        &relay,
+        "a@goo.ne.jp",
+        &["b@example.com", "hidden@example.org"],
+        BODY,
+    )
+    .await
+    .unwrap();
+    assert!(
+        reply.starts_with("250 2.0.0 Ok: queued as fake-0001 [id "),
+        "{reply}"
+    );
     let requests = ses.requests();
     assert_eq!(requests.len(), 1);
     let sent = &requests[0];
@@ -121,12 +154,18 @@ async fn plain_delivery_reaches_ses_signed_with_the_configuration_set() {
     assert_eq!(sent.from.as_deref(), Some("a@goo.ne.jp"));
     // The Bcc-only recipient is in Destination too.
     assert_eq!(sent.to, ["b@example.com", "hidden@example.org"]);
-    assert_eq!(sent.configuration_set.as_deref(), Some("ses-migration-production-config-set"));
+    assert_eq!(
+        sent.configuration_set.as_deref(),
+        Some("ses-migration-production-config-set")
+    );
     assert_eq!(
         header_names(&sent.raw)[..3],
         ["X-SES-CONFIGURATION-SET", "DKIM-Signature", "Received"]
     );
-    assert!(String::from_utf8_lossy(&sent.raw).starts_with("X-SES-CONFIGURATION-SET: ses-migration-production-config-set\r\n"));
+    assert!(
+        String::from_utf8_lossy(&sent.raw)
+            .starts_with("X-SES-CONFIGURATION-SET: ses-migration-production-config-set\r\n")
+    );
     assert_signed_once(&sent.raw).await;
     assert!(relay.stop().await);
 }
@@ -147,20 +186,31 @@ async fn starttls_with_a_test_ca() {
     raw.cmd("MAIL FROM:<a@goo.ne.jp>", "530 5.7.0").await;
 
     // A client that trusts only the test CA verifies the certificate and sends.
-    let mut client = SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), relay.addr.port(), ca.connector())
-        .helo_host("client.test")
-        .implicit_tls(false)
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("STARTTLS handshake with the test CA");
+    let mut client = SmtpClientBuilder::new_with_tls_connector(
+        "127.0.0.1".to_string(),
+        relay.addr.port(),
+        ca.connector(),
+    )
+    .helo_host("client.test")
+    .implicit_tls(false)
+    .timeout(Duration::from_secs(30))
+    .connect()
+    .await
+    .expect("STARTTLS handshake with the test CA");
     let response = client
-        .send(Message::new("a@goo.ne.jp", ["b@example.com"], BODY.as_bytes()))
+        .send(Message::new(
+            "a@goo.ne.jp",
+            ["b@example.com"],
+            BODY.as_bytes(),
+        ))
         .await
         .unwrap();
     assert_eq!(response.code, 250);
     let raw_msg = String::from_utf8_lossy(&ses.requests()[0].raw).to_string();
-    assert!(raw_msg.contains("with ESMTPS id"), "Received says TLS: {raw_msg}");
+    assert!(
+        raw_msg.contains("with ESMTPS id"),
+        "Received says TLS: {raw_msg}"
+    );
     assert!(relay.stop().await);
 }
 
@@ -173,15 +223,20 @@ async fn implicit_tls_listener() {
     config.smtp.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
     let relay = RunningRelay::start(config).await;
     let port = relay.tls_addr.unwrap().port();
-    let mut client = SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), port, ca.connector())
-        .helo_host("client.test")
-        .implicit_tls(true)
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("implicit TLS handshake");
+    let mut client =
+        SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), port, ca.connector())
+            .helo_host("client.test")
+            .implicit_tls(true)
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("implicit TLS handshake");
     let response = client
-        .send(Message::new("a@goo.ne.jp", ["b@example.com"], BODY.as_bytes()))
+        .send(Message::new(
+            "a@goo.ne.jp",
+            ["b@example.com"],
+            BODY.as_bytes(),
+        ))
         .await
         .unwrap();
     assert_eq!(response.code, 250);
@@ -210,7 +265,10 @@ async fn pipelining_8bit_body_and_null_sender() {
     let sent = &ses.requests()[0];
     assert_eq!(sent.from, None, "null sender: no FromEmailAddress");
     let text = String::from_utf8(sent.raw.clone()).unwrap();
-    assert!(text.ends_with("\r\n\r\n日本語の本文です。\r\n.leading dot\r\n"), "8-bit body kept, dot unstuffed: {text}");
+    assert!(
+        text.ends_with("\r\n\r\n日本語の本文です。\r\n.leading dot\r\n"),
+        "8-bit body kept, dot unstuffed: {text}"
+    );
     assert_signed_once(&sent.raw).await;
     assert!(relay.stop().await);
 }
@@ -223,7 +281,8 @@ async fn fifty_one_recipients_get_452_for_the_last() {
     raw.cmd("EHLO client.test", "250").await;
     raw.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
     for i in 0..50 {
-        raw.cmd(&format!("RCPT TO:<r{i}@example.com>"), "250 2.1.5").await;
+        raw.cmd(&format!("RCPT TO:<r{i}@example.com>"), "250 2.1.5")
+            .await;
     }
     raw.cmd("RCPT TO:<r50@example.com>", "452 4.5.3").await;
     raw.cmd("DATA", "354").await;
@@ -239,8 +298,12 @@ async fn oversize_message_gets_552_and_nothing_is_sent() {
     let mut config = test_config(&ses.endpoint());
     config.smtp.max_message_size = ses_relay::config::ByteSize(64 * 1024);
     let relay = RunningRelay::start(config).await;
-    let big = format!("{BODY}{}", "x".repeat(76).repeat(1) + "\r\n").repeat(1000);
-    let (code, esc, _) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], &big).await.unwrap_err());
+    let big = format!("{BODY}{}", format!("{}\r\n", "x".repeat(76)).repeat(1000));
+    let (code, esc, _) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], &big)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, esc), (552, [5, 3, 4]));
     assert_eq!(ses.attempts(), 0);
     assert!(relay.stop().await);
@@ -288,22 +351,39 @@ async fn throttled_ses_is_a_451_after_the_sdk_retries() {
     ses.set_mode(Mode::Throttle);
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
     let started = Instant::now();
-    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    let (code, esc, message) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, esc[0]), (451, 4), "{message}");
     assert!(message.contains("TooManyRequestsException"), "{message}");
     assert!(ses.attempts() > 1, "the SDK retried throttling");
-    assert!(started.elapsed() < Duration::from_secs(15), "bounded by ses.timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded by ses.timeout"
+    );
     assert!(relay.stop().await);
 }
 
 #[tokio::test]
 async fn rejected_by_ses_is_a_554_with_ses_words() {
     let ses = SesFake::start().await;
-    ses.set_mode(Mode::Reject("MessageRejected", "Email address is not verified."));
+    ses.set_mode(Mode::Reject(
+        "MessageRejected",
+        "Email address is not verified.",
+    ));
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    let (code, esc, message) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, esc), (554, [5, 7, 1]));
-    assert!(message.contains("Email address is not verified."), "{message}");
+    assert!(
+        message.contains("Email address is not verified."),
+        "{message}"
+    );
     assert_eq!(ses.attempts(), 1, "a permanent refusal is not retried");
     assert!(relay.stop().await);
 }
@@ -313,7 +393,11 @@ async fn ses_server_error_is_a_451() {
     let ses = SesFake::start().await;
     ses.set_mode(Mode::Fail);
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (code, _, _) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    let (code, _, _) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 451);
     assert!(relay.stop().await);
 }
@@ -326,18 +410,33 @@ async fn stalled_ses_past_the_timeout_is_a_451() {
     config.ses.timeout = HumanDuration(Duration::from_secs(1));
     let relay = RunningRelay::start(config).await;
     let started = Instant::now();
-    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    let (code, esc, message) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     relay.shutdown.trigger();
 }
 
 #[tokio::test]
 async fn unreachable_ses_is_a_451() {
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let relay = RunningRelay::start(test_config(&format!("http://{closed}"))).await;
-    let (code, esc, message) = refused_code(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap_err());
+    let (code, esc, message) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
     assert!(relay.stop().await);
 }
@@ -354,7 +453,11 @@ async fn max_send_rate_defers_what_would_wait_too_long() {
     assert_eq!((code, esc), (451, [4, 7, 0]));
     assert_eq!(ses.attempts(), 0);
     // One recipient fits the burst.
-    assert!(send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.is_ok());
+    assert!(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .is_ok()
+    );
     assert!(relay.stop().await);
 }
 
@@ -365,7 +468,9 @@ async fn an_earlier_signature_for_our_domain_is_replaced() {
     let presigned = format!(
         "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=goo.ne.jp; s=old;\r\n h=From; bh=AAAA; b=BBBB\r\n{BODY}"
     );
-    send(&relay, "a@goo.ne.jp", &["b@example.com"], &presigned).await.unwrap();
+    send(&relay, "a@goo.ne.jp", &["b@example.com"], &presigned)
+        .await
+        .unwrap();
     assert_signed_once(&ses.requests()[0].raw).await;
     assert!(relay.stop().await);
 }
@@ -377,7 +482,9 @@ async fn outbox_mode_writes_the_message_and_envelope() {
     config.ses.mode = SesMode::Outbox;
     config.ses.outbox_dir = dir.path("out");
     let relay = RunningRelay::start(config).await;
-    let reply = send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY).await.unwrap();
+    let reply = send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+        .await
+        .unwrap();
     let id = reply
         .split("queued as ")
         .nth(1)
@@ -386,7 +493,8 @@ async fn outbox_mode_writes_the_message_and_envelope() {
         .to_string();
     let eml = std::fs::read(dir.path("out").join(format!("{id}.eml"))).unwrap();
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path("out").join(format!("{id}.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path("out").join(format!("{id}.json"))).unwrap())
+            .unwrap();
     assert_eq!(json["rcpt_to"][0], "b@example.com");
     assert_eq!(json["mail_from"], "a@goo.ne.jp");
     assert_signed_once(&eml).await;
@@ -430,6 +538,9 @@ async fn graceful_shutdown_finishes_the_transaction_in_flight() {
     let reply = raw.reply().await;
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
     assert!(raw.reply().await.starts_with("421 4.3.0"));
-    assert!(relay.stop().await, "all sessions ended within shutdown-grace");
+    assert!(
+        relay.stop().await,
+        "all sessions ended within shutdown-grace"
+    );
     assert_eq!(ses.requests().len(), 1);
 }

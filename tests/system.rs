@@ -12,7 +12,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::{Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, wait_for_port};
+use common::peers::{
+    Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, wait_for_port,
+};
 use common::{TempDir, demo_key, demo_txt};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
@@ -74,12 +76,19 @@ mask-pii = true
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "ap-northeast-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::from(std::fs::File::create(dir.path("relay.log")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(dir.path("relay.err")).unwrap()))
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.path("relay.log")).unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path("relay.err")).unwrap(),
+        ))
         .spawn()
         .expect("ses-relay starts");
     let relay = RelayProcess(child);
-    assert!(wait_for_port(port, Duration::from_secs(30)), "ses-relay did not listen");
+    assert!(
+        wait_for_port(port, Duration::from_secs(30)),
+        "ses-relay did not listen"
+    );
     relay
 }
 
@@ -91,7 +100,9 @@ fn prepare_moto(endpoint: &str) {
             .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
             .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
             .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_sesv2::config::Credentials::new("test", "test", None, None, "test"))
+            .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
             .build();
         let client = aws_sdk_sesv2::Client::from_conf(config);
         client
@@ -112,13 +123,18 @@ fn prepare_moto(endpoint: &str) {
 /// Submits one message to Postfix over plain SMTP.
 fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut expect = |code: &str| loop {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with(code), "postfix said {line:?}, expected {code}");
+        assert!(
+            line.starts_with(code),
+            "postfix said {line:?}, expected {code}"
+        );
         if line.as_bytes().get(3) != Some(&b'-') {
             break;
         }
@@ -179,18 +195,32 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let msg = &sent[0];
     assert_eq!(msg.source, "news@goo.ne.jp");
     for rcpt in rcpts {
-        assert!(msg.destinations.iter().any(|d| d == rcpt), "{rcpt} missing from {:?}", msg.destinations);
+        assert!(
+            msg.destinations.iter().any(|d| d == rcpt),
+            "{rcpt} missing from {:?}",
+            msg.destinations
+        );
     }
     let raw = msg.raw.replace("\r\n", "\n").replace('\n', "\r\n");
     assert!(
         raw.contains(&format!("X-SES-CONFIGURATION-SET: {CONFIG_SET}\r\n")),
         "configuration-set header missing:\n{raw}"
     );
-    assert_eq!(raw.matches("DKIM-Signature:").count(), 1, "exactly one signature:\n{raw}");
-    assert!(raw.contains("by ses-relay.test (ses-relay) with ESMTP id"), "our Received header:\n{raw}");
+    assert_eq!(
+        raw.matches("DKIM-Signature:").count(),
+        1,
+        "exactly one signature:\n{raw}"
+    );
+    assert!(
+        raw.contains("by ses-relay.test (ses-relay) with ESMTP id"),
+        "our Received header:\n{raw}"
+    );
     let (ok, verdict) = dkimpy_verify(raw.as_bytes(), &demo_txt());
     assert!(ok, "dkimpy: {verdict}\n{raw}");
-    assert!(verdict.starts_with("pass d=goo.ne.jp s=gooid-21-prod"), "{verdict}");
+    assert!(
+        verdict.starts_with("pass d=goo.ne.jp s=gooid-21-prod"),
+        "{verdict}"
+    );
     println!("dkimpy: {verdict}");
 
     // Postfix saw 250 (not a deferral) and its queue is empty: nothing held anywhere.
@@ -198,8 +228,22 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     while postfix.queued() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(postfix.queued(), 0, "postfix still holds mail:\n{}", postfix.log());
-    assert!(postfix.log().contains("status=sent (250 2.0.0 Ok: queued as"), "{}", postfix.log());
+    assert_eq!(
+        postfix.queued(),
+        0,
+        "postfix still holds mail:\n{}",
+        postfix.log()
+    );
+    assert!(
+        postfix
+            .log()
+            .contains("status=sent (250 2.0.0 Ok: queued as"),
+        "{}",
+        postfix.log()
+    );
     // Logs mask addresses by default.
-    assert!(!relay_log.contains("news@goo.ne.jp"), "unmasked address in the log:\n{relay_log}");
+    assert!(
+        !relay_log.contains("news@goo.ne.jp"),
+        "unmasked address in the log:\n{relay_log}"
+    );
 }

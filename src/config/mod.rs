@@ -208,7 +208,10 @@ impl Default for DkimConfig {
         DkimConfig {
             keys: Vec::new(),
             sign_subdomains: true,
-            headers: DEFAULT_SIGNED_HEADERS.iter().map(|h| h.to_string()).collect(),
+            headers: DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
         }
     }
 }
@@ -297,30 +300,48 @@ impl Config {
         };
         let smtp = &self.smtp;
         if smtp.listen.is_empty() && smtp.listen_tls.is_empty() {
-            bad("smtp.listen", "no listener: set smtp.listen or smtp.listen-tls".into());
+            bad(
+                "smtp.listen",
+                "no listener: set smtp.listen or smtp.listen-tls".into(),
+            );
         }
         if !smtp.listen_tls.is_empty() && smtp.tls.is_none() {
-            bad("smtp.listen-tls", "implicit TLS listeners need [smtp.tls]".into());
+            bad(
+                "smtp.listen-tls",
+                "implicit TLS listeners need [smtp.tls]".into(),
+            );
         }
         if smtp.require_tls && smtp.tls.is_none() {
             bad("smtp.require-tls", "require-tls needs [smtp.tls]".into());
         }
         if smtp.hostname.is_empty() || smtp.hostname.contains(char::is_whitespace) {
-            bad("smtp.hostname", format!("`{}` is not a host name", smtp.hostname));
+            bad(
+                "smtp.hostname",
+                format!("`{}` is not a host name", smtp.hostname),
+            );
         }
         if smtp.allowed_clients.is_empty() {
-            bad("smtp.allowed-clients", "empty: no client could connect".into());
+            bad(
+                "smtp.allowed-clients",
+                "empty: no client could connect".into(),
+            );
         }
         if smtp.max_message_size.0 == 0 || smtp.max_message_size.0 > SES_MAX_MESSAGE_SIZE {
             bad(
                 "smtp.max-message-size",
-                format!("{} is outside 1..=40MiB (the SES v2 limit)", smtp.max_message_size),
+                format!(
+                    "{} is outside 1..=40MiB (the SES v2 limit)",
+                    smtp.max_message_size
+                ),
             );
         }
         if !(1..=SES_MAX_RECIPIENTS).contains(&smtp.max_recipients) {
             bad(
                 "smtp.max-recipients",
-                format!("{} is outside 1..=50 (SES accepts at most 50)", smtp.max_recipients),
+                format!(
+                    "{} is outside 1..=50 (SES accepts at most 50)",
+                    smtp.max_recipients
+                ),
             );
         }
         if smtp.max_connections == 0 {
@@ -345,7 +366,10 @@ impl Config {
                 bad(&at("domain"), format!("`{}` is not a domain", key.domain));
             }
             if key.selector.is_empty() || !key.selector.split('.').all(is_label) {
-                bad(&at("selector"), format!("`{}` is not a selector", key.selector));
+                bad(
+                    &at("selector"),
+                    format!("`{}` is not a selector", key.selector),
+                );
             }
             check_readable(&mut bad, &at("private-key"), &key.private_key);
             let dup = self.dkim.keys[..i]
@@ -373,18 +397,27 @@ impl Config {
                 "empty: SES events would not reach the migration's dashboards".into(),
             );
         }
-        if !ses.endpoint_url.is_empty()
-            && !(ses.endpoint_url.starts_with("http://") || ses.endpoint_url.starts_with("https://"))
-        {
-            bad("ses.endpoint-url", format!("`{}` is not an http(s) URL", ses.endpoint_url));
+        let url = &ses.endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            bad(
+                "ses.endpoint-url",
+                format!("`{}` is not an http(s) URL", ses.endpoint_url),
+            );
         }
         if !ses.max_send_rate.is_finite() || ses.max_send_rate < 0.0 {
-            bad("ses.max-send-rate", "must be 0 (unlimited) or a positive rate".into());
+            bad(
+                "ses.max-send-rate",
+                "must be 0 (unlimited) or a positive rate".into(),
+            );
         }
         if ses.mode == SesMode::Outbox && ses.outbox_dir.as_os_str().is_empty() {
             bad("ses.outbox-dir", "outbox mode needs a directory".into());
         }
-        if let Err(err) = self.log.level.parse::<tracing_subscriber::filter::EnvFilter>() {
+        if let Err(err) = self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::EnvFilter>()
+        {
             bad("log.level", format!("`{}`: {err}", self.log.level));
         }
         if problems.is_empty() {
@@ -413,7 +446,9 @@ fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Result<Stri
             .map(|seg| seg.to_ascii_lowercase().replace('_', "-"))
             .collect();
         if keys.iter().any(String::is_empty) {
-            return Err(ConfigError::Parse(format!("environment variable {name}: empty key segment")));
+            return Err(ConfigError::Parse(format!(
+                "environment variable {name}: empty key segment"
+            )));
         }
         let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
             Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
@@ -448,7 +483,9 @@ fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {
 fn is_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 63
-        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn is_domain(domain: &str) -> bool {

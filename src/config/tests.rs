@@ -129,7 +129,10 @@ fn validate_reports_every_problem_with_its_key() {
         "ses.max-send-rate",
         "log.level",
     ] {
-        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} missing from {keys:?}"
+        );
     }
 }
 
@@ -139,7 +142,10 @@ fn shipped_configs_parse() {
     assert_eq!(dev.ses.mode, SesMode::Outbox);
     let prod_text = include_str!("../../etc/ses-relay.toml");
     let prod = Config::load_str(prod_text, no_env()).unwrap();
-    assert_eq!(prod.ses.configuration_set, "ses-migration-production-config-set");
+    assert_eq!(
+        prod.ses.configuration_set,
+        "ses-migration-production-config-set"
+    );
     assert_eq!(prod.dkim.keys[0].selector, "gooid-21-prod");
     assert_eq!(prod.dkim.keys[0].domain, "goo.ne.jp");
     assert_eq!(prod.ses.region, "ap-northeast-1");
@@ -150,7 +156,10 @@ fn shipped_configs_parse() {
         "10.80.0.0/24",
         "202.217.0.0/16",
     ] {
-        assert!(prod.smtp.allowed_clients.contains(&net.parse().unwrap()), "{net}");
+        assert!(
+            prod.smtp.allowed_clients.contains(&net.parse().unwrap()),
+            "{net}"
+        );
     }
     // Only the files the production example points at are missing here.
     let missing = problems(&prod);

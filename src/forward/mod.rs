@@ -60,7 +60,11 @@ pub struct DeliveryError {
 
 impl DeliveryError {
     /// A failure worth retrying.
-    pub fn temporary(status: [u16; 3], code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn temporary(
+        status: [u16; 3],
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         DeliveryError {
             retry: Retry::Temporary,
             status,
@@ -70,7 +74,11 @@ impl DeliveryError {
     }
 
     /// A failure retrying cannot fix.
-    pub fn permanent(status: [u16; 3], code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn permanent(
+        status: [u16; 3],
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         DeliveryError {
             retry: Retry::Permanent,
             status,
@@ -96,9 +104,16 @@ mod tests {
     #[test]
     fn reply_class_follows_retry_not_status() {
         let t = DeliveryError::temporary([4, 4, 5], "Throttling", "Maximum sending rate exceeded.");
-        assert_eq!(t.reply().to_string(), "451 4.4.5 Maximum sending rate exceeded. (Throttling)");
+        assert_eq!(
+            t.reply().to_string(),
+            "451 4.4.5 Maximum sending rate exceeded. (Throttling)"
+        );
         // A status written with the wrong class is corrected by the retry kind.
-        let p = DeliveryError::permanent([4, 7, 1], "MessageRejected", "Email address is not verified.");
+        let p = DeliveryError::permanent(
+            [4, 7, 1],
+            "MessageRejected",
+            "Email address is not verified.",
+        );
         assert_eq!(p.reply().code, 554);
         assert_eq!(p.reply().status, Some([5, 7, 1]));
     }

@@ -89,9 +89,10 @@ impl Forwarder for Outbox {
         Box::pin(async move {
             let outbox = self.clone();
             let envelope_owned = envelope.clone();
-            let written = tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
-                .await
-                .map_err(|err| DeliveryError::temporary([4, 3, 0], "io", err.to_string()))?;
+            let written =
+                tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
+                    .await
+                    .map_err(|err| DeliveryError::temporary([4, 3, 0], "io", err.to_string()))?;
             match written {
                 Ok(()) => Ok(Accepted {
                     upstream_id: envelope.id.clone(),

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_sesv2::config::http::HttpResponse;
 use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::config::timeout::TimeoutConfig;
-use aws_sdk_sesv2::config::http::HttpResponse;
 use aws_sdk_sesv2::config::{Region, SharedCredentialsProvider};
-use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 
@@ -100,7 +100,9 @@ impl SesForwarder {
             .content(EmailContent::builder().raw(raw).build())
             .configuration_set_name(&self.configuration_set)
             // The null sender has no address; SES then takes the From header.
-            .set_from_email_address((!envelope.mail_from.is_empty()).then(|| envelope.mail_from.clone()));
+            .set_from_email_address(
+                (!envelope.mail_from.is_empty()).then(|| envelope.mail_from.clone()),
+            );
         match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(output)) => Ok(Accepted {
                 upstream_id: output.message_id.unwrap_or_default(),
@@ -129,9 +131,14 @@ fn sdk_error(err: SdkError<SendEmailError, HttpResponse>) -> DeliveryError {
     match &err {
         SdkError::ServiceError(service) => {
             let inner = service.err();
-            classify(inner.code(), inner.message().unwrap_or("SES refused the message"))
+            classify(
+                inner.code(),
+                inner.message().unwrap_or("SES refused the message"),
+            )
         }
-        SdkError::TimeoutError(_) => DeliveryError::temporary([4, 4, 1], "timeout", "SES call timed out"),
+        SdkError::TimeoutError(_) => {
+            DeliveryError::temporary([4, 4, 1], "timeout", "SES call timed out")
+        }
         SdkError::DispatchFailure(_) => DeliveryError::temporary(
             [4, 4, 1],
             "network",
@@ -172,10 +179,13 @@ pub fn classify(code: Option<&str>, message: &str) -> DeliveryError {
         "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "TooManyRequests" => {
             DeliveryError::temporary([4, 4, 5], code, message)
         }
-        "LimitExceededException" | "LimitExceeded" => DeliveryError::temporary([4, 4, 5], code, message),
-        "SendingPausedException" | "SendingPaused" | "AccountSuspendedException" | "AccountSuspended" => {
-            DeliveryError::temporary([4, 7, 0], code, message)
+        "LimitExceededException" | "LimitExceeded" => {
+            DeliveryError::temporary([4, 4, 5], code, message)
         }
+        "SendingPausedException"
+        | "SendingPaused"
+        | "AccountSuspendedException"
+        | "AccountSuspended" => DeliveryError::temporary([4, 7, 0], code, message),
         _ => DeliveryError::temporary([4, 3, 0], code, message),
     }
 }

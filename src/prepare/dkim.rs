@@ -172,10 +172,16 @@ fn load_key(path: &Path) -> Result<DkimKey, KeyError> {
                 Ok(key) => Ok(key),
                 Err(rsa_err) => Ed25519Key::from_pkcs8_maybe_unchecked_der(&bytes)
                     .map(DkimKey::Ed25519)
-                    .map_err(|_| invalid(format!("neither a usable RSA nor an Ed25519 key ({rsa_err})"))),
+                    .map_err(|_| {
+                        invalid(format!(
+                            "neither a usable RSA nor an Ed25519 key ({rsa_err})"
+                        ))
+                    }),
             }
         }
-        _ => Err(invalid("SEC1 (EC) keys are not DKIM keys: use RSA or Ed25519".into())),
+        _ => Err(invalid(
+            "SEC1 (EC) keys are not DKIM keys: use RSA or Ed25519".into(),
+        )),
     }
 }
 
@@ -184,7 +190,9 @@ fn rsa_key(der: PrivateKeyDer<'_>) -> Result<DkimKey, String> {
     // The public key is DER RSAPublicKey: its size tracks the modulus.
     let bits = key.public_key().len().saturating_sub(14) * 8;
     if bits < MIN_RSA_BITS {
-        return Err(format!("RSA key of about {bits} bits; at least {MIN_RSA_BITS} are required"));
+        return Err(format!(
+            "RSA key of about {bits} bits; at least {MIN_RSA_BITS} are required"
+        ));
     }
     Ok(DkimKey::Rsa(key))
 }

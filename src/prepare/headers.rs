@@ -19,7 +19,11 @@ impl Field<'_> {
 
     /// The value after the colon, unfolded line breaks kept.
     pub fn value(&self) -> &[u8] {
-        let colon = self.raw.iter().position(|&b| b == b':').unwrap_or(self.raw.len());
+        let colon = self
+            .raw
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(self.raw.len());
         &self.raw[(colon + 1).min(self.raw.len())..]
     }
 }

@@ -62,11 +62,16 @@ impl Preparer {
 
     /// Adds Received, signs, and sets route headers. CPU-heavy: call it off
     /// the async worker threads.
-    pub fn prepare(&self, envelope: &Envelope, mut message: Vec<u8>) -> Result<Prepared, PrepareError> {
+    pub fn prepare(
+        &self,
+        envelope: &Envelope,
+        mut message: Vec<u8>,
+    ) -> Result<Prepared, PrepareError> {
         let received = self.received(envelope);
         let (head, received_len, old_head_len, signing) = {
             let (fields, body_start) = headers::split(&message);
-            let key = header_from_domain(&message[..body_start]).and_then(|d| self.dkim.key_for(&d));
+            let key =
+                header_from_domain(&message[..body_start]).and_then(|d| self.dkim.key_for(&d));
             let mut head = Vec::with_capacity(body_start + received.len());
             head.extend_from_slice(received.as_bytes());
             for field in &fields {
@@ -89,12 +94,12 @@ impl Preparer {
         let started = Instant::now();
         let signed_by = match signing {
             Some((key, list)) => {
-                let field = key
-                    .sign(&message[received_len..], &list)
-                    .map_err(|err| PrepareError {
-                        domain: key.domain.clone(),
-                        reason: err.to_string(),
-                    })?;
+                let field =
+                    key.sign(&message[received_len..], &list)
+                        .map_err(|err| PrepareError {
+                            domain: key.domain.clone(),
+                            reason: err.to_string(),
+                        })?;
                 top.extend_from_slice(&field);
                 Some((key.domain.clone(), key.selector.clone()))
             }

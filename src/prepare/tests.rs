@@ -40,7 +40,10 @@ fn prepare(msg: &str, rcpts: &[&str]) -> (String, Prepared) {
     let prepared = preparer()
         .prepare(&envelope(rcpts), msg.as_bytes().to_vec())
         .unwrap();
-    (String::from_utf8(prepared.message.clone()).unwrap(), prepared)
+    (
+        String::from_utf8(prepared.message.clone()).unwrap(),
+        prepared,
+    )
 }
 
 #[test]
@@ -49,11 +52,21 @@ fn header_order_and_body_untouched() {
     let (out, prepared) = prepare(msg, &["b@example.com"]);
     assert_eq!(
         header_names(out.as_bytes()),
-        ["X-SES-CONFIGURATION-SET", "DKIM-Signature", "Received", "From", "To", "Subject"]
+        [
+            "X-SES-CONFIGURATION-SET",
+            "DKIM-Signature",
+            "Received",
+            "From",
+            "To",
+            "Subject"
+        ]
     );
     assert!(out.starts_with("X-SES-CONFIGURATION-SET: prod-set\r\n"));
     assert!(out.ends_with("\r\n\r\nbody line\r\n"));
-    assert_eq!(prepared.signed_by, Some(("goo.ne.jp".into(), "gooid-21-prod".into())));
+    assert_eq!(
+        prepared.signed_by,
+        Some(("goo.ne.jp".into(), "gooid-21-prod".into()))
+    );
 }
 
 #[test]
@@ -115,12 +128,18 @@ fn received_header_names_the_hop() {
     let (out, _) = prepare("From: a@goo.ne.jp\r\n\r\nx\r\n", &["only@example.com"]);
     assert!(out.contains("Received: from mx1.goo.ne.jp ([10.99.1.11])\r\n\tby relay.test (ses-relay) with ESMTPS id 0123456789ABCDEF\r\n\tfor <only@example.com>;"), "{out}");
     // Several recipients: none named (Bcc privacy).
-    let (out, _) = prepare("From: a@goo.ne.jp\r\n\r\nx\r\n", &["a@example.com", "b@example.com"]);
+    let (out, _) = prepare(
+        "From: a@goo.ne.jp\r\n\r\nx\r\n",
+        &["a@example.com", "b@example.com"],
+    );
     assert!(!out.contains("for <"));
 }
 
 #[test]
 fn from_domain_parsing() {
-    assert_eq!(header_from_domain(b"From: \"=?UTF-8?B?5pel5pys?=\" <News@Goo.ne.jp>\r\n\r\n").as_deref(), Some("goo.ne.jp"));
+    assert_eq!(
+        header_from_domain(b"From: \"=?UTF-8?B?5pel5pys?=\" <News@Goo.ne.jp>\r\n\r\n").as_deref(),
+        Some("goo.ne.jp")
+    );
     assert_eq!(header_from_domain(b"Subject: x\r\n\r\n"), None);
 }

@@ -13,7 +13,9 @@ impl Session {
     pub(super) async fn handle(&mut self, command: Command) -> Flow {
         let request = match command {
             Command::Request(request) => request,
-            Command::TooLong => return self.error(Reply::new(500, [5, 5, 2], "Line too long"), "LONG"),
+            Command::TooLong => {
+                return self.error(Reply::new(500, [5, 5, 2], "Line too long"), "LONG");
+            }
             Command::Invalid(err) => return self.error(invalid_reply(err), "INVALID"),
         };
         match request {
@@ -29,17 +31,38 @@ impl Session {
                 Flow::Close
             }
             Request::Vrfy { .. } => self.ok(
-                Reply::new(252, [2, 5, 2], "Cannot VRFY user, but will accept message and attempt delivery"),
+                Reply::new(
+                    252,
+                    [2, 5, 2],
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ),
                 "VRFY",
             ),
             Request::Help { .. } => self.ok(
-                Reply::new(214, [2, 0, 0], "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS"),
+                Reply::new(
+                    214,
+                    [2, 0, 0],
+                    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
+                ),
                 "HELP",
             ),
             Request::StartTls => self.handle_starttls(),
-            Request::Bdat { .. } => self.error(Reply::new(502, [5, 5, 1], "CHUNKING is not offered, use DATA"), "BDAT"),
-            Request::Auth { .. } => self.error(Reply::new(502, [5, 5, 1], "AUTH is not offered: clients are admitted by network"), "AUTH"),
-            other => self.error(Reply::new(502, [5, 5, 1], "Command not implemented"), other.name()),
+            Request::Bdat { .. } => self.error(
+                Reply::new(502, [5, 5, 1], "CHUNKING is not offered, use DATA"),
+                "BDAT",
+            ),
+            Request::Auth { .. } => self.error(
+                Reply::new(
+                    502,
+                    [5, 5, 1],
+                    "AUTH is not offered: clients are admitted by network",
+                ),
+                "AUTH",
+            ),
+            other => self.error(
+                Reply::new(502, [5, 5, 1], "Command not implemented"),
+                other.name(),
+            ),
         }
     }
 
@@ -82,24 +105,40 @@ impl Session {
             State::Ready => {}
         }
         if self.relay.shutdown.is_triggered() {
-            self.write_reply(Reply::new(421, [4, 3, 0], "Service shutting down, try again later"), "MAIL");
+            self.write_reply(
+                Reply::new(421, [4, 3, 0], "Service shutting down, try again later"),
+                "MAIL",
+            );
             return Flow::Close;
         }
         if self.relay.smtp.require_tls && !self.tls {
-            return self.error(Reply::new(530, [5, 7, 0], "Must issue a STARTTLS command first"), "MAIL");
+            return self.error(
+                Reply::new(530, [5, 7, 0], "Must issue a STARTTLS command first"),
+                "MAIL",
+            );
         }
         let limit = self.relay.smtp.max_message_size.0;
         if from.size as u64 > limit {
             return self.ok(
-                Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size"),
+                Reply::new(
+                    552,
+                    [5, 3, 4],
+                    "Message size exceeds fixed maximum message size",
+                ),
                 "MAIL",
             );
         }
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
-            return self.error(Reply::new(555, [5, 5, 4], "BODY=BINARYMIME is not offered"), "MAIL");
+            return self.error(
+                Reply::new(555, [5, 5, 4], "BODY=BINARYMIME is not offered"),
+                "MAIL",
+            );
         }
         if !from.address.is_empty() && !is_mailbox(&from.address) {
-            return self.error(Reply::new(501, [5, 1, 7], "Bad sender address syntax"), "MAIL");
+            return self.error(
+                Reply::new(501, [5, 1, 7], "Bad sender address syntax"),
+                "MAIL",
+            );
         }
         self.state = State::Mail(Transaction {
             id: self.relay.ids.next(),
@@ -117,14 +156,24 @@ impl Session {
         let client = self.peer.ip();
         let router = &self.relay.router;
         let State::Mail(tx) = &mut self.state else {
-            return self.error(Reply::new(503, [5, 5, 1], "Need MAIL command first"), "RCPT");
+            return self.error(
+                Reply::new(503, [5, 5, 1], "Need MAIL command first"),
+                "RCPT",
+            );
         };
         if !is_mailbox(&to.address) {
-            return self.error(Reply::new(501, [5, 1, 3], "Bad recipient address syntax"), "RCPT");
+            return self.error(
+                Reply::new(501, [5, 1, 3], "Bad recipient address syntax"),
+                "RCPT",
+            );
         }
         if !to.address.is_ascii() && !tx.smtputf8 {
             return self.ok(
-                Reply::new(553, [5, 6, 7], "Non-ASCII address needs MAIL FROM with SMTPUTF8"),
+                Reply::new(
+                    553,
+                    [5, 6, 7],
+                    "Non-ASCII address needs MAIL FROM with SMTPUTF8",
+                ),
                 "RCPT",
             );
         }
@@ -149,7 +198,11 @@ impl Session {
             other => {
                 let fresh = matches!(other, State::Fresh);
                 self.state = other;
-                let reply = if fresh { BAD_SEQUENCE_HELO } else { Reply::new(503, [5, 5, 1], "Need RCPT command first") };
+                let reply = if fresh {
+                    BAD_SEQUENCE_HELO
+                } else {
+                    Reply::new(503, [5, 5, 1], "Need RCPT command first")
+                };
                 return self.error(reply, "DATA");
             }
         };
@@ -172,7 +225,10 @@ impl Session {
             return self.error(Reply::new(503, [5, 5, 1], "TLS already active"), "STARTTLS");
         }
         if self.relay.tls.is_none() {
-            return self.error(Reply::new(502, [5, 5, 1], "STARTTLS is not offered"), "STARTTLS");
+            return self.error(
+                Reply::new(502, [5, 5, 1], "STARTTLS is not offered"),
+                "STARTTLS",
+            );
         }
         self.write_reply(Reply::new(220, [2, 0, 0], "Ready to start TLS"), "STARTTLS");
         Flow::StartTls
@@ -190,9 +246,15 @@ fn invalid_reply(err: smtp_proto::Error) -> Reply {
     match err {
         Error::UnknownCommand => Reply::new(500, [5, 5, 1], "Command unrecognized"),
         Error::InvalidSenderAddress => Reply::new(501, [5, 1, 7], "Bad sender address syntax"),
-        Error::InvalidRecipientAddress => Reply::new(501, [5, 1, 3], "Bad recipient address syntax"),
-        Error::SyntaxError { syntax } => Reply::dynamic(501, [5, 5, 4], format!("Syntax: {syntax}")),
-        Error::InvalidParameter { param } => Reply::dynamic(501, [5, 5, 4], format!("Invalid parameter {param}")),
+        Error::InvalidRecipientAddress => {
+            Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
+        }
+        Error::SyntaxError { syntax } => {
+            Reply::dynamic(501, [5, 5, 4], format!("Syntax: {syntax}"))
+        }
+        Error::InvalidParameter { param } => {
+            Reply::dynamic(501, [5, 5, 4], format!("Invalid parameter {param}"))
+        }
         Error::UnsupportedParameter { param } => {
             Reply::dynamic(555, [5, 5, 4], format!("Unsupported parameter {param}"))
         }

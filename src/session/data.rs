@@ -20,11 +20,19 @@ impl Session {
         let message = match end {
             DataEnd::Complete(message) => message,
             DataEnd::TooBig => {
-                let reply = Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size");
+                let reply = Reply::new(
+                    552,
+                    [5, 3, 4],
+                    "Message size exceeds fixed maximum message size",
+                );
                 return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
             }
             DataEnd::BareLineEnding => {
-                let reply = Reply::new(550, [5, 5, 2], "Message contains bare CR or LF; use CRLF line endings");
+                let reply = Reply::new(
+                    550,
+                    [5, 5, 2],
+                    "Message contains bare CR or LF; use CRLF line endings",
+                );
                 return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
             }
             DataEnd::Pending => unreachable!("end_of_data is called with an ended message"),
@@ -58,7 +66,9 @@ impl Session {
         let upstream_started = Instant::now();
         let outcome = forwarder.deliver(&envelope, prepared.message).await;
         let upstream = upstream_started.elapsed().as_secs_f64();
-        let signed = prepared.signed_by.map(|(d, s)| format!("{s}._domainkey.{d}"));
+        let signed = prepared
+            .signed_by
+            .map(|(d, s)| format!("{s}._domainkey.{d}"));
         match outcome {
             Ok(accepted) => {
                 let reply = Reply::dynamic(
@@ -66,7 +76,15 @@ impl Session {
                     [2, 0, 0],
                     format!("Ok: queued as {}", accepted.upstream_id),
                 );
-                self.finish(&envelope, reply, "delivered", size, upstream, started, signed);
+                self.finish(
+                    &envelope,
+                    reply,
+                    "delivered",
+                    size,
+                    upstream,
+                    started,
+                    signed,
+                );
             }
             Err(err) => {
                 if envelope.route == crate::route::Route::Ses {
@@ -76,7 +94,15 @@ impl Session {
                     Retry::Temporary => "deferred",
                     Retry::Permanent => "rejected",
                 };
-                self.finish(&envelope, err.reply(), result, size, upstream, started, signed);
+                self.finish(
+                    &envelope,
+                    err.reply(),
+                    result,
+                    size,
+                    upstream,
+                    started,
+                    signed,
+                );
             }
         }
     }
@@ -96,7 +122,14 @@ impl Session {
         reply.text = Cow::Owned(format!("{} [id {}]", reply.text, envelope.id));
         let route = envelope.route.as_str();
         let total = started.elapsed();
-        metrics::transaction(route, result, envelope.rcpt_to.len(), size, upstream, total.as_secs_f64());
+        metrics::transaction(
+            route,
+            result,
+            envelope.rcpt_to.len(),
+            size,
+            upstream,
+            total.as_secs_f64(),
+        );
         let masker = self.relay.masker;
         let reply_text = reply.to_string();
         tracing::info!(

@@ -125,11 +125,17 @@ impl Session {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return,
                 ReadOutcome::TimedOut => {
-                    self.write_reply(Reply::new(421, [4, 4, 2], "Idle timeout, closing connection"), "TIMEOUT");
+                    self.write_reply(
+                        Reply::new(421, [4, 4, 2], "Idle timeout, closing connection"),
+                        "TIMEOUT",
+                    );
                     return self.close().await;
                 }
                 ReadOutcome::ShuttingDown => {
-                    self.write_reply(Reply::new(421, [4, 3, 0], "Service shutting down, try again later"), "SHUTDOWN");
+                    self.write_reply(
+                        Reply::new(421, [4, 3, 0], "Service shutting down, try again later"),
+                        "SHUTDOWN",
+                    );
                     return self.close().await;
                 }
             }
@@ -156,7 +162,10 @@ impl Session {
                 return flow;
             }
             if self.errors >= MAX_ERRORS {
-                self.write_reply(Reply::new(421, [4, 7, 0], "Too many errors, closing connection"), "ERRORS");
+                self.write_reply(
+                    Reply::new(421, [4, 7, 0], "Too many errors, closing connection"),
+                    "ERRORS",
+                );
                 return Flow::Close;
             }
         }

@@ -49,8 +49,15 @@ impl Upstream {
 }
 
 impl Forwarder for Upstream {
-    fn deliver<'a>(&'a self, envelope: &'a Envelope, message: Vec<u8>) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-        self.delivered.lock().unwrap().push((envelope.clone(), message));
+    fn deliver<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        self.delivered
+            .lock()
+            .unwrap()
+            .push((envelope.clone(), message));
         let answer = self.answer.lock().unwrap().clone();
         Box::pin(async move { answer })
     }
@@ -122,7 +129,11 @@ impl TestSession {
                 .await
                 .expect("reply within 10 s")
                 .unwrap();
-            assert!(n > 0, "connection closed; pending {:?}", String::from_utf8_lossy(&self.pending));
+            assert!(
+                n > 0,
+                "connection closed; pending {:?}",
+                String::from_utf8_lossy(&self.pending)
+            );
             self.pending.extend_from_slice(&buf[..n]);
         }
     }
@@ -160,9 +171,14 @@ impl TestSession {
     /// Waits for the server to close the connection.
     async fn closed(mut self) {
         let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "connection not closed");
-        assert!(rest.is_empty(), "unexpected {:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.is_empty(),
+            "unexpected {:?}",
+            String::from_utf8_lossy(&rest)
+        );
         self.task.await.unwrap();
     }
 }
@@ -180,25 +196,37 @@ fn reply_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-const MESSAGE: &str = "From: A <a@goo.ne.jp>\r\nTo: b@example.com\r\nSubject: test\r\n\r\nHello\r\n";
+const MESSAGE: &str =
+    "From: A <a@goo.ne.jp>\r\nTo: b@example.com\r\nSubject: test\r\n\r\nHello\r\n";
 
 #[tokio::test]
 async fn whole_transaction_is_answered_with_the_upstream_id() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     let ehlo = s.ehlo().await;
-    for keyword in ["PIPELINING", "SIZE 10000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"] {
+    for keyword in [
+        "PIPELINING",
+        "SIZE 10000",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
         assert!(ehlo.contains(keyword), "{keyword} missing in {ehlo}");
     }
     assert!(!ehlo.contains("STARTTLS"), "no TLS configured: {ehlo}");
     s.mail_from("a@goo.ne.jp", "250 2.1.0").await;
     s.rcpt_to("b@example.com", "250 2.1.5").await;
     s.rcpt_to("bcc@example.org", "250 2.1.5").await;
-    let reply = s.data(MESSAGE, "250 2.0.0 Ok: queued as ses-0001 [id ").await;
+    let reply = s
+        .data(MESSAGE, "250 2.0.0 Ok: queued as ses-0001 [id ")
+        .await;
     let (envelope, message) = upstream.last();
     assert!(reply.contains(&envelope.id));
     assert_eq!(envelope.rcpt_to, ["b@example.com", "bcc@example.org"]);
-    assert!(message.contains(&format!("id {}", envelope.id)), "Received carries the id");
+    assert!(
+        message.contains(&format!("id {}", envelope.id)),
+        "Received carries the id"
+    );
     assert!(message.starts_with("X-SES-CONFIGURATION-SET: test-set\r\nDKIM-Signature:"));
     // The session is ready for the next transaction.
     s.mail_from("", "250").await;
@@ -219,11 +247,15 @@ async fn pipelined_commands_get_their_replies_in_order() {
     s.expect("250 2.1.5").await;
     s.expect("250 2.1.5").await;
     s.expect("354").await;
-    s.send("Subject: 8bit \u{65e5}\u{672c}\r\n\r\n\u{672c}\u{6587}\r\n.\r\nRSET\r\nNOOP\r\n").await;
+    s.send("Subject: 8bit \u{65e5}\u{672c}\r\n\r\n\u{672c}\u{6587}\r\n.\r\nRSET\r\nNOOP\r\n")
+        .await;
     s.expect("250 2.0.0 Ok: queued").await;
     s.expect("250 2.0.0").await;
     s.expect("250 2.0.0").await;
-    assert!(upstream.last().1.ends_with("\r\n\r\n\u{672c}\u{6587}\r\n"), "8-bit body passed as is");
+    assert!(
+        upstream.last().1.ends_with("\r\n\r\n\u{672c}\u{6587}\r\n"),
+        "8-bit body passed as is"
+    );
 }
 
 #[tokio::test]
@@ -255,8 +287,10 @@ async fn bad_syntax_gets_5xx_and_too_many_errors_end_the_session() {
     s.cmd("MAIL FROM:<no-at-sign>", "501 5.1.7").await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.cmd("RCPT TO:<>", "501 5.1.3").await;
-    s.cmd("RCPT TO:<\u{5c71}\u{7530}@example.jp>", "553 5.6.7").await;
-    s.cmd(&format!("NOOP {}", "x".repeat(1000)), "500 5.5.2").await;
+    s.cmd("RCPT TO:<\u{5c71}\u{7530}@example.jp>", "553 5.6.7")
+        .await;
+    s.cmd(&format!("NOOP {}", "x".repeat(1000)), "500 5.5.2")
+        .await;
     for _ in 0..5 {
         s.cmd("FOO", "500").await;
     }
@@ -285,10 +319,14 @@ async fn oversize_is_refused_in_mail_and_after_data() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
-    s.cmd("MAIL FROM:<a@goo.ne.jp> SIZE=10001", "552 5.3.4").await;
+    s.cmd("MAIL FROM:<a@goo.ne.jp> SIZE=10001", "552 5.3.4")
+        .await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
-    let big = format!("Subject: big\r\n\r\n{}", "0123456789012345678901234567890123456789\r\n".repeat(300));
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789012345678901234567890123456789\r\n".repeat(300)
+    );
     s.data(&big, "552 5.3.4").await;
     assert_eq!(upstream.count(), 0);
     // The session goes on.
@@ -303,7 +341,11 @@ async fn bare_line_endings_are_refused() {
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     // A smuggling attempt: "\n.\n" must neither end DATA nor start a new command.
-    s.data("Subject: x\r\n\r\nhi\n.\nMAIL FROM:<evil@example.com>\r\n", "550 5.5.2").await;
+    s.data(
+        "Subject: x\r\n\r\nhi\n.\nMAIL FROM:<evil@example.com>\r\n",
+        "550 5.5.2",
+    )
+    .await;
     assert_eq!(upstream.count(), 0);
 }
 
@@ -312,15 +354,29 @@ async fn upstream_verdicts_become_451_and_554() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
-    upstream.answer(Err(DeliveryError::temporary([4, 4, 5], "Throttling", "Maximum sending rate exceeded.")));
+    upstream.answer(Err(DeliveryError::temporary(
+        [4, 4, 5],
+        "Throttling",
+        "Maximum sending rate exceeded.",
+    )));
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
-    let reply = s.data(MESSAGE, "451 4.4.5 Maximum sending rate exceeded. (Throttling) [id ").await;
+    let reply = s
+        .data(
+            MESSAGE,
+            "451 4.4.5 Maximum sending rate exceeded. (Throttling) [id ",
+        )
+        .await;
     assert!(reply.contains(&upstream.last().0.id));
-    upstream.answer(Err(DeliveryError::permanent([5, 7, 1], "MessageRejected", "Email address is not verified.")));
+    upstream.answer(Err(DeliveryError::permanent(
+        [5, 7, 1],
+        "MessageRejected",
+        "Email address is not verified.",
+    )));
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
-    s.data(MESSAGE, "554 5.7.1 Email address is not verified.").await;
+    s.data(MESSAGE, "554 5.7.1 Email address is not verified.")
+        .await;
 }
 
 #[tokio::test]

@@ -93,7 +93,11 @@ impl MessageReceiver {
             return Some(DataEnd::TooBig);
         }
         // A CR at the very end may yet be followed by its LF: check it next time.
-        let end = if body.last() == Some(&b'\r') { body.len() - 1 } else { body.len() };
+        let end = if body.last() == Some(&b'\r') {
+            body.len() - 1
+        } else {
+            body.len()
+        };
         for i in self.checked..end {
             let bare = match body[i] {
                 b'\n' => body[i - 1] != b'\r',
@@ -139,13 +143,19 @@ mod tests {
     #[test]
     fn complete_with_unstuffing_and_pipelined_tail() {
         let (end, rest) = receive(1000, &[b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n"]);
-        assert_eq!(end, DataEnd::Complete(b"Subject: x\r\n\r\n.dot\r\nbody\r\n".to_vec()));
+        assert_eq!(
+            end,
+            DataEnd::Complete(b"Subject: x\r\n\r\n.dot\r\nbody\r\n".to_vec())
+        );
         assert_eq!(rest, b"QUIT\r\n");
     }
 
     #[test]
     fn end_marker_split_across_reads() {
-        let (end, _) = receive(1000, &[b"a: b\r\n\r\nhi\r", b"\n", b".", b"\r", b"\nNOOP\r\n"]);
+        let (end, _) = receive(
+            1000,
+            &[b"a: b\r\n\r\nhi\r", b"\n", b".", b"\r", b"\nNOOP\r\n"],
+        );
         assert_eq!(end, DataEnd::Complete(b"a: b\r\n\r\nhi\r\n".to_vec()));
     }
 
@@ -161,7 +171,11 @@ mod tests {
     #[test]
     fn only_crlf_dot_crlf_ends_data() {
         // Smuggling attempts: "\n.\n", "\r.\r", "\n.\r\n" must not end DATA...
-        for attack in [&b"a\n.\nMAIL FROM:<x@y>\r\n"[..], b"a\r.\rRCPT\r\n", b"a\n.\r\nX\r\n"] {
+        for attack in [
+            &b"a\n.\nMAIL FROM:<x@y>\r\n"[..],
+            b"a\r.\rRCPT\r\n",
+            b"a\n.\r\nX\r\n",
+        ] {
             let mut rx = MessageReceiver::new(1000, 0);
             let (used, end) = rx.ingest(attack);
             assert_eq!(used, attack.len());
@@ -174,10 +188,22 @@ mod tests {
 
     #[test]
     fn bare_cr_and_bare_lf_are_refused() {
-        assert_eq!(receive(1000, &[b"a\nb\r\n.\r\n"]).0, DataEnd::BareLineEnding);
-        assert_eq!(receive(1000, &[b"a\rb\r\n.\r\n"]).0, DataEnd::BareLineEnding);
-        assert_eq!(receive(1000, &[b"a\r", b"b\r\n.\r\n"]).0, DataEnd::BareLineEnding);
-        assert_eq!(receive(1000, &[b"a\r", b"\nb\r\n.\r\n"]).0, DataEnd::Complete(b"a\r\nb\r\n".to_vec()));
+        assert_eq!(
+            receive(1000, &[b"a\nb\r\n.\r\n"]).0,
+            DataEnd::BareLineEnding
+        );
+        assert_eq!(
+            receive(1000, &[b"a\rb\r\n.\r\n"]).0,
+            DataEnd::BareLineEnding
+        );
+        assert_eq!(
+            receive(1000, &[b"a\r", b"b\r\n.\r\n"]).0,
+            DataEnd::BareLineEnding
+        );
+        assert_eq!(
+            receive(1000, &[b"a\r", b"\nb\r\n.\r\n"]).0,
+            DataEnd::Complete(b"a\r\nb\r\n".to_vec())
+        );
     }
 
     #[test]

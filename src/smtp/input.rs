@@ -118,8 +118,12 @@ mod tests {
         input.push(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDA");
         let got = commands(&mut input);
         assert_eq!(got.len(), 2);
-        assert!(matches!(&got[0], Command::Request(Request::Mail { from }) if from.address == "a@b.example"));
-        assert!(matches!(&got[1], Command::Request(Request::Rcpt { to }) if to.address == "c@d.example"));
+        assert!(
+            matches!(&got[0], Command::Request(Request::Mail { from }) if from.address == "a@b.example")
+        );
+        assert!(
+            matches!(&got[1], Command::Request(Request::Rcpt { to }) if to.address == "c@d.example")
+        );
         assert!(!input.is_empty());
         input.push(b"TA\r\n");
         assert_eq!(commands(&mut input), vec![Command::Request(Request::Data)]);
@@ -130,7 +134,9 @@ mod tests {
     fn null_sender_parses() {
         let mut input = Input::new();
         input.push(b"MAIL FROM:<>\r\n");
-        assert!(matches!(input.next_command(), Some(Command::Request(Request::Mail { from })) if from.address.is_empty()));
+        assert!(
+            matches!(input.next_command(), Some(Command::Request(Request::Mail { from })) if from.address.is_empty())
+        );
     }
 
     #[test]
@@ -144,7 +150,10 @@ mod tests {
             input.push(&line);
             let got = input.next_command().unwrap();
             if total <= MAX_LINE_LEN {
-                assert!(matches!(got, Command::Request(Request::Noop { .. })), "{total}: {got:?}");
+                assert!(
+                    matches!(got, Command::Request(Request::Noop { .. })),
+                    "{total}: {got:?}"
+                );
             } else {
                 assert_eq!(got, Command::TooLong, "{total}");
             }
@@ -161,7 +170,10 @@ mod tests {
         }
         input.push(b"AAA\r\nNOOP\r\n");
         assert_eq!(input.next_command(), Some(Command::TooLong));
-        assert!(matches!(input.next_command(), Some(Command::Request(Request::Noop { .. }))));
+        assert!(matches!(
+            input.next_command(),
+            Some(Command::Request(Request::Noop { .. }))
+        ));
     }
 
     #[test]
@@ -170,14 +182,20 @@ mod tests {
         input.push(b"\xff\xfe\r\nMAIL FROM:<bad\r\nRCPT TO:<a@b\r\nFOO BAR\r\n\r\n");
         let got = commands(&mut input);
         assert_eq!(got.len(), 5);
-        assert!(got.iter().all(|c| matches!(c, Command::Invalid(_))), "{got:?}");
+        assert!(
+            got.iter().all(|c| matches!(c, Command::Invalid(_))),
+            "{got:?}"
+        );
     }
 
     #[test]
     fn clear_drops_pipelined_plaintext() {
         let mut input = Input::new();
         input.push(b"STARTTLS\r\nMAIL FROM:<a@b.example>\r\n");
-        assert_eq!(input.next_command(), Some(Command::Request(Request::StartTls)));
+        assert_eq!(
+            input.next_command(),
+            Some(Command::Request(Request::StartTls))
+        );
         input.clear();
         assert_eq!(input.next_command(), None);
     }

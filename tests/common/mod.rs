@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
-use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt};
+use mail_auth::{
+    AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt,
+};
 use ses_relay::config::{Config, DkimKeyConfig, HumanDuration, SesMode, TlsConfig};
 use ses_relay::server::{Server, ServerOptions};
 use ses_relay::shutdown::Shutdown;
@@ -194,7 +196,12 @@ impl ResolverCache<Box<str>, Txt> for OneRecord {
 
 /// Verifies every DKIM signature of `message` with mail-auth, the public key
 /// taken from `record` published at `<selector>._domainkey.<domain>`.
-pub async fn verify_dkim(message: &[u8], selector: &str, domain: &str, record: &str) -> Vec<DkimResult> {
+pub async fn verify_dkim(
+    message: &[u8],
+    selector: &str,
+    domain: &str,
+    record: &str,
+) -> Vec<DkimResult> {
     let key = DomainKey::parse(record.as_bytes()).expect("TXT record parses");
     let cache = OneRecord(Mutex::new(HashMap::new()));
     cache.insert(

@@ -12,7 +12,11 @@ use super::TempDir;
 
 /// A port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts on `port`.
@@ -35,14 +39,18 @@ pub fn venv() -> PathBuf {
     }
     let cache = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache")
+        });
     cache.join("ses-relay-test-venv")
 }
 
 /// Why a peer cannot run here, or None when it can.
 pub fn postfix_missing() -> Option<String> {
     if !Path::new("/usr/sbin/postfix").exists() {
-        return Some("Postfix is not installed (Debian package postfix; .ci/run installs it)".into());
+        return Some(
+            "Postfix is not installed (Debian package postfix; .ci/run installs it)".into(),
+        );
     }
     let uid = Command::new("id").arg("-u").output().ok()?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
@@ -53,7 +61,12 @@ pub fn postfix_missing() -> Option<String> {
 
 pub fn moto_missing() -> Option<String> {
     let moto = venv().join("bin/moto_server");
-    (!moto.exists()).then(|| format!("moto is not installed ({} missing; .ci/run installs it)", moto.display()))
+    (!moto.exists()).then(|| {
+        format!(
+            "moto is not installed ({} missing; .ci/run installs it)",
+            moto.display()
+        )
+    })
 }
 
 /// A private Postfix instance relaying everything to `relayhost`.
@@ -137,15 +150,30 @@ impl Postfix {
         }
         std::fs::write(base.join("etc/master.cf"), master_cf).unwrap();
         // Postfix pauses on config files younger than a second: backdate them.
-        run("touch", &["-d", "-10 seconds", base.join("etc/main.cf").to_str().unwrap(), base.join("etc/master.cf").to_str().unwrap()]);
+        run(
+            "touch",
+            &[
+                "-d",
+                "-10 seconds",
+                base.join("etc/main.cf").to_str().unwrap(),
+                base.join("etc/master.cf").to_str().unwrap(),
+            ],
+        );
         let status = Command::new("/usr/sbin/postfix")
             .args(["-c", base.join("etc").to_str().unwrap(), "start"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(status.success(), "postfix start failed; see {}/maillog", base.display());
-        assert!(wait_for_port(port, Duration::from_secs(30)), "postfix did not listen");
+        assert!(
+            status.success(),
+            "postfix start failed; see {}/maillog",
+            base.display()
+        );
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "postfix did not listen"
+        );
         Postfix { dir, port }
     }
 
@@ -213,7 +241,10 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        assert!(wait_for_port(port, Duration::from_secs(60)), "moto did not listen");
+        assert!(
+            wait_for_port(port, Duration::from_secs(60)),
+            "moto did not listen"
+        );
         Moto { port, child }
     }
 
@@ -233,7 +264,11 @@ impl Moto {
                         source: m["source"].as_str().unwrap_or("").to_string(),
                         destinations: m["destinations"]
                             .as_array()
-                            .map(|d| d.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                            .map(|d| {
+                                d.iter()
+                                    .filter_map(|v| v.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                         raw: m["raw_data"].as_str().unwrap_or("").to_string(),
                     })
@@ -253,13 +288,22 @@ impl Drop for Moto {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return body.to_string();
     }
     let mut out = String::new();
@@ -290,6 +334,10 @@ pub fn dkimpy_verify(message: &[u8], record: &str) -> (bool, String) {
         .expect("dkimpy verifier starts");
     child.stdin.take().unwrap().write_all(message).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text.trim().to_string())
 }

@@ -103,7 +103,8 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             .lines()
             .find_map(|l| {
                 let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
             })
             .unwrap_or(0);
         while buf.len() < head_end + length {
@@ -116,7 +117,9 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
         state.attempts.fetch_add(1, Ordering::Relaxed);
-        let authorization = head.to_ascii_lowercase().contains("\nauthorization: aws4-hmac-sha256");
+        let authorization = head
+            .to_ascii_lowercase()
+            .contains("\nauthorization: aws4-hmac-sha256");
         let request_line = head.lines().next().unwrap_or("").to_string();
         let mode = state.mode.lock().unwrap().clone().unwrap_or(Mode::Accept);
         let response = if !request_line.starts_with("POST /v2/email/outbound-emails ") {
@@ -131,9 +134,17 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                         Some(request) => {
                             let mut all = state.requests.lock().unwrap();
                             all.push(request);
-                            http(200, None, &format!(r#"{{"MessageId":"fake-{:04}"}}"#, all.len()))
+                            http(
+                                200,
+                                None,
+                                &format!(r#"{{"MessageId":"fake-{:04}"}}"#, all.len()),
+                            )
                         }
-                        None => http(400, Some("BadRequestException"), r#"{"message":"unparseable request"}"#),
+                        None => http(
+                            400,
+                            Some("BadRequestException"),
+                            r#"{"message":"unparseable request"}"#,
+                        ),
                     }
                 }
                 Mode::Throttle => http(
@@ -141,8 +152,14 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                     Some("TooManyRequestsException"),
                     r#"{"message":"Maximum sending rate exceeded."}"#,
                 ),
-                Mode::Reject(code, message) => http(400, Some(code), &format!(r#"{{"message":"{message}"}}"#)),
-                Mode::Fail => http(500, Some("InternalFailure"), r#"{"message":"internal failure"}"#),
+                Mode::Reject(code, message) => {
+                    http(400, Some(code), &format!(r#"{{"message":"{message}"}}"#))
+                }
+                Mode::Fail => http(
+                    500,
+                    Some("InternalFailure"),
+                    r#"{"message":"internal failure"}"#,
+                ),
             }
         };
         if stream.write_all(response.as_bytes()).await.is_err() {
@@ -159,7 +176,9 @@ fn http(status: u16, error_type: Option<&str>, body: &str) -> String {
         429 => "Too Many Requests",
         _ => "Internal Server Error",
     };
-    let error = error_type.map(|t| format!("x-amzn-ErrorType: {t}\r\n")).unwrap_or_default();
+    let error = error_type
+        .map(|t| format!("x-amzn-ErrorType: {t}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{error}x-amzn-RequestId: fake\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -169,10 +188,16 @@ fn http(status: u16, error_type: Option<&str>, body: &str) -> String {
 fn parse(body: &[u8], authorization: bool) -> Option<SendEmail> {
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     let data = json["Content"]["Raw"]["Data"].as_str()?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
     let to = json["Destination"]["ToAddresses"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     Some(SendEmail {
         from: json["FromEmailAddress"].as_str().map(String::from),
