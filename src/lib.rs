@@ -22,7 +22,7 @@
 //! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers.
 //! - [`forward`]: the upstreams ([`forward::ses`], [`forward::outbox`]) and the
 //!   one mapping of upstream failures to SMTP replies.
-//! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`]: the side rooms.
+//! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
 //! - [`server`]: wires it all together for `ses-relay run`.
 
 pub mod config;
@@ -31,6 +31,7 @@ pub mod forward;
 pub mod listener;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod prepare;
 pub mod route;
 pub mod server;

@@ -104,10 +104,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for (addr, implicit_tls) in server.local_addrs() {
         tracing::info!(%addr, implicit_tls, "listening");
     }
+    // Every listener is bound: tell systemd (Type=notify) we are ready.
+    if let Err(err) = ses_relay::notify::notify("READY=1") {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
     let shutdown = server.shutdown();
     let serving = tokio::spawn(server.run());
     let signal = wait_for_signal().await;
     tracing::info!(?signal, "shutting down");
+    let _ = ses_relay::notify::notify("STOPPING=1");
     shutdown.trigger();
     if signal == Signal::Graceful {
         let drained = serving.await.unwrap_or(false);

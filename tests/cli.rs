@@ -103,3 +103,59 @@ fn a_bad_dkim_key_stops_startup_naming_the_file() {
     assert_eq!(code, 1);
     assert!(stderr.contains(&key.display().to_string()), "{stderr}");
 }
+
+/// Under systemd (Type=notify): READY=1 only once SMTP accepts; SIGTERM gives
+/// STOPPING=1 and a clean exit.
+#[cfg(target_os = "linux")]
+#[test]
+fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    let dir = TempDir::new("notify");
+    let port = common::peers::free_port();
+    let path = dir.path("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
+            dir.path("out").display()
+        ),
+    )
+    .unwrap();
+    let socket_path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means ready: the SMTP port answers at once.
+    let stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("SMTP accepts after READY=1");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = String::new();
+    BufReader::new(&stream).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    drop(stream);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -1,0 +1,20 @@
+# Build: docker build -t ses-relay .
+# Run:   docker run -p 2525:2525 -v /etc/ses-relay:/etc/ses-relay:ro ses-relay
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY etc ./etc
+RUN cargo build --release --locked --bin ses-relay
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10025 --home /var/lib/ses-relay --shell /usr/sbin/nologin ses-relay \
+    && mkdir -p /var/lib/ses-relay /etc/ses-relay && chown ses-relay: /var/lib/ses-relay
+COPY --from=build /src/target/release/ses-relay /usr/local/bin/ses-relay
+USER ses-relay
+EXPOSE 2525
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/ses-relay"]
+CMD ["run", "--config", "/etc/ses-relay/ses-relay.toml"]
