@@ -61,7 +61,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(Some(&config)) {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }
@@ -79,6 +82,9 @@ fn main() -> ExitCode {
                 }
             };
             ses_relay::log::init(&config.log);
+            for warning in config.warnings() {
+                tracing::warn!(key = %warning.key, "{}", warning.message);
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {

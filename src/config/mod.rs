@@ -428,6 +428,45 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Things that work but should not be so: private keys readable by other users.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut keys: Vec<(String, &Path)> = self
+            .dkim
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    format!("dkim.keys[{i}].private-key"),
+                    k.private_key.as_path(),
+                )
+            })
+            .collect();
+        if let Some(tls) = &self.smtp.tls {
+            keys.push(("smtp.tls.key".into(), tls.key.as_path()));
+        }
+        keys.into_iter()
+            .filter(|(_, path)| readable_by_others(path))
+            .map(|(key, path)| Problem {
+                key,
+                message: format!("{} is readable by other users (chmod 600)", path.display()),
+            })
+            .collect()
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> bool {
+    false
+}
+
 /// Turns `SES_RELAY__SMTP__MAX_RECIPIENTS=20` into a TOML overlay `[smtp]\nmax-recipients = 20`.
 ///
 /// The `config` crate's own `Environment` source splits on the separator and

@@ -170,3 +170,24 @@ fn shipped_configs_parse() {
         "{missing:?}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn key_readable_by_others_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ses-relay-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k.pem");
+    std::fs::write(&key, "x").unwrap();
+    let mut config = Config::default();
+    config.dkim.keys.push(DkimKeyConfig {
+        domain: "goo.ne.jp".into(),
+        selector: "s".into(),
+        private_key: key.clone(),
+    });
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(config.warnings()[0].key, "dkim.keys[0].private-key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(config.warnings().is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use super::{Session, State};
+use crate::envelope::Envelope;
 use crate::forward::{DeliveryError, Retry};
 use crate::metrics;
 use crate::smtp::{DataEnd, Reply};
@@ -25,7 +26,7 @@ impl Session {
                     [5, 3, 4],
                     "Message size exceeds fixed maximum message size",
                 );
-                return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
+                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
             }
             DataEnd::BareLineEnding => {
                 let reply = Reply::new(
@@ -33,7 +34,7 @@ impl Session {
                     [5, 5, 2],
                     "Message contains bare CR or LF; use CRLF line endings",
                 );
-                return self.finish(&envelope, reply, "rejected", 0, 0.0, Instant::now(), None);
+                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
             }
             DataEnd::Pending => unreachable!("end_of_data is called with an ended message"),
         };
@@ -55,7 +56,7 @@ impl Session {
             Err(err) => {
                 tracing::error!(id = %envelope.id, error = %err, "message not prepared");
                 let reply = DeliveryError::temporary([4, 3, 0], "dkim", err.to_string()).reply();
-                return self.finish(&envelope, reply, "deferred", 0, 0.0, started, None);
+                return self.finish(&envelope, Outcome::refused(reply), started);
             }
         };
         if let Some((domain, selector)) = &prepared.signed_by {
@@ -66,59 +67,52 @@ impl Session {
         let upstream_started = Instant::now();
         let outcome = forwarder.deliver(&envelope, prepared.message).await;
         let upstream = upstream_started.elapsed().as_secs_f64();
-        let signed = prepared
+        let dkim = prepared
             .signed_by
             .map(|(d, s)| format!("{s}._domainkey.{d}"));
-        match outcome {
-            Ok(accepted) => {
-                let reply = Reply::dynamic(
+        let outcome = match outcome {
+            Ok(accepted) => Outcome {
+                reply: Reply::dynamic(
                     250,
                     [2, 0, 0],
                     format!("Ok: queued as {}", accepted.upstream_id),
-                );
-                self.finish(
-                    &envelope,
-                    reply,
-                    "delivered",
-                    size,
-                    upstream,
-                    started,
-                    signed,
-                );
-            }
+                ),
+                result: "delivered",
+                size,
+                upstream_seconds: upstream,
+                upstream_id: Some(accepted.upstream_id),
+                dkim,
+            },
             Err(err) => {
                 if envelope.route == crate::route::Route::Ses {
                     metrics::ses_error(&err.code);
                 }
-                let result = match err.retry {
-                    Retry::Temporary => "deferred",
-                    Retry::Permanent => "rejected",
-                };
-                self.finish(
-                    &envelope,
-                    err.reply(),
-                    result,
+                Outcome {
+                    reply: err.reply(),
+                    result: match err.retry {
+                        Retry::Temporary => "deferred",
+                        Retry::Permanent => "rejected",
+                    },
                     size,
-                    upstream,
-                    started,
-                    signed,
-                );
+                    upstream_seconds: upstream,
+                    upstream_id: None,
+                    dkim,
+                }
             }
-        }
+        };
+        self.finish(&envelope, outcome, started);
     }
 
     /// Sends the final reply (with the transaction id), counts it and logs the transaction line.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        envelope: &crate::envelope::Envelope,
-        mut reply: Reply,
-        result: &'static str,
-        size: usize,
-        upstream: f64,
-        started: Instant,
-        signed: Option<String>,
-    ) {
+    fn finish(&mut self, envelope: &Envelope, outcome: Outcome, started: Instant) {
+        let Outcome {
+            mut reply,
+            result,
+            size,
+            upstream_seconds,
+            upstream_id,
+            dkim,
+        } = outcome;
         reply.text = Cow::Owned(format!("{} [id {}]", reply.text, envelope.id));
         let route = envelope.route.as_str();
         let total = started.elapsed();
@@ -127,7 +121,7 @@ impl Session {
             result,
             envelope.rcpt_to.len(),
             size,
-            upstream,
+            upstream_seconds,
             total.as_secs_f64(),
         );
         let masker = self.relay.masker;
@@ -140,11 +134,43 @@ impl Session {
             size,
             route,
             result,
-            dkim = signed.as_deref().unwrap_or("none"),
+            upstream_id = upstream_id.as_deref().unwrap_or(""),
+            dkim = dkim.as_deref().unwrap_or("none"),
             reply = %masker.text(&reply_text),
             duration_ms = total.as_millis() as u64,
             "transaction"
         );
         self.write_reply(reply, "DATA");
+    }
+}
+
+/// How a transaction ended, for the reply, the metrics and the log line.
+struct Outcome {
+    reply: Reply,
+    /// `delivered`, `deferred` or `rejected`.
+    result: &'static str,
+    size: usize,
+    upstream_seconds: f64,
+    upstream_id: Option<String>,
+    /// `selector._domainkey.domain` of the signature added.
+    dkim: Option<String>,
+}
+
+impl Outcome {
+    /// Refused before anything went upstream.
+    fn refused(reply: Reply) -> Outcome {
+        let result = if reply.is_transient() {
+            "deferred"
+        } else {
+            "rejected"
+        };
+        Outcome {
+            reply,
+            result,
+            size: 0,
+            upstream_seconds: 0.0,
+            upstream_id: None,
+            dkim: None,
+        }
     }
 }
