@@ -1,0 +1,209 @@
+//! The config file's sections as typed structs, each field with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{ByteSize, HumanDuration, SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS};
+
+/// `[smtp]`: what Postfix talks to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SmtpConfig {
+    /// Plaintext listeners; STARTTLS is offered on them when `[smtp.tls]` is set.
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (port 465 style); need `[smtp.tls]`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Name used in the banner, the EHLO reply and the Received header.
+    pub hostname: String,
+    /// Client networks admitted; everybody else gets `554 5.7.1` at connect.
+    pub allowed_clients: Vec<IpNet>,
+    /// Largest message accepted, advertised in the EHLO SIZE keyword.
+    pub max_message_size: ByteSize,
+    /// Recipients per transaction; more get `452 4.5.3` and Postfix sends them in another one.
+    pub max_recipients: usize,
+    /// Concurrent sessions; a client past this gets `421 4.3.2` at once.
+    pub max_connections: usize,
+    /// Refuse MAIL (`530 5.7.0`) until the client has started TLS.
+    pub require_tls: bool,
+    /// A client silent this long gets `421 4.4.2` and is closed.
+    pub idle_timeout: HumanDuration,
+    /// Hard limit on one connection's lifetime, whatever it does.
+    pub max_session_duration: HumanDuration,
+    /// On SIGTERM, how long transactions in flight may take to finish.
+    pub shutdown_grace: HumanDuration,
+    /// Certificate and key for STARTTLS and `listen-tls`; absent = no TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[smtp.tls]`: PEM files for the server certificate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[dkim]`: signing keys and which headers they cover.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DkimConfig {
+    /// One entry per signing domain.
+    pub keys: Vec<DkimKeyConfig>,
+    /// Sign a From in a subdomain (news.goo.ne.jp) with the parent domain's key.
+    pub sign_subdomains: bool,
+    /// Headers to sign when present, in this order; From is always signed, twice.
+    pub headers: Vec<String>,
+}
+
+/// One `[[dkim.keys]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DkimKeyConfig {
+    /// The `d=` domain; messages whose header From is in it are signed.
+    pub domain: String,
+    /// The `s=` selector; the public key lives at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8, >= 2048 bits) or Ed25519 (PKCS#8).
+    pub private_key: PathBuf,
+}
+
+/// How the SES route delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SesMode {
+    /// Call the SES v2 SendEmail API.
+    Api,
+    /// Dry run: write each message into `outbox-dir`.
+    Outbox,
+}
+
+/// `[ses]`: the SES v2 API client.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SesConfig {
+    /// `api` sends through SES; `outbox` writes files instead (dry run).
+    pub mode: SesMode,
+    /// AWS region; empty = the standard AWS chain (AWS_REGION, profile).
+    pub region: String,
+    /// Configuration set named in `X-SES-CONFIGURATION-SET` and in the API call.
+    pub configuration_set: String,
+    /// Override of the SES endpoint (tests, emulators); empty = AWS.
+    pub endpoint_url: String,
+    /// Bound on the whole SendEmail call, SDK retries included.
+    pub timeout: HumanDuration,
+    /// Recipients per second across this instance (SES counts recipients); 0 = unlimited.
+    pub max_send_rate: f64,
+    /// Where `outbox` mode writes `<id>.eml` and `<id>.json`.
+    pub outbox_dir: PathBuf,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Default level filter (overridden by `RUST_LOG`).
+    pub level: String,
+    /// Mask addresses and client IPs (`u***@goo***.***`, `202.*.*.*`).
+    pub mask_pii: bool,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            listen_tls: Vec::new(),
+            hostname: "relay.example.com".into(),
+            allowed_clients: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            max_message_size: ByteSize(SES_MAX_MESSAGE_SIZE),
+            max_recipients: SES_MAX_RECIPIENTS,
+            max_connections: 1000,
+            require_tls: false,
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(300)),
+            max_session_duration: HumanDuration(std::time::Duration::from_secs(3600)),
+            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
+            tls: None,
+        }
+    }
+}
+
+/// Signed when present (the list; AWS "Manual DKIM signing" excludes the rest).
+pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "Sender",
+    "Reply-To",
+    "Subject",
+    "To",
+    "Cc",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "In-Reply-To",
+    "References",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// Headers SES rewrites or adds, or that change on every hop: signing them breaks the signature.
+pub const NEVER_SIGNED_HEADERS: &[&str] = &[
+    "Message-ID",
+    "Date",
+    "Return-Path",
+    "Bounces-To",
+    "Received",
+    "DKIM-Signature",
+];
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        DkimConfig {
+            keys: Vec::new(),
+            sign_subdomains: true,
+            headers: DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl Default for SesConfig {
+    fn default() -> Self {
+        SesConfig {
+            mode: SesMode::Api,
+            region: "ap-northeast-1".into(),
+            configuration_set: String::new(),
+            endpoint_url: String::new(),
+            timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            max_send_rate: 0.0,
+            outbox_dir: PathBuf::from("/var/lib/ses-relay/outbox"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            mask_pii: true,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Validation: every problem with its key, and warnings.
+
+use std::path::Path;
+
+use super::{
+    Config, ConfigError, NEVER_SIGNED_HEADERS, Problem, SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS,
+    SesMode,
+};
+
+impl Config {
+    /// Checks meaning: every problem found, each with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+        let smtp = &self.smtp;
+        if smtp.listen.is_empty() && smtp.listen_tls.is_empty() {
+            bad(
+                "smtp.listen",
+                "no listener: set smtp.listen or smtp.listen-tls".into(),
+            );
+        }
+        if !smtp.listen_tls.is_empty() && smtp.tls.is_none() {
+            bad(
+                "smtp.listen-tls",
+                "implicit TLS listeners need [smtp.tls]".into(),
+            );
+        }
+        if smtp.require_tls && smtp.tls.is_none() {
+            bad("smtp.require-tls", "require-tls needs [smtp.tls]".into());
+        }
+        if smtp.hostname.is_empty() || smtp.hostname.contains(char::is_whitespace) {
+            bad(
+                "smtp.hostname",
+                format!("`{}` is not a host name", smtp.hostname),
+            );
+        }
+        if smtp.allowed_clients.is_empty() {
+            bad(
+                "smtp.allowed-clients",
+                "empty: no client could connect".into(),
+            );
+        }
+        if smtp.max_message_size.0 == 0 || smtp.max_message_size.0 > SES_MAX_MESSAGE_SIZE {
+            bad(
+                "smtp.max-message-size",
+                format!(
+                    "{} is outside 1..=40MiB (the SES v2 limit)",
+                    smtp.max_message_size
+                ),
+            );
+        }
+        if !(1..=SES_MAX_RECIPIENTS).contains(&smtp.max_recipients) {
+            bad(
+                "smtp.max-recipients",
+                format!(
+                    "{} is outside 1..=50 (SES accepts at most 50)",
+                    smtp.max_recipients
+                ),
+            );
+        }
+        if smtp.max_connections == 0 {
+            bad("smtp.max-connections", "must be at least 1".into());
+        }
+        for (key, value) in [
+            ("smtp.idle-timeout", smtp.idle_timeout),
+            ("smtp.max-session-duration", smtp.max_session_duration),
+            ("ses.timeout", self.ses.timeout),
+        ] {
+            if value.0.is_zero() {
+                bad(key, "must be longer than zero".into());
+            }
+        }
+        if let Some(tls) = &smtp.tls {
+            check_readable(&mut bad, "smtp.tls.cert", &tls.cert);
+            check_readable(&mut bad, "smtp.tls.key", &tls.key);
+        }
+        for (i, key) in self.dkim.keys.iter().enumerate() {
+            let at = |field: &str| format!("dkim.keys[{i}].{field}");
+            if !is_domain(&key.domain) {
+                bad(&at("domain"), format!("`{}` is not a domain", key.domain));
+            }
+            if key.selector.is_empty() || !key.selector.split('.').all(is_label) {
+                bad(
+                    &at("selector"),
+                    format!("`{}` is not a selector", key.selector),
+                );
+            }
+            check_readable(&mut bad, &at("private-key"), &key.private_key);
+            let dup = self.dkim.keys[..i]
+                .iter()
+                .any(|k| k.domain.eq_ignore_ascii_case(&key.domain));
+            if dup {
+                bad(&at("domain"), format!("a second key for `{}`", key.domain));
+            }
+        }
+        for (i, header) in self.dkim.headers.iter().enumerate() {
+            let never = NEVER_SIGNED_HEADERS
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(header));
+            if never || header.to_ascii_lowercase().starts_with("x-ses-") {
+                bad(
+                    &format!("dkim.headers[{i}]"),
+                    format!("`{header}` must not be signed: SES rewrites or adds it"),
+                );
+            }
+        }
+        let ses = &self.ses;
+        if ses.configuration_set.is_empty() {
+            bad(
+                "ses.configuration-set",
+                "empty: SES events would not reach the migration's dashboards".into(),
+            );
+        }
+        let url = &ses.endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            bad(
+                "ses.endpoint-url",
+                format!("`{}` is not an http(s) URL", ses.endpoint_url),
+            );
+        }
+        if !ses.max_send_rate.is_finite() || ses.max_send_rate < 0.0 {
+            bad(
+                "ses.max-send-rate",
+                "must be 0 (unlimited) or a positive rate".into(),
+            );
+        }
+        if ses.mode == SesMode::Outbox && ses.outbox_dir.as_os_str().is_empty() {
+            bad("ses.outbox-dir", "outbox mode needs a directory".into());
+        }
+        if let Err(err) = self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::EnvFilter>()
+        {
+            bad("log.level", format!("`{}`: {err}", self.log.level));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl Config {
+    /// Things that work but should not be so: private keys readable by other users.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut keys: Vec<(String, &Path)> = self
+            .dkim
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    format!("dkim.keys[{i}].private-key"),
+                    k.private_key.as_path(),
+                )
+            })
+            .collect();
+        if let Some(tls) = &self.smtp.tls {
+            keys.push(("smtp.tls.key".into(), tls.key.as_path()));
+        }
+        keys.into_iter()
+            .filter(|(_, path)| readable_by_others(path))
+            .map(|(key, path)| Problem {
+                key,
+                message: format!("{} is readable by other users (chmod 600)", path.display()),
+            })
+            .collect()
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> bool {
+    false
+}
+
+fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {
+    if let Err(err) = std::fs::File::open(path) {
+        bad(key, format!("cannot read {}: {err}", path.display()));
+    }
+}
+
+fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_domain(domain: &str) -> bool {
+    domain.len() <= 253 && domain.contains('.') && domain.split('.').all(is_label)
+}
