@@ -25,7 +25,9 @@
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
 //! - [`server`]: wires it all together for `ses-relay run`.
 
+pub mod admin;
 pub mod config;
+pub mod cutover;
 pub mod envelope;
 pub mod forward;
 pub mod listener;

@@ -51,7 +51,8 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
             }
         };
         let _ = stream.set_nodelay(true);
-        if !is_allowed(&relay.smtp.allowed_clients, peer.ip()) {
+        let live = relay.live();
+        if !is_allowed(&live.smtp.allowed_clients, peer.ip()) {
             metrics::connection("denied");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
             refuse(
@@ -87,10 +88,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
             .run()
             .await;
     }
-    let Some(acceptor) = relay.tls.clone() else {
+    let live = relay.live();
+    let Some(acceptor) = live.tls.clone() else {
         return;
     };
-    match tokio::time::timeout(relay.smtp.idle_timeout.0, acceptor.accept(stream)).await {
+    match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Session::new(relay, Box::new(tls), peer, true).run().await,
         _ => metrics::connection("tls_failed"),
     }

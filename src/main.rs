@@ -1,16 +1,16 @@
 //! The `ses-relay` command: parse the command line, load the config, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ses_relay::config::{Config, ConfigError, EMBEDDED_DEV_CONFIG};
 use ses_relay::server::{Server, ServerOptions};
-use ses_relay::shutdown::{Signal, wait_for_signal};
+use ses_relay::shutdown::{Signal, Signals};
 
 const DEFAULT_CONFIG: &str = "/etc/ses-relay/ses-relay.toml";
 
-/// SMTP relay from Postfix to Amazon SES, with DKIM signing.
+/// SMTP relay from Postfix to Amazon SES, with DKIM signing and a staged cutover from a legacy relay.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -35,9 +35,31 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Show or change the SES percentage of a running relay (through its admin API).
+    Cutover {
+        #[command(subcommand)]
+        action: CutoverAction,
+        /// Configuration file (for the admin address and token file).
+        #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
-fn load(config: Option<&PathBuf>) -> Result<Config, ConfigError> {
+#[derive(Subcommand)]
+enum CutoverAction {
+    /// Print the percentage in force, its source, the last change and the rules.
+    Status,
+    /// Send this share of new transactions to SES (0 = all legacy, 100 = all SES).
+    Set {
+        /// Percentage, 0 to 100; fractions allowed (0.5).
+        percent: f64,
+        /// Why (goes into the audit log and the state file).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn load(config: Option<&Path>) -> Result<Config, ConfigError> {
     let config = match config {
         Some(path) => Config::load_file(path)?,
         None => Config::load_str(EMBEDDED_DEV_CONFIG, std::env::vars())?,
@@ -73,8 +95,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cutover { action, config } => cutover(&config, action),
         Command::Run { config, dev } => {
-            let config = match load((!dev).then_some(&config)) {
+            let path = (!dev).then_some(config);
+            let config = match load(path.as_deref()) {
                 Ok(config) => config,
                 Err(err) => {
                     print_problems(&err);
@@ -92,7 +116,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");
@@ -104,19 +128,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     ses_relay::metrics::describe();
+    let mut signals = Signals::install();
     let server = Server::bind(&config, ServerOptions::default()).await?;
     for (addr, implicit_tls) in server.local_addrs() {
         tracing::info!(%addr, implicit_tls, "listening");
     }
+    if let Some(addr) = server.admin_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    let relay = server.relay();
+    tracing::info!(ses_percent = relay.router.ses_percent(), source = ?relay.cutover.status().source, "cutover");
     // Every listener is bound: tell systemd (Type=notify) we are ready.
     if let Err(err) = ses_relay::notify::notify("READY=1") {
         tracing::warn!(error = %err, "cannot notify systemd");
     }
     let shutdown = server.shutdown();
     let serving = tokio::spawn(server.run());
-    let signal = wait_for_signal().await;
+    let signal = loop {
+        match signals.next().await {
+            Signal::Reload => reload(&relay, path.as_deref()),
+            other => break other,
+        }
+    };
     tracing::info!(?signal, "shutting down");
     let _ = ses_relay::notify::notify("STOPPING=1");
     shutdown.trigger();
@@ -125,4 +160,75 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(drained, "stopped");
     }
     Ok(())
+}
+
+/// SIGHUP: a bad new config is refused and the running one stays.
+fn reload(relay: &ses_relay::server::Relay, path: Option<&Path>) {
+    let _ = ses_relay::notify::notify("RELOADING=1");
+    let outcome = load(path)
+        .map_err(|err| err.to_string())
+        .and_then(|config| {
+            ses_relay::server::reload(relay, &config).map_err(|err| err.to_string())
+        });
+    match outcome {
+        Ok(()) => tracing::info!(
+            "config reloaded: allowed clients, limits, rules, TLS certificates, DKIM keys, admin token \
+             (listeners, [ses], [legacy] and [admin] listen need a restart)"
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, "config reload refused; the running config stays")
+        }
+    }
+    let _ = ses_relay::notify::notify("READY=1");
+}
+
+/// `ses-relay cutover status|set`.
+fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
+    let config = match Config::load_file(path) {
+        Ok(config) => config,
+        Err(err) => {
+            print_problems(&err);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(addr) = config.admin.listen else {
+        eprintln!(
+            "admin.listen is not set in {}: no admin API to talk to",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let answer = match action {
+        CutoverAction::Status => {
+            ses_relay::admin::client::request(addr, "GET", "/cutover", None, None)
+        }
+        CutoverAction::Set { percent, reason } => {
+            let token = match std::fs::read_to_string(&config.admin.token_file) {
+                Ok(token) => token.trim().to_string(),
+                Err(err) => {
+                    eprintln!(
+                        "admin.token-file {}: {err}",
+                        config.admin.token_file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
+            ses_relay::admin::client::request(addr, "PUT", "/cutover", Some(&token), Some(&body))
+        }
+    };
+    match answer {
+        Ok(answer) if answer.status == 200 => {
+            print!("{}", answer.body);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprint!("HTTP {}: {}", answer.status, answer.body);
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("cannot reach the admin API at {addr}: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

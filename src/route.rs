@@ -1,19 +1,45 @@
 //! Routes: where a transaction goes, and the router that picks one.
 //!
-//! The route is picked at the first RCPT (a proxying route must know it before
-//! it can pass RCPT on). Today every transaction takes the SES route; the
-//! legacy route and the percentage split plug in here.
+//! The route is picked at the first RCPT, from the client address, the
+//! envelope sender and the first recipient, because a proxying route must
+//! know it before it can pass RCPT on. Rules come first, in order; otherwise
+//! the percentage split:
+//!
+//! ```text
+//! bucket = xxh3_64(lowercase(sender) + "\0" + lowercase(first recipient), SPLIT_SEED) mod 10000
+//! route  = SES if bucket < ses_percent × 100, else legacy
+//! ```
+//!
+//! so the choice is deterministic (a retry takes the same route), uniform,
+//! precise to 0.01 %, and monotonic: raising the percentage only moves legacy
+//! traffic to SES.
 
 use std::fmt;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RuleConfig;
 use crate::forward::Forwarder;
+use crate::log::canonical_ip;
+
+/// Seed of the split hash. Changing it reshuffles which transactions go where: never do it mid-migration.
+pub const SPLIT_SEED: u64 = 0x6f6f_2e6e_652e_6a70; // "oo.ne.jp"
+
+/// Number of buckets: percentages resolve to 0.01 %.
+pub const BUCKETS: u64 = 10_000;
 
 /// Where a transaction is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Route {
     /// Amazon SES v2 API (or its dry-run outbox).
     Ses,
+    /// The legacy relay, proxied over SMTP.
+    Legacy,
 }
 
 impl Route {
@@ -21,6 +47,7 @@ impl Route {
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Ses => "ses",
+            Route::Legacy => "legacy",
         }
     }
 }
@@ -31,26 +58,140 @@ impl fmt::Display for Route {
     }
 }
 
-/// Picks a route per transaction and holds each route's forwarder.
+/// The split bucket of a transaction, 0..10000.
+pub fn bucket(sender: &str, first_recipient: &str) -> u32 {
+    let key = format!(
+        "{}\0{}",
+        sender.to_lowercase(),
+        first_recipient.to_lowercase()
+    );
+    (xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), SPLIT_SEED) % BUCKETS) as u32
+}
+
+/// `ses_percent` as a bucket threshold (0..=10000).
+pub fn threshold(ses_percent: f64) -> u32 {
+    (ses_percent.clamp(0.0, 100.0) * 100.0).round() as u32
+}
+
+/// An override: matches when any of its lists matches.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    clients: Vec<IpNet>,
+    sender_domains: Vec<String>,
+    recipient_domains: Vec<String>,
+    route: Route,
+}
+
+impl Rule {
+    /// From `[[cutover.rules]]`.
+    pub fn from_config(config: &RuleConfig) -> Rule {
+        let lower = |d: &Vec<String>| {
+            d.iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect()
+        };
+        Rule {
+            clients: config.clients.clone(),
+            sender_domains: lower(&config.sender_domains),
+            recipient_domains: lower(&config.recipient_domains),
+            route: config.route,
+        }
+    }
+
+    fn matches(&self, client: IpAddr, sender: &str, first_recipient: &str) -> bool {
+        let client = canonical_ip(client);
+        self.clients.iter().any(|net| net.contains(&client))
+            || in_domains(&self.sender_domains, sender)
+            || in_domains(&self.recipient_domains, first_recipient)
+    }
+}
+
+/// Whether the address's domain is one of `domains` or below one.
+fn in_domains(domains: &[String], address: &str) -> bool {
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.to_ascii_lowercase();
+    domains.iter().any(|d| {
+        domain == *d
+            || domain
+                .strip_suffix(d.as_str())
+                .is_some_and(|head| head.ends_with('.'))
+    })
+}
+
+/// Picks the route per transaction and holds each route's forwarder.
 pub struct Router {
     ses: Arc<dyn Forwarder>,
+    legacy: Option<Arc<dyn Forwarder>>,
+    rules: RwLock<Arc<[Rule]>>,
+    ses_threshold: AtomicU32,
 }
 
 impl Router {
-    /// A router with the SES route's forwarder.
-    pub fn new(ses: Arc<dyn Forwarder>) -> Router {
-        Router { ses }
+    /// A router; without a legacy forwarder every transaction takes SES.
+    pub fn new(
+        ses: Arc<dyn Forwarder>,
+        legacy: Option<Arc<dyn Forwarder>>,
+        rules: Vec<Rule>,
+        ses_percent: f64,
+    ) -> Router {
+        Router {
+            ses,
+            legacy,
+            rules: RwLock::new(rules.into()),
+            ses_threshold: AtomicU32::new(threshold(ses_percent)),
+        }
     }
 
     /// The route for a transaction, from what is known at its first RCPT.
-    pub fn choose(&self, _client: std::net::IpAddr, _sender: &str, _first_rcpt: &str) -> Route {
-        Route::Ses
+    pub fn choose(&self, client: IpAddr, sender: &str, first_recipient: &str) -> Route {
+        if self.legacy.is_none() {
+            return Route::Ses;
+        }
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(rule) = rules
+            .iter()
+            .find(|r| r.matches(client, sender, first_recipient))
+        {
+            return rule.route;
+        }
+        if bucket(sender, first_recipient) < self.ses_threshold.load(Ordering::Relaxed) {
+            Route::Ses
+        } else {
+            Route::Legacy
+        }
+    }
+
+    /// The SES share now applied to new transactions.
+    pub fn ses_percent(&self) -> f64 {
+        f64::from(self.ses_threshold.load(Ordering::Relaxed)) / 100.0
+    }
+
+    /// Applies a new SES share to the next transactions.
+    pub fn set_ses_percent(&self, ses_percent: f64) {
+        self.ses_threshold
+            .store(threshold(ses_percent), Ordering::Relaxed);
+    }
+
+    /// Replaces the rules (SIGHUP reload).
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules.into();
+    }
+
+    /// Whether a legacy route exists.
+    pub fn has_legacy(&self) -> bool {
+        self.legacy.is_some()
     }
 
     /// The forwarder that delivers on `route`.
     pub fn forwarder(&self, route: Route) -> &Arc<dyn Forwarder> {
-        match route {
-            Route::Ses => &self.ses,
+        match (route, &self.legacy) {
+            (Route::Legacy, Some(legacy)) => legacy,
+            _ => &self.ses,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

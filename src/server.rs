@@ -1,9 +1,10 @@
 //! Wiring: builds the shared [`Relay`] from a validated config, binds the
-//! listeners, runs them, and drains sessions on shutdown.
+//! listeners, runs them, reloads what can change on SIGHUP, and drains
+//! sessions on shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
@@ -11,50 +12,100 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, SesMode, SmtpConfig};
+use crate::config::{Config, LegacyMode, RuleConfig, SesMode, SmtpConfig};
+use crate::cutover::{Cutover, CutoverError};
 use crate::envelope::TransactionIds;
 use crate::forward::Forwarder;
+use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::SesForwarder;
 use crate::listener::{self, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
-use crate::route::Router;
+use crate::route::{Router, Rule};
 use crate::shutdown::Shutdown;
 use crate::tls::TlsError;
 
-/// What every session shares.
-pub struct Relay {
-    /// `[smtp]` as loaded.
+/// What SIGHUP can replace: each session takes a snapshot when it starts.
+pub struct Live {
+    /// `[smtp]` as loaded (allowed clients, limits).
     pub smtp: SmtpConfig,
     /// STARTTLS / implicit TLS, when `[smtp.tls]` is set.
     pub tls: Option<TlsAcceptor>,
-    /// Route choice and forwarders.
-    pub router: Router,
     /// Received + DKIM + route headers.
     pub preparer: Preparer,
+    /// `[[cutover.rules]]` as configured (shown by `GET /cutover`).
+    pub rules: Vec<RuleConfig>,
+    /// The admin bearer token; `None` refuses every change.
+    pub admin_token: Option<String>,
+}
+
+/// What every session shares.
+pub struct Relay {
+    live: RwLock<Arc<Live>>,
+    /// Route choice and forwarders.
+    pub router: Router,
+    /// The runtime SES percentage and its state file.
+    pub cutover: Cutover,
     /// Transaction ids.
     pub ids: TransactionIds,
     /// Log privacy.
     pub masker: Masker,
     /// The stop switch.
     pub shutdown: Shutdown,
+    /// `host:port` of the legacy relay when the route proxies over SMTP (readiness probe).
+    pub legacy_relay: Option<String>,
 }
 
-/// Why the server could not start.
+impl Relay {
+    /// A relay from its parts (tests build one around a fake forwarder).
+    pub fn new(live: Live, router: Router, cutover: Cutover, masker: Masker) -> Relay {
+        Relay {
+            live: RwLock::new(Arc::new(live)),
+            router,
+            cutover,
+            ids: TransactionIds::default(),
+            masker,
+            shutdown: Shutdown::new(),
+            legacy_relay: None,
+        }
+    }
+
+    /// The reloadable part in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+}
+
+/// Why the server could not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A DKIM key is missing or unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The outbox directory cannot be created.
-    #[error("ses.outbox-dir {path}: {source}")]
-    Outbox {
-        /// The directory.
+    /// The legacy route cannot be set up.
+    #[error(transparent)]
+    Legacy(#[from] LegacySetupError),
+    /// The cutover state file is unreadable.
+    #[error(transparent)]
+    Cutover(#[from] CutoverError),
+    /// A file cannot be read or a directory created.
+    #[error("{key} {path}: {source}")]
+    File {
+        /// The config key naming it.
+        key: &'static str,
+        /// The path.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -80,31 +131,88 @@ pub struct ServerOptions {
 pub struct Server {
     relay: Arc<Relay>,
     listeners: Vec<Listener>,
+    admin: Option<TcpListener>,
     grace: Duration,
     max_connections: usize,
 }
 
+/// Builds the reloadable part: loads keys, certificates and the admin token.
+pub fn build_live(config: &Config) -> Result<Live, StartError> {
+    let dkim = DkimKeys::load(&config.dkim)?;
+    let tls = config
+        .smtp
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    let admin_token = if config.admin.token_file.as_os_str().is_empty() {
+        None
+    } else {
+        let token = std::fs::read_to_string(&config.admin.token_file).map_err(|source| {
+            StartError::File {
+                key: "admin.token-file",
+                path: config.admin.token_file.clone(),
+                source,
+            }
+        })?;
+        Some(token.trim().to_string()).filter(|t| !t.is_empty())
+    };
+    let legacy_signs = config.legacy.as_ref().is_some_and(|l| l.dkim_sign);
+    Ok(Live {
+        smtp: config.smtp.clone(),
+        tls,
+        preparer: Preparer::new(
+            &config.smtp.hostname,
+            dkim,
+            &config.ses.configuration_set,
+            legacy_signs,
+        ),
+        rules: config.cutover.rules.clone(),
+        admin_token,
+    })
+}
+
+fn outbox(
+    dir: &std::path::Path,
+    configuration_set: &str,
+    key: &'static str,
+) -> Result<Arc<dyn Forwarder>, StartError> {
+    Outbox::new(dir, configuration_set)
+        .map(|o| Arc::new(o) as Arc<dyn Forwarder>)
+        .map_err(|source| StartError::File {
+            key,
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 impl Server {
-    /// Loads keys and certificates, builds the forwarder, binds every listener.
+    /// Loads keys and certificates, builds the forwarders, binds every listener.
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, StartError> {
-        let dkim = DkimKeys::load(&config.dkim)?;
-        let tls = config
-            .smtp
-            .tls
-            .as_ref()
-            .map(crate::tls::acceptor)
-            .transpose()?;
+        let live = build_live(config)?;
         let ses: Arc<dyn Forwarder> = match config.ses.mode {
             SesMode::Api => Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await),
-            SesMode::Outbox => Arc::new(
-                Outbox::new(&config.ses.outbox_dir, &config.ses.configuration_set).map_err(
-                    |source| StartError::Outbox {
-                        path: config.ses.outbox_dir.clone(),
-                        source,
-                    },
-                )?,
-            ),
+            SesMode::Outbox => outbox(
+                &config.ses.outbox_dir,
+                &config.ses.configuration_set,
+                "ses.outbox-dir",
+            )?,
         };
+        let legacy: Option<Arc<dyn Forwarder>> = match &config.legacy {
+            None => None,
+            Some(legacy) if legacy.mode == LegacyMode::Outbox => Some(outbox(
+                &legacy.outbox_dir,
+                &config.ses.configuration_set,
+                "legacy.outbox-dir",
+            )?),
+            Some(legacy) => Some(Arc::new(LegacyForwarder::new(
+                legacy,
+                &config.smtp.hostname,
+            )?)),
+        };
+        let cutover = Cutover::load(&config.cutover.state_file, config.configured_ses_percent())?;
+        let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
+        let router = Router::new(ses, legacy, rules, cutover.status().ses_percent);
         let mut listeners = Vec::new();
         for (addrs, implicit_tls) in [
             (&config.smtp.listen, false),
@@ -123,29 +231,45 @@ impl Server {
                 });
             }
         }
-        let relay = Relay {
-            smtp: config.smtp.clone(),
-            tls,
-            router: Router::new(ses),
-            preparer: Preparer::new(&config.smtp.hostname, dkim, &config.ses.configuration_set),
-            ids: TransactionIds::default(),
-            masker: Masker::new(config.log.mask_pii),
-            shutdown: Shutdown::new(),
+        let admin = match config.admin.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
         };
+        let mut relay = Relay::new(live, router, cutover, Masker::new(config.log.mask_pii));
+        relay.legacy_relay = config
+            .legacy
+            .as_ref()
+            .filter(|l| l.mode == LegacyMode::Smtp)
+            .map(|l| l.relay.clone());
         Ok(Server {
             relay: Arc::new(relay),
             listeners,
+            admin,
             grace: config.smtp.shutdown_grace.0,
             max_connections: config.smtp.max_connections,
         })
     }
 
-    /// Addresses actually bound (port 0 resolved): plaintext listeners first, then implicit TLS.
+    /// SMTP addresses actually bound (port 0 resolved), with whether each is implicit TLS.
     pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.listeners
             .iter()
             .filter_map(|l| l.socket.local_addr().ok().map(|a| (a, l.implicit_tls)))
             .collect()
+    }
+
+    /// The admin API's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The shared state (for reloads and tests).
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
     }
 
     /// The stop switch: trigger it for a graceful shutdown.
@@ -165,6 +289,9 @@ impl Server {
                 slots.clone(),
             ));
         }
+        if let Some(admin) = self.admin {
+            accepting.spawn(crate::admin::serve(admin, self.relay.clone()));
+        }
         self.relay.shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
         let tracker = self.relay.shutdown.tracker().clone();
@@ -177,4 +304,16 @@ impl Server {
         }
         drained
     }
+}
+
+/// Applies a new config file's reloadable parts (allowed clients, limits,
+/// rules, TLS certificates, DKIM keys, admin token). Everything is built
+/// before anything is swapped, so a bad config changes nothing.
+pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
+    config.validate()?;
+    let live = build_live(config)?;
+    let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
+    relay.router.set_rules(rules);
+    relay.replace_live(live);
+    Ok(())
 }

@@ -5,13 +5,15 @@
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How the process was asked to stop.
+/// What the process was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// SIGTERM: drain gracefully.
     Graceful,
     /// SIGINT: stop now.
     Fast,
+    /// SIGHUP: reload the config file.
+    Reload,
 }
 
 /// The shared stop switch and the tracker of session tasks.
@@ -48,25 +50,42 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (and Ctrl-C where there are no Unix signals).
-pub async fn wait_for_signal() -> Signal {
+/// Receives SIGTERM, SIGINT and SIGHUP (Ctrl-C alone where there are no Unix signals).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return Signal::Fast;
-        };
-        tokio::select! {
-            _ = term.recv() => Signal::Graceful,
-            _ = int.recv() => Signal::Fast,
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    /// Installs the handlers; call once, early.
+    pub fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(int), Ok(hup)) => Some([term, int, hup]),
+                _ => None,
+            };
+            Signals { streams }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.streams {
+            return tokio::select! {
+                _ = term.recv() => Signal::Graceful,
+                _ = int.recv() => Signal::Fast,
+                _ = hup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
         Signal::Fast
     }

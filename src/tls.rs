@@ -5,9 +5,14 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+
+/// A byte stream SMTP runs on: TCP, or TLS over TCP after STARTTLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,4 +73,90 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(bad("no certificate in the file".into()));
     }
     Ok(certs)
+}
+
+/// A client connector for STARTTLS toward the legacy relay. `verify = false`
+/// is opportunistic TLS (Postfix's `may`): encrypted, certificate not checked,
+/// because a self-signed certificate must not stop mail that would otherwise
+/// go in plaintext. With `verify`, the chain is checked against `ca_file`, or
+/// the system's roots when it is empty.
+pub fn client_connector(
+    verify: bool,
+    ca_file: &Path,
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let bad = |reason: String| TlsError::File {
+        path: ca_file.to_path_buf(),
+        reason,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| bad(err.to_string()))?;
+    let config = if !verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth()
+    } else if ca_file.as_os_str().is_empty() {
+        builder
+            .with_platform_verifier()
+            .map_err(|err| bad(format!("system roots: {err}")))?
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in load_certs(ca_file)? {
+            roots.add(cert).map_err(|err| bad(err.to_string()))?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts any certificate but still checks the handshake signatures: opportunistic TLS.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -93,7 +93,7 @@ fn a_bad_dkim_key_stops_startup_naming_the_file() {
     std::fs::write(
         &path,
         format!(
-            "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[[dkim.keys]]\ndomain = \"goo.ne.jp\"\nselector = \"s\"\nprivate-key = \"{}\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
+            "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[[dkim.keys]]\ndomain = \"goo.ne.jp\"\nselector = \"s\"\nprivate-key = \"{}\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
             key.display(),
             dir.path("out").display()
         ),
@@ -119,7 +119,7 @@ fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
     std::fs::write(
         &path,
         format!(
-            "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
+            "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
             dir.path("out").display()
         ),
     )

@@ -64,6 +64,9 @@ timeout = "20s"
 
 [log]
 mask-pii = true
+
+[admin]
+listen = "127.0.0.1:0"
 "#,
         key = demo_key().display()
     );

@@ -39,6 +39,21 @@ pub struct Config {
     pub ses: SesConfig,
     /// Log format and privacy.
     pub log: LogConfig,
+    /// The legacy relay; absent = SES is the only route.
+    pub legacy: Option<LegacyConfig>,
+    /// The split between the routes.
+    pub cutover: CutoverConfig,
+    /// The operators' HTTP API.
+    pub admin: AdminConfig,
+}
+
+impl Config {
+    /// The configured SES share: `cutover.ses-percent`, else 0 with a legacy route and 100 without.
+    pub fn configured_ses_percent(&self) -> f64 {
+        self.cutover
+            .ses_percent
+            .unwrap_or(if self.legacy.is_some() { 0.0 } else { 100.0 })
+    }
 }
 
 /// One thing wrong with a configuration, named by its key (`smtp.max-recipients`).

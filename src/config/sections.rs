@@ -207,3 +207,133 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// How the legacy route delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegacyMode {
+    /// Proxy each transaction to the legacy relay over SMTP.
+    Smtp,
+    /// Dry run: write each message into `outbox-dir`.
+    Outbox,
+}
+
+/// STARTTLS toward the legacy relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegacyTls {
+    /// Plaintext only.
+    None,
+    /// STARTTLS when offered, without certificate checks (as Postfix's `may`).
+    Opportunistic,
+    /// STARTTLS required and the certificate verified (against `ca-file` or the system roots).
+    Required,
+}
+
+/// `[legacy]`: the relay being migrated away from. Absent: no legacy route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LegacyConfig {
+    /// `smtp` proxies to `relay`; `outbox` writes files (dry run).
+    pub mode: LegacyMode,
+    /// `host:port` of the legacy relay.
+    pub relay: String,
+    /// `none`, `opportunistic` or `required`.
+    pub tls: LegacyTls,
+    /// CA bundle (PEM) for `tls = "required"`; empty = the system roots.
+    pub ca_file: PathBuf,
+    /// AUTH user; empty = no AUTH.
+    pub auth_user: String,
+    /// File holding the AUTH password (never the config file).
+    pub auth_password_file: PathBuf,
+    /// Connections to the legacy relay, pooled and reused.
+    pub max_connections: usize,
+    /// A pooled connection unused this long is closed.
+    pub idle_timeout: HumanDuration,
+    /// Bound on connecting and the greeting.
+    pub connect_timeout: HumanDuration,
+    /// Bound on each command's reply (RFC 5321 section 4.5.3.2 suggests minutes for DATA).
+    pub command_timeout: HumanDuration,
+    /// DKIM-sign messages on this route too.
+    pub dkim_sign: bool,
+    /// Where `outbox` mode writes.
+    pub outbox_dir: PathBuf,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        LegacyConfig {
+            mode: LegacyMode::Smtp,
+            relay: String::new(),
+            tls: LegacyTls::Opportunistic,
+            ca_file: PathBuf::new(),
+            auth_user: String::new(),
+            auth_password_file: PathBuf::new(),
+            max_connections: 100,
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+            connect_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            command_timeout: HumanDuration(std::time::Duration::from_secs(300)),
+            dkim_sign: true,
+            outbox_dir: PathBuf::from("/var/lib/ses-relay/outbox"),
+        }
+    }
+}
+
+/// `[cutover]`: how traffic is split between the routes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CutoverConfig {
+    /// Share of transactions (by sender and first recipient) sent to SES, 0 to 100, fractions allowed.
+    /// Default: 0 when `[legacy]` is configured (nothing moves until an operator says so), else 100.
+    pub ses_percent: Option<f64>,
+    /// Where runtime changes are kept; it wins over `ses-percent` at startup. Empty = not kept.
+    pub state_file: PathBuf,
+    /// Overrides, first match wins.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for CutoverConfig {
+    fn default() -> Self {
+        CutoverConfig {
+            ses_percent: None,
+            state_file: PathBuf::from("/var/lib/ses-relay/cutover.json"),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[cutover.rules]]` entry: matches when any of its lists does.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    /// Client networks.
+    #[serde(default)]
+    pub clients: Vec<IpNet>,
+    /// Envelope sender domains (and their subdomains).
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+    /// Domains (and subdomains) of the transaction's first recipient.
+    #[serde(default)]
+    pub recipient_domains: Vec<String>,
+    /// `ses` or `legacy`.
+    pub route: crate::route::Route,
+}
+
+/// `[admin]`: the HTTP listener for operators (cutover, health).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP API; keep it on loopback or a management network.
+    pub listen: Option<SocketAddr>,
+    /// File with the bearer token that `PUT /cutover` requires; empty = changes refused.
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9925))),
+            token_file: PathBuf::new(),
+        }
+    }
+}

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{
-    Config, ConfigError, NEVER_SIGNED_HEADERS, Problem, SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS,
-    SesMode,
+    Config, ConfigError, LegacyMode, NEVER_SIGNED_HEADERS, Problem, SES_MAX_MESSAGE_SIZE,
+    SES_MAX_RECIPIENTS, SesMode,
 };
 
 impl Config {
@@ -139,6 +139,7 @@ impl Config {
         {
             bad("log.level", format!("`{}`: {err}", self.log.level));
         }
+        self.validate_cutover(&mut bad);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -148,6 +149,77 @@ impl Config {
 }
 
 impl Config {
+    /// `[legacy]`, `[cutover]` and `[admin]`.
+    fn validate_cutover(&self, bad: &mut impl FnMut(&str, String)) {
+        if let Some(legacy) = &self.legacy {
+            if legacy.mode == LegacyMode::Smtp && !is_host_port(&legacy.relay) {
+                bad(
+                    "legacy.relay",
+                    format!("`{}` is not host:port", legacy.relay),
+                );
+            }
+            if legacy.mode == LegacyMode::Outbox && legacy.outbox_dir.as_os_str().is_empty() {
+                bad("legacy.outbox-dir", "outbox mode needs a directory".into());
+            }
+            if !legacy.ca_file.as_os_str().is_empty() {
+                check_readable(bad, "legacy.ca-file", &legacy.ca_file);
+            }
+            if !legacy.auth_user.is_empty() {
+                check_readable(bad, "legacy.auth-password-file", &legacy.auth_password_file);
+            }
+            if legacy.max_connections == 0 {
+                bad("legacy.max-connections", "must be at least 1".into());
+            }
+            for (key, value) in [
+                ("legacy.idle-timeout", legacy.idle_timeout),
+                ("legacy.connect-timeout", legacy.connect_timeout),
+                ("legacy.command-timeout", legacy.command_timeout),
+            ] {
+                if value.0.is_zero() {
+                    bad(key, "must be longer than zero".into());
+                }
+            }
+        }
+        let percent = self.configured_ses_percent();
+        if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+            bad(
+                "cutover.ses-percent",
+                format!("{percent} is outside 0..=100"),
+            );
+        } else if self.legacy.is_none() && percent < 100.0 {
+            bad(
+                "cutover.ses-percent",
+                format!("{percent}% would go to the legacy route, but [legacy] is not configured"),
+            );
+        }
+        for (i, rule) in self.cutover.rules.iter().enumerate() {
+            let key = format!("cutover.rules[{i}]");
+            if rule.clients.is_empty()
+                && rule.sender_domains.is_empty()
+                && rule.recipient_domains.is_empty()
+            {
+                bad(
+                    &key,
+                    "matches nothing: give clients, sender-domains or recipient-domains".into(),
+                );
+            }
+            if rule.route == crate::route::Route::Legacy && self.legacy.is_none() {
+                bad(
+                    &format!("{key}.route"),
+                    "routes to legacy, but [legacy] is not configured".into(),
+                );
+            }
+            for domain in rule.sender_domains.iter().chain(&rule.recipient_domains) {
+                if !domain.split('.').all(is_label) {
+                    bad(&key, format!("`{domain}` is not a domain"));
+                }
+            }
+        }
+        if !self.admin.token_file.as_os_str().is_empty() {
+            check_readable(bad, "admin.token-file", &self.admin.token_file);
+        }
+    }
+
     /// Things that work but should not be so: private keys readable by other users.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut keys: Vec<(String, &Path)> = self
@@ -164,6 +236,19 @@ impl Config {
             .collect();
         if let Some(tls) = &self.smtp.tls {
             keys.push(("smtp.tls.key".into(), tls.key.as_path()));
+        }
+        if !self.admin.token_file.as_os_str().is_empty() {
+            keys.push(("admin.token-file".into(), self.admin.token_file.as_path()));
+        }
+        if let Some(legacy) = self
+            .legacy
+            .as_ref()
+            .filter(|l| !l.auth_password_file.as_os_str().is_empty())
+        {
+            keys.push((
+                "legacy.auth-password-file".into(),
+                legacy.auth_password_file.as_path(),
+            ));
         }
         keys.into_iter()
             .filter(|(_, path)| readable_by_others(path))
@@ -202,4 +287,12 @@ fn is_label(label: &str) -> bool {
 
 fn is_domain(domain: &str) -> bool {
     domain.len() <= 253 && domain.contains('.') && domain.split('.').all(is_label)
+}
+
+/// `host:port` (host a name, an IPv4 address or a bracketed IPv6 address).
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
 }

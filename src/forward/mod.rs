@@ -5,6 +5,7 @@
 //! message (Postfix then hears 250) or fails, temporarily (451, Postfix keeps
 //! the message queued and retries) or permanently (554, Postfix bounces).
 
+pub mod legacy;
 pub mod outbox;
 pub mod rate;
 pub mod ses;
@@ -20,12 +21,47 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Delivers a prepared message upstream.
 pub trait Forwarder: Send + Sync {
+    /// Called at a transaction's first RCPT. A proxying route (legacy) opens
+    /// its upstream transaction here and returns it, so each RCPT can be passed
+    /// on; a route that accepts recipients itself (SES, outbox) returns `None`.
+    /// An `Err` is the reply for this RCPT (the upstream refused MAIL, or is unreachable).
+    fn open<'a>(
+        &'a self,
+        _mail: &'a MailRequest,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Proxy>>, Reply>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Sends `message` (final bytes: Received, DKIM and route headers already added).
     fn deliver<'a>(
         &'a self,
         envelope: &'a Envelope,
         message: Vec<u8>,
     ) -> BoxFuture<'a, Result<Accepted, DeliveryError>>;
+}
+
+/// An upstream SMTP transaction opened at the first RCPT, whose replies are
+/// passed back to the client as they are.
+pub trait Proxy: Send {
+    /// Passes one RCPT on; the upstream's reply is the client's reply.
+    fn recipient<'a>(&'a mut self, address: &'a str) -> BoxFuture<'a, Reply>;
+
+    /// Sends the prepared message; the upstream's final reply is the client's.
+    /// Dropping a proxy without calling this aborts the upstream transaction.
+    fn data(self: Box<Self>, message: Vec<u8>) -> BoxFuture<'static, Reply>;
+}
+
+/// What the client said in MAIL FROM, for a proxying route to repeat.
+#[derive(Debug, Clone, Default)]
+pub struct MailRequest {
+    /// Reverse path; empty for the null sender.
+    pub from: String,
+    /// `SIZE=` as declared, 0 when absent.
+    pub size: usize,
+    /// `BODY=8BITMIME`.
+    pub body_8bit: bool,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
 }
 
 /// The upstream took the message.

@@ -27,6 +27,8 @@ pub struct Preparer {
     hostname: String,
     dkim: DkimKeys,
     configuration_set: String,
+    /// `legacy.dkim-sign`: sign on the legacy route too.
+    sign_legacy: bool,
 }
 
 /// A message ready to go upstream.
@@ -51,12 +53,19 @@ pub struct PrepareError {
 }
 
 impl Preparer {
-    /// A preparer with this hop's name, the keys and the SES configuration set.
-    pub fn new(hostname: &str, dkim: DkimKeys, configuration_set: &str) -> Preparer {
+    /// A preparer with this hop's name, the keys, the SES configuration set,
+    /// and whether the legacy route is signed too.
+    pub fn new(
+        hostname: &str,
+        dkim: DkimKeys,
+        configuration_set: &str,
+        sign_legacy: bool,
+    ) -> Preparer {
         Preparer {
             hostname: hostname.to_string(),
             dkim,
             configuration_set: configuration_set.to_string(),
+            sign_legacy,
         }
     }
 
@@ -70,8 +79,10 @@ impl Preparer {
         let received = self.received(envelope);
         let (head, received_len, old_head_len, signing) = {
             let (fields, body_start) = headers::split(&message);
-            let key =
-                header_from_domain(&message[..body_start]).and_then(|d| self.dkim.key_for(&d));
+            let signs = envelope.route == Route::Ses || self.sign_legacy;
+            let key = header_from_domain(&message[..body_start])
+                .filter(|_| signs)
+                .and_then(|d| self.dkim.key_for(&d));
             let mut head = Vec::with_capacity(body_start + received.len());
             head.extend_from_slice(received.as_bytes());
             for field in &fields {

@@ -10,7 +10,12 @@ fn preparer() -> Preparer {
         }],
         ..DkimConfig::default()
     };
-    Preparer::new("relay.test", DkimKeys::load(&config).unwrap(), "prod-set")
+    Preparer::new(
+        "relay.test",
+        DkimKeys::load(&config).unwrap(),
+        "prod-set",
+        true,
+    )
 }
 
 fn envelope(rcpts: &[&str]) -> Envelope {
@@ -142,4 +147,31 @@ fn from_domain_parsing() {
         Some("goo.ne.jp")
     );
     assert_eq!(header_from_domain(b"Subject: x\r\n\r\n"), None);
+}
+
+#[test]
+fn legacy_route_gets_no_configuration_set_and_signs_per_setting() {
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    let msg = b"X-SES-CONFIGURATION-SET: client-set\r\nFrom: a@goo.ne.jp\r\n\r\nx\r\n".to_vec();
+    let prepared = preparer().prepare(&env, msg.clone()).unwrap();
+    let out = String::from_utf8(prepared.message).unwrap();
+    assert!(!out.contains("prod-set"));
+    assert!(out.contains("client-set"), "left alone on the legacy route");
+    assert!(prepared.signed_by.is_some());
+    let config = DkimConfig {
+        keys: vec![DkimKeyConfig {
+            domain: "goo.ne.jp".into(),
+            selector: "s".into(),
+            private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+        }],
+        ..DkimConfig::default()
+    };
+    let unsigned = Preparer::new(
+        "relay.test",
+        DkimKeys::load(&config).unwrap(),
+        "prod-set",
+        false,
+    );
+    assert!(unsigned.prepare(&env, msg).unwrap().signed_by.is_none());
 }

@@ -1,8 +1,11 @@
 //! One handler per SMTP command.
 
-use smtp_proto::{MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
+use smtp_proto::{
+    MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom, RcptTo, Request,
+};
 
-use super::{Flow, Session, State, Transaction};
+use super::{Flow, Session, State, Transaction, Upstream};
+use crate::forward::MailRequest;
 use crate::smtp::{Command, MessageReceiver, Reply};
 
 const OK: Reply = Reply::new(250, [2, 0, 0], "Ok");
@@ -22,7 +25,7 @@ impl Session {
             Request::Ehlo { host } => self.handle_ehlo(host, true),
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Mail { from } => self.handle_mail(from),
-            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Rcpt { to } => self.handle_rcpt(to).await,
             Request::Data => self.handle_data(),
             Request::Rset => self.handle_rset(),
             Request::Noop { .. } => self.ok(OK, "NOOP"),
@@ -82,7 +85,7 @@ impl Session {
         self.helo = host;
         self.esmtp = esmtp;
         self.state = State::Ready;
-        let smtp = &self.relay.smtp;
+        let smtp = &self.live.smtp;
         if !esmtp {
             return self.ok(Reply::plain(250, smtp.hostname.clone()), "HELO");
         }
@@ -90,7 +93,7 @@ impl Session {
             "{}\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES",
             smtp.hostname, smtp.max_message_size.0
         );
-        if self.relay.tls.is_some() && !self.tls {
+        if self.live.tls.is_some() && !self.tls {
             text.push_str("\nSTARTTLS");
         }
         self.ok(Reply::plain(250, text), "EHLO")
@@ -111,13 +114,13 @@ impl Session {
             );
             return Flow::Close;
         }
-        if self.relay.smtp.require_tls && !self.tls {
+        if self.live.smtp.require_tls && !self.tls {
             return self.error(
                 Reply::new(530, [5, 7, 0], "Must issue a STARTTLS command first"),
                 "MAIL",
             );
         }
-        let limit = self.relay.smtp.max_message_size.0;
+        let limit = self.live.smtp.max_message_size.0;
         if from.size as u64 > limit {
             return self.ok(
                 Reply::new(
@@ -142,50 +145,67 @@ impl Session {
         }
         self.state = State::Mail(Transaction {
             id: self.relay.ids.next(),
-            mail_from: from.address,
-            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
-            declared_size: from.size,
+            mail: MailRequest {
+                smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+                body_8bit: from.flags & MAIL_BODY_8BITMIME != 0,
+                size: from.size,
+                from: from.address,
+            },
             rcpt_to: Vec::new(),
             route: None,
+            upstream: Upstream::Unopened,
         });
         self.ok(Reply::new(250, [2, 1, 0], "Ok"), "MAIL")
     }
 
-    fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
-        let max = self.relay.smtp.max_recipients;
+    async fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
+        match self.rcpt_reply(to).await {
+            Ok(reply) => self.ok(reply, "RCPT"),
+            Err(reply) => self.error(reply, "RCPT"),
+        }
+    }
+
+    /// The reply to one RCPT: `Err` for a client mistake (counted), `Ok` otherwise,
+    /// including a proxied upstream's refusal, which is the upstream's to make.
+    async fn rcpt_reply(&mut self, to: RcptTo<String>) -> Result<Reply, Reply> {
+        let max = self.live.smtp.max_recipients;
         let client = self.peer.ip();
-        let router = &self.relay.router;
+        let relay = self.relay.clone();
         let State::Mail(tx) = &mut self.state else {
-            return self.error(
-                Reply::new(503, [5, 5, 1], "Need MAIL command first"),
-                "RCPT",
-            );
+            return Err(Reply::new(503, [5, 5, 1], "Need MAIL command first"));
         };
         if !is_mailbox(&to.address) {
-            return self.error(
-                Reply::new(501, [5, 1, 3], "Bad recipient address syntax"),
-                "RCPT",
-            );
+            return Err(Reply::new(501, [5, 1, 3], "Bad recipient address syntax"));
         }
-        if !to.address.is_ascii() && !tx.smtputf8 {
-            return self.ok(
-                Reply::new(
-                    553,
-                    [5, 6, 7],
-                    "Non-ASCII address needs MAIL FROM with SMTPUTF8",
-                ),
-                "RCPT",
-            );
+        if !to.address.is_ascii() && !tx.mail.smtputf8 {
+            return Ok(Reply::new(
+                553,
+                [5, 6, 7],
+                "Non-ASCII address needs MAIL FROM with SMTPUTF8",
+            ));
         }
         if tx.rcpt_to.len() >= max {
             // Postfix sends the rest in another transaction.
-            return self.ok(Reply::new(452, [4, 5, 3], "Too many recipients"), "RCPT");
+            return Ok(Reply::new(452, [4, 5, 3], "Too many recipients"));
         }
-        if tx.route.is_none() {
-            tx.route = Some(router.choose(client, &tx.mail_from, &to.address));
+        let route = *tx
+            .route
+            .get_or_insert_with(|| relay.router.choose(client, &tx.mail.from, &to.address));
+        if matches!(tx.upstream, Upstream::Unopened) {
+            match relay.router.forwarder(route).open(&tx.mail).await {
+                Ok(Some(proxy)) => tx.upstream = Upstream::Proxy(proxy),
+                Ok(None) => tx.upstream = Upstream::Local,
+                Err(reply) => return Ok(reply),
+            }
         }
-        tx.rcpt_to.push(to.address);
-        self.ok(Reply::new(250, [2, 1, 5], "Ok"), "RCPT")
+        let reply = match &mut tx.upstream {
+            Upstream::Proxy(proxy) => proxy.recipient(&to.address).await,
+            _ => Reply::new(250, [2, 1, 5], "Ok"),
+        };
+        if reply.is_positive() {
+            tx.rcpt_to.push(to.address);
+        }
+        Ok(reply)
     }
 
     fn handle_data(&mut self) -> Flow {
@@ -206,8 +226,8 @@ impl Session {
                 return self.error(reply, "DATA");
             }
         };
-        let limit = self.relay.smtp.max_message_size.as_usize();
-        let receiver = MessageReceiver::new(limit, tx.declared_size);
+        let limit = self.live.smtp.max_message_size.as_usize();
+        let receiver = MessageReceiver::new(limit, tx.mail.size);
         self.state = State::Data(tx, receiver);
         self.write_reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"), "DATA");
         Flow::Continue
@@ -224,7 +244,7 @@ impl Session {
         if self.tls {
             return self.error(Reply::new(503, [5, 5, 1], "TLS already active"), "STARTTLS");
         }
-        if self.relay.tls.is_none() {
+        if self.live.tls.is_none() {
             return self.error(
                 Reply::new(502, [5, 5, 1], "STARTTLS is not offered"),
                 "STARTTLS",

@@ -17,7 +17,7 @@ impl Session {
         let State::Data(tx, _) = std::mem::replace(&mut self.state, State::Ready) else {
             return;
         };
-        let envelope = self.envelope(tx);
+        let (envelope, proxy) = self.envelope(tx);
         let message = match end {
             DataEnd::Complete(message) => message,
             DataEnd::TooBig => {
@@ -41,9 +41,9 @@ impl Session {
         // Replies to commands pipelined before DATA go out now, before the wait upstream.
         self.flush().await;
         let started = Instant::now();
-        let relay = self.relay.clone();
+        let live = self.live.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let prepared = relay.preparer.prepare(&envelope, message);
+            let prepared = live.preparer.prepare(&envelope, message);
             (envelope, prepared)
         })
         .await;
@@ -63,13 +63,31 @@ impl Session {
             metrics::dkim_signature(domain, selector, prepared.sign_time.as_secs_f64());
         }
         let size = prepared.message.len();
-        let forwarder = self.relay.router.forwarder(envelope.route).clone();
-        let upstream_started = Instant::now();
-        let outcome = forwarder.deliver(&envelope, prepared.message).await;
-        let upstream = upstream_started.elapsed().as_secs_f64();
         let dkim = prepared
             .signed_by
             .map(|(d, s)| format!("{s}._domainkey.{d}"));
+        let upstream_started = Instant::now();
+        if let Some(proxy) = proxy {
+            // A proxied route: the upstream's final reply is the client's.
+            let reply = proxy.data(prepared.message).await;
+            let result = match reply.code {
+                200..=299 => "delivered",
+                400..=499 => "deferred",
+                _ => "rejected",
+            };
+            let outcome = Outcome {
+                reply,
+                result,
+                size,
+                upstream_seconds: upstream_started.elapsed().as_secs_f64(),
+                upstream_id: None,
+                dkim,
+            };
+            return self.finish(&envelope, outcome, started);
+        }
+        let forwarder = self.relay.router.forwarder(envelope.route).clone();
+        let outcome = forwarder.deliver(&envelope, prepared.message).await;
+        let upstream = upstream_started.elapsed().as_secs_f64();
         let outcome = match outcome {
             Ok(accepted) => Outcome {
                 reply: Reply::dynamic(

@@ -13,21 +13,19 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::envelope::Envelope;
+use crate::forward::{MailRequest, Proxy};
 use crate::metrics;
 use crate::route::Route;
-use crate::server::Relay;
+use crate::server::{Live, Relay};
 use crate::smtp::{Input, MessageReceiver, Reply};
+use crate::tls::Io;
 
 /// Bad commands tolerated before the session is ended (Postfix's hard error limit is 20).
 const MAX_ERRORS: u32 = 10;
-
-/// A byte stream a session can run on: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Where the session stands.
 enum State {
@@ -44,12 +42,21 @@ enum State {
 /// A transaction between MAIL and the end of DATA.
 struct Transaction {
     id: String,
-    mail_from: String,
-    smtputf8: bool,
-    declared_size: usize,
+    mail: MailRequest,
     rcpt_to: Vec<String>,
     /// Decided at the first RCPT.
     route: Option<Route>,
+    upstream: Upstream,
+}
+
+/// The route's side of a transaction.
+enum Upstream {
+    /// Not opened yet (or opening failed: the next RCPT tries again).
+    Unopened,
+    /// The route accepts recipients itself (SES, outbox).
+    Local,
+    /// The route proxies: RCPTs and the message go through this upstream transaction.
+    Proxy(Box<dyn Proxy>),
 }
 
 /// What the session loop does next.
@@ -71,6 +78,8 @@ enum ReadOutcome {
 /// One SMTP connection.
 pub struct Session {
     relay: Arc<Relay>,
+    /// The reloadable config as it was when the session started.
+    live: Arc<Live>,
     io: Box<dyn Io>,
     peer: SocketAddr,
     input: Input,
@@ -86,9 +95,11 @@ pub struct Session {
 impl Session {
     /// A session on `io` from `peer`; `tls` when the stream is already TLS (implicit TLS).
     pub fn new(relay: Arc<Relay>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
-        let deadline = Instant::now() + relay.smtp.max_session_duration.0;
+        let live = relay.live();
+        let deadline = Instant::now() + live.smtp.max_session_duration.0;
         Session {
             relay,
+            live,
             io,
             peer,
             input: Input::new(),
@@ -104,7 +115,7 @@ impl Session {
 
     /// Runs the session to its end.
     pub async fn run(mut self) {
-        let greeting = Reply::plain(220, format!("{} ESMTP ses-relay", self.relay.smtp.hostname));
+        let greeting = Reply::plain(220, format!("{} ESMTP ses-relay", self.live.smtp.hostname));
         self.write_reply(greeting, "CONNECT");
         loop {
             let flow = self.process().await;
@@ -174,7 +185,7 @@ impl Session {
     /// Reads more input, bounded by the idle timeout and the session deadline.
     /// Outside a transaction, shutdown interrupts the wait.
     async fn read(&mut self) -> ReadOutcome {
-        let until = (Instant::now() + self.relay.smtp.idle_timeout.0).min(self.deadline);
+        let until = (Instant::now() + self.live.smtp.idle_timeout.0).min(self.deadline);
         let in_transaction = matches!(self.state, State::Mail(_) | State::Data(..));
         if !in_transaction && self.relay.shutdown.is_triggered() {
             return ReadOutcome::ShuttingDown;
@@ -201,7 +212,7 @@ impl Session {
         if self.output.is_empty() {
             return true;
         }
-        let idle = self.relay.smtp.idle_timeout.0;
+        let idle = self.live.smtp.idle_timeout.0;
         let written = tokio::time::timeout(idle, async {
             self.io.write_all(&self.output).await?;
             self.io.flush().await
@@ -218,14 +229,14 @@ impl Session {
 
     /// Upgrades the stream after `220 Ready to start TLS`.
     async fn start_tls(&mut self) -> bool {
-        let Some(acceptor) = self.relay.tls.clone() else {
+        let Some(acceptor) = self.live.tls.clone() else {
             return false;
         };
         let plain = std::mem::replace(
             &mut self.io,
             Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
         );
-        match tokio::time::timeout(self.relay.smtp.idle_timeout.0, acceptor.accept(plain)).await {
+        match tokio::time::timeout(self.live.smtp.idle_timeout.0, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
                 self.io = Box::new(stream);
                 self.tls = true;
@@ -244,19 +255,24 @@ impl Session {
         }
     }
 
-    /// The envelope of a finished transaction.
-    fn envelope(&self, tx: Transaction) -> Envelope {
-        Envelope {
+    /// The envelope of a finished transaction, and its upstream proxy if the route has one.
+    fn envelope(&self, tx: Transaction) -> (Envelope, Option<Box<dyn Proxy>>) {
+        let proxy = match tx.upstream {
+            Upstream::Proxy(proxy) => Some(proxy),
+            Upstream::Unopened | Upstream::Local => None,
+        };
+        let envelope = Envelope {
             id: tx.id,
             client: self.peer,
             helo: self.helo.clone(),
             tls: self.tls,
             esmtp: self.esmtp,
-            mail_from: tx.mail_from,
+            mail_from: tx.mail.from,
             rcpt_to: tx.rcpt_to,
-            smtputf8: tx.smtputf8,
-            declared_size: tx.declared_size,
+            smtputf8: tx.mail.smtputf8,
+            declared_size: tx.mail.size,
             route: tx.route.unwrap_or(Route::Ses),
-        }
+        };
+        (envelope, proxy)
     }
 }

@@ -8,14 +8,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::Session;
 use crate::config::{ByteSize, DkimConfig, DkimKeyConfig, HumanDuration, SmtpConfig};
-use crate::envelope::{Envelope, TransactionIds};
+use crate::cutover::Cutover;
+use crate::envelope::Envelope;
 use crate::forward::{Accepted, BoxFuture, DeliveryError, Forwarder};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
 use crate::route::Router;
-use crate::server::Relay;
-use crate::shutdown::Shutdown;
+use crate::server::{Live, Relay};
 
 /// Records what it is given and answers as told.
 struct Upstream {
@@ -81,15 +81,21 @@ fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
         }],
         ..DkimConfig::default()
     };
-    Arc::new(Relay {
-        preparer: Preparer::new(&smtp.hostname, DkimKeys::load(&dkim).unwrap(), "test-set"),
+    let live = Live {
+        preparer: Preparer::new(
+            &smtp.hostname,
+            DkimKeys::load(&dkim).unwrap(),
+            "test-set",
+            true,
+        ),
         smtp,
         tls: None,
-        router: Router::new(upstream),
-        ids: TransactionIds::default(),
-        masker: Masker::new(true),
-        shutdown: Shutdown::new(),
-    })
+        rules: Vec::new(),
+        admin_token: None,
+    };
+    let router = Router::new(upstream, None, Vec::new(), 100.0);
+    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
+    Arc::new(Relay::new(live, router, cutover, Masker::new(true)))
 }
 
 /// The client end of a session.

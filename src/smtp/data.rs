@@ -119,9 +119,45 @@ impl MessageReceiver {
     }
 }
 
+/// The DATA wire form of a message for an upstream: a leading `.` doubled on
+/// every line (RFC 5321 section 4.5.2), a final CRLF ensured, then `.CRLF`.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    for &byte in message {
+        if line_start && byte == b'.' {
+            out.push(b'.');
+        }
+        out.push(byte);
+        line_start = byte == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_stuffing_round_trips_through_the_receiver() {
+        let message = b".first\r\nmiddle\r\n..two\r\n.\r\nlast\r\n";
+        let wire = dot_stuff(message);
+        assert_eq!(
+            &wire[..],
+            b"..first\r\nmiddle\r\n...two\r\n..\r\nlast\r\n.\r\n"
+        );
+        let mut rx = MessageReceiver::new(1000, 0);
+        assert_eq!(
+            rx.ingest(&wire),
+            (wire.len(), DataEnd::Complete(message.to_vec()))
+        );
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+    }
 
     fn receive(limit: usize, chunks: &[&[u8]]) -> (DataEnd, Vec<u8>) {
         let mut rx = MessageReceiver::new(limit, 0);

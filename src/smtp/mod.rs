@@ -7,6 +7,6 @@ mod data;
 mod input;
 mod reply;
 
-pub use data::{DataEnd, MessageReceiver};
+pub use data::{DataEnd, MessageReceiver, dot_stuff};
 pub use input::{Command, Input, MAX_LINE_LEN};
 pub use reply::Reply;

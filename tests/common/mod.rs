@@ -6,6 +6,7 @@
 
 pub mod peers;
 pub mod ses_fake;
+pub mod smtp_sink;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -78,6 +79,8 @@ pub fn test_config(endpoint: &str) -> Config {
     config.ses.endpoint_url = endpoint.to_string();
     config.ses.configuration_set = "ses-migration-production-config-set".into();
     config.ses.timeout = HumanDuration(Duration::from_secs(5));
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.cutover.state_file = PathBuf::new();
     config
 }
 
@@ -85,6 +88,8 @@ pub fn test_config(endpoint: &str) -> Config {
 pub struct RunningRelay {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub relay: std::sync::Arc<ses_relay::server::Relay>,
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<bool>,
 }
@@ -102,10 +107,14 @@ impl RunningRelay {
         let addr = addrs.iter().find(|(_, tls)| !tls).map(|(a, _)| *a).unwrap();
         let tls_addr = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| *a);
         let shutdown = server.shutdown();
+        let admin_addr = server.admin_addr();
+        let relay = server.relay();
         let handle = tokio::spawn(server.run());
         RunningRelay {
             addr,
             tls_addr,
+            admin_addr,
+            relay,
             shutdown,
             handle,
         }

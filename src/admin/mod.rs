@@ -1,0 +1,201 @@
+//! The operators' HTTP API on `[admin] listen` (hyper, HTTP/1.1):
+//!
+//! - `GET /cutover`: the SES percentage in force, its source, last change and the rules;
+//! - `PUT /cutover` with `Authorization: Bearer <token>` and `{"ses_percent": 50, "reason": "week 2"}`:
+//!   validated, persisted to the state file, applied to the next transactions, audit-logged;
+//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable.
+
+pub mod client;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::cutover::CutoverError;
+use crate::server::Relay;
+
+/// Largest request body accepted (a cutover change is a few dozen bytes).
+const MAX_BODY: usize = 16 * 1024;
+
+/// Serves the admin API until shutdown.
+pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = relay.shutdown.triggered() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| handle(relay.clone(), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, value: serde_json::Value) -> Reply {
+    let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    body.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Reply, Infallible> {
+    let reply = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => readyz(&relay).await,
+        (&Method::GET, "/cutover") => cutover_status(&relay),
+        (&Method::PUT, "/cutover") => cutover_set(&relay, request).await,
+        (_, "/healthz" | "/readyz" | "/cutover") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(reply)
+}
+
+fn cutover_status(relay: &Relay) -> Reply {
+    let status = relay.cutover.status();
+    let rules = relay.live().rules.clone();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "ses_percent": status.ses_percent,
+            "source": status.source,
+            "updated_at": status.updated_at,
+            "reason": status.reason,
+            "legacy_route": relay.router.has_legacy(),
+            "rules": rules,
+        }),
+    )
+}
+
+/// `PUT /cutover` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    ses_percent: f64,
+    reason: String,
+}
+
+async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorized = match (relay.live().admin_token.as_deref(), presented) {
+        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !authorized {
+        tracing::warn!(audit = "cutover", "change refused: missing or wrong token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a valid 'Authorization: Bearer <token>' header is required",
+        );
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or over 16 KiB"),
+    };
+    let change: Change = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"ses_percent\": <0-100>, \"reason\": \"...\"}}: {err}"),
+            );
+        }
+    };
+    if change.reason.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reason must not be empty: it goes into the audit log",
+        );
+    }
+    if !relay.router.has_legacy() && change.ses_percent < 100.0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no [legacy] route is configured: only 100 is possible",
+        );
+    }
+    match relay
+        .cutover
+        .set(&relay.router, change.ses_percent, change.reason.trim())
+    {
+        Ok(_) => cutover_status(relay),
+        Err(err @ CutoverError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
+        Err(err) => {
+            tracing::error!(error = %err, "cutover change not applied");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
+    }
+}
+
+async fn readyz(relay: &Relay) -> Reply {
+    let mut ready = !relay.shutdown.is_triggered();
+    let legacy = match &relay.legacy_relay {
+        None => "not used".to_string(),
+        Some(addr) => {
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(_)) => "reachable".to_string(),
+                Ok(Err(err)) => {
+                    ready = false;
+                    format!("unreachable: {err}")
+                }
+                Err(_) => {
+                    ready = false;
+                    "unreachable: connect timed out".to_string()
+                }
+            }
+        }
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        serde_json::json!({
+            "ready": ready,
+            "shutting_down": relay.shutdown.is_triggered(),
+            "legacy_relay": legacy,
+            "ses_percent": relay.router.ses_percent(),
+        }),
+    )
+}
+
+/// Compares without an early exit, so the time taken does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

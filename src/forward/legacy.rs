@@ -1,0 +1,464 @@
+//! The legacy route: a faithful SMTP proxy to the legacy relay (Postfix + Cuenote).
+//!
+//! A transaction routed here opens (or reuses) a connection at the client's
+//! first RCPT, repeats MAIL, then passes each RCPT on and returns the legacy
+//! relay's own reply, so ses-relay never accepts a recipient the legacy relay
+//! refused and never has to bounce anything itself. After DATA the prepared
+//! message goes out and the legacy relay's final reply is the client's.
+//!
+//! Connections are pooled (at most `max-connections`), reused across
+//! transactions with an RSET that also proves them alive, and closed after
+//! `idle-timeout`. Connection-level trouble (unreachable, greeting or EHLO
+//! refused, TLS required but not offered, connection lost) is a `451`, so the
+//! client retries; the legacy relay's own 4xx/5xx replies pass through as they are.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use mail_send::Credentials;
+use mail_send::SmtpClient;
+use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
+
+use super::{Accepted, BoxFuture, DeliveryError, Forwarder, MailRequest, Proxy, Retry};
+use crate::config::{LegacyConfig, LegacyTls};
+use crate::envelope::Envelope;
+use crate::smtp::{Reply, dot_stuff};
+use crate::tls::{Io, TlsError};
+
+/// Why the legacy forwarder could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacySetupError {
+    /// `legacy.ca-file` unusable.
+    #[error("legacy.ca-file: {0}")]
+    Tls(#[from] TlsError),
+    /// `legacy.auth-password-file` unreadable.
+    #[error("legacy.auth-password-file {path}: {source}")]
+    Password {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Proxies transactions to the legacy relay.
+pub struct LegacyForwarder {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    relay: String,
+    /// Host part of `relay`, the name TLS checks the certificate against.
+    server_name: String,
+    tls: LegacyTls,
+    connector: Option<TlsConnector>,
+    credentials: Option<Credentials<String>>,
+    helo: String,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// One SMTP connection to the legacy relay, holding its pool slot.
+struct Connection {
+    client: SmtpClient<Box<dyn Io>>,
+    capabilities: u32,
+    last_used: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl LegacyForwarder {
+    /// Builds the pool; nothing connects until the first transaction.
+    pub fn new(config: &LegacyConfig, helo: &str) -> Result<LegacyForwarder, LegacySetupError> {
+        let connector = match config.tls {
+            LegacyTls::None => None,
+            LegacyTls::Opportunistic => Some(crate::tls::client_connector(false, &config.ca_file)?),
+            LegacyTls::Required => Some(crate::tls::client_connector(true, &config.ca_file)?),
+        };
+        let credentials = if config.auth_user.is_empty() {
+            None
+        } else {
+            let secret = std::fs::read_to_string(&config.auth_password_file).map_err(|source| {
+                LegacySetupError::Password {
+                    path: config.auth_password_file.clone(),
+                    source,
+                }
+            })?;
+            Some(Credentials::new(
+                config.auth_user.clone(),
+                secret.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        };
+        let server_name = config
+            .relay
+            .rsplit_once(':')
+            .map_or(config.relay.as_str(), |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_string();
+        let pool = Arc::new(Pool {
+            relay: config.relay.clone(),
+            server_name,
+            tls: config.tls,
+            connector,
+            credentials,
+            helo: helo.to_string(),
+            idle_timeout: config.idle_timeout.0,
+            connect_timeout: config.connect_timeout.0,
+            command_timeout: config.command_timeout.0,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
+            idle: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&pool)));
+        Ok(LegacyForwarder { pool })
+    }
+
+    /// Connections open now, idle ones included (for tests and status).
+    pub fn open_connections(&self) -> usize {
+        self.pool.max_connections - self.pool.slots.available_permits()
+    }
+}
+
+impl Pool {
+    /// A live connection: a pooled one that answers RSET, or a new one.
+    async fn checkout(self: &Arc<Self>) -> Result<Connection, Reply> {
+        loop {
+            let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut conn) = candidate else { break };
+            if conn.last_used.elapsed() >= self.idle_timeout {
+                continue; // dropped: closes the socket
+            }
+            if matches!(conn.client.cmd(b"RSET\r\n").await, Ok(r) if r.code == 250) {
+                return Ok(conn);
+            }
+        }
+        let slot = tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Reply::new(
+                    451,
+                    [4, 4, 5],
+                    "Legacy relay connection limit reached, try again later",
+                )
+            })?
+            .map_err(|_| Reply::new(451, [4, 3, 0], "Legacy route closed"))?;
+        self.connect(slot).await
+    }
+
+    fn checkin(&self, mut conn: Connection) {
+        conn.last_used = Instant::now();
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Connection, Reply> {
+        let unreachable = |why: String| {
+            tracing::warn!(relay = %self.relay, "legacy relay: {why}");
+            Reply::new(
+                451,
+                [4, 4, 1],
+                "Legacy relay not reachable, try again later",
+            )
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.relay))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|err| unreachable(format!("connect: {err}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut client = SmtpClient {
+            stream: Box::new(stream) as Box<dyn Io>,
+            timeout: self.connect_timeout,
+        };
+        let greeting = tokio::time::timeout(self.connect_timeout, client.read())
+            .await
+            .map_err(|_| unreachable("no greeting".into()))?
+            .map_err(|err| unreachable(format!("greeting: {err}")))?;
+        if greeting.code != 220 {
+            return Err(unreachable(format!(
+                "greeting {} {}",
+                greeting.code, greeting.message
+            )));
+        }
+        let mut ehlo = client
+            .ehlo(&self.helo)
+            .await
+            .map_err(|err| unreachable(format!("EHLO: {err}")))?;
+        let offers_tls = ehlo.has_capability(EXT_START_TLS);
+        if let Some(connector) = &self.connector
+            && (offers_tls || self.tls == LegacyTls::Required)
+        {
+            if !offers_tls {
+                tracing::warn!(relay = %self.relay, "legacy relay does not offer STARTTLS (legacy.tls = required)");
+                return Err(Reply::new(
+                    451,
+                    [4, 7, 4],
+                    "Legacy relay does not offer STARTTLS",
+                ));
+            }
+            client = self
+                .start_tls(client, connector)
+                .await
+                .map_err(|err| unreachable(format!("STARTTLS: {err}")))?;
+            ehlo = client
+                .ehlo(&self.helo)
+                .await
+                .map_err(|err| unreachable(format!("EHLO after STARTTLS: {err}")))?;
+        }
+        if let Some(credentials) = &self.credentials {
+            client
+                .authenticate(credentials, &ehlo)
+                .await
+                .map_err(|err| {
+                    tracing::warn!(relay = %self.relay, error = %err, "legacy relay AUTH failed");
+                    Reply::new(
+                        451,
+                        [4, 7, 0],
+                        "Cannot authenticate to the legacy relay, try again later",
+                    )
+                })?;
+        }
+        client.timeout = self.command_timeout;
+        Ok(Connection {
+            client,
+            capabilities: capabilities(&ehlo),
+            last_used: Instant::now(),
+            _slot: slot,
+        })
+    }
+
+    async fn start_tls(
+        &self,
+        mut client: SmtpClient<Box<dyn Io>>,
+        connector: &TlsConnector,
+    ) -> Result<SmtpClient<Box<dyn Io>>, String> {
+        let reply = client
+            .cmd(b"STARTTLS\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.code != 220 {
+            return Err(format!("{} {}", reply.code, reply.message));
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| e.to_string())?;
+        let SmtpClient { stream, timeout } = client;
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(SmtpClient {
+            stream: Box::new(tls),
+            timeout,
+        })
+    }
+}
+
+fn capabilities(ehlo: &EhloResponse<String>) -> u32 {
+    ehlo.capabilities()
+}
+
+/// Closes connections idle past `idle-timeout`, until the pool is gone.
+async fn reap_idle(pool: Weak<Pool>) {
+    loop {
+        let period = match pool.upgrade() {
+            Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.idle_timeout;
+        pool.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|conn| conn.last_used.elapsed() < timeout);
+    }
+}
+
+/// The legacy relay's reply as the client's reply; a missing enhanced code
+/// gets the class's generic one.
+fn pass_through(response: &Response<String>) -> Reply {
+    let [class, subject, detail] = response.esc;
+    let status = if class == 0 {
+        [response.code / 100, 0, 0]
+    } else {
+        [u16::from(class), u16::from(subject), u16::from(detail)]
+    };
+    let code = if (200..600).contains(&response.code) {
+        response.code
+    } else {
+        451
+    };
+    Reply::dynamic(code, status, response.message.replace('\n', " "))
+}
+
+fn connection_lost(err: mail_send::Error) -> Reply {
+    tracing::warn!(error = %err, "legacy relay connection lost");
+    Reply::new(
+        451,
+        [4, 4, 2],
+        "Connection to the legacy relay lost, try again later",
+    )
+}
+
+/// A transaction open on the legacy relay.
+pub struct LegacyProxy {
+    pool: Arc<Pool>,
+    conn: Option<Connection>,
+}
+
+impl Drop for LegacyProxy {
+    fn drop(&mut self) {
+        // An aborted transaction: the connection goes back; the RSET at its next checkout clears it.
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Proxy for LegacyProxy {
+    fn recipient<'a>(&'a mut self, address: &'a str) -> BoxFuture<'a, Reply> {
+        Box::pin(async move {
+            let Some(conn) = self.conn.as_mut() else {
+                return Reply::new(
+                    451,
+                    [4, 4, 2],
+                    "Connection to the legacy relay lost, try again later",
+                );
+            };
+            match conn.client.cmd(format!("RCPT TO:<{address}>\r\n")).await {
+                Ok(response) => pass_through(&response),
+                Err(err) => {
+                    self.conn = None;
+                    connection_lost(err)
+                }
+            }
+        })
+    }
+
+    fn data(mut self: Box<Self>, message: Vec<u8>) -> BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            let Some(mut conn) = self.conn.take() else {
+                return Reply::new(
+                    451,
+                    [4, 4, 2],
+                    "Connection to the legacy relay lost, try again later",
+                );
+            };
+            let start = match conn.client.cmd(b"DATA\r\n").await {
+                Ok(response) => response,
+                Err(err) => return connection_lost(err),
+            };
+            if start.code != 354 {
+                self.pool.checkin(conn);
+                return pass_through(&start);
+            }
+            let wire = dot_stuff(&message);
+            drop(message);
+            let timeout = conn.client.timeout;
+            let sent = tokio::time::timeout(timeout, async {
+                conn.client.stream.write_all(&wire).await?;
+                conn.client.stream.flush().await?;
+                conn.client
+                    .read()
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .await;
+            match sent {
+                Ok(Ok(response)) => {
+                    self.pool.checkin(conn);
+                    pass_through(&response)
+                }
+                Ok(Err(err)) => connection_lost(mail_send::Error::Io(err)),
+                Err(_) => connection_lost(mail_send::Error::Timeout),
+            }
+        })
+    }
+}
+
+impl Forwarder for LegacyForwarder {
+    fn open<'a>(
+        &'a self,
+        mail: &'a MailRequest,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Proxy>>, Reply>> {
+        Box::pin(async move {
+            let mut conn = self.pool.checkout().await?;
+            let mut command = format!("MAIL FROM:<{}>", mail.from);
+            if mail.size > 0 && conn.capabilities & EXT_SIZE != 0 {
+                command.push_str(&format!(" SIZE={}", mail.size));
+            }
+            if mail.body_8bit && conn.capabilities & EXT_8BIT_MIME != 0 {
+                command.push_str(" BODY=8BITMIME");
+            }
+            if mail.smtputf8 && conn.capabilities & EXT_SMTP_UTF8 != 0 {
+                command.push_str(" SMTPUTF8");
+            }
+            command.push_str("\r\n");
+            let response = conn.client.cmd(command).await.map_err(connection_lost)?;
+            if response.code != 250 {
+                self.pool.checkin(conn);
+                return Err(pass_through(&response));
+            }
+            Ok(Some(Box::new(LegacyProxy {
+                pool: self.pool.clone(),
+                conn: Some(conn),
+            }) as Box<dyn Proxy>))
+        })
+    }
+
+    /// A whole transaction at once (used when nothing was proxied before DATA).
+    fn deliver<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        Box::pin(async move {
+            let mail = MailRequest {
+                from: envelope.mail_from.clone(),
+                size: message.len(),
+                body_8bit: true,
+                smtputf8: envelope.smtputf8,
+            };
+            let as_error = |reply: Reply| {
+                let retry = if reply.is_permanent() {
+                    Retry::Permanent
+                } else {
+                    Retry::Temporary
+                };
+                DeliveryError {
+                    retry,
+                    status: reply.status.unwrap_or([4, 0, 0]),
+                    code: format!("legacy-{}", reply.code),
+                    message: reply.text.into_owned(),
+                }
+            };
+            let mut proxy = self
+                .open(&mail)
+                .await
+                .map_err(as_error)?
+                .expect("legacy proxies");
+            for rcpt in &envelope.rcpt_to {
+                let reply = proxy.recipient(rcpt).await;
+                if !reply.is_positive() {
+                    return Err(as_error(reply));
+                }
+            }
+            let reply = proxy.data(message).await;
+            if reply.is_positive() {
+                Ok(Accepted {
+                    upstream_id: reply.text.into_owned(),
+                })
+            } else {
+                Err(as_error(reply))
+            }
+        })
+    }
+}

@@ -1,0 +1,154 @@
+use super::*;
+use crate::envelope::Envelope;
+use crate::forward::{Accepted, BoxFuture, DeliveryError};
+
+struct Nowhere;
+
+impl Forwarder for Nowhere {
+    fn deliver<'a>(
+        &'a self,
+        _: &'a Envelope,
+        _: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        Box::pin(async { unreachable!() })
+    }
+}
+
+fn router(rules: Vec<Rule>, percent: f64) -> Router {
+    Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), rules, percent)
+}
+
+fn rule(text: &str) -> Rule {
+    let config: RuleConfig = toml::from_str(text).unwrap();
+    Rule::from_config(&config)
+}
+
+const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 1, 12));
+
+#[test]
+fn bucket_values_are_stable() {
+    // Pinned: a change of hash, seed or key layout reshuffles live traffic mid-migration.
+    assert_eq!(bucket("a@goo.ne.jp", "b@example.com"), PINNED[0]);
+    assert_eq!(bucket("news@goo.ne.jp", "user@docomo.ne.jp"), PINNED[1]);
+    assert_eq!(bucket("", "postmaster@example.org"), PINNED[2]);
+    // Case does not matter.
+    assert_eq!(bucket("A@GOO.NE.JP", "B@Example.COM"), PINNED[0]);
+}
+
+/// Cross-checked with the Python `xxhash` package: `xxh3_64_intdigest(key, seed) % 10000`.
+const PINNED: [u32; 3] = [7538, 4682, 5131];
+
+#[test]
+fn thresholds_resolve_fractions() {
+    assert_eq!(threshold(0.0), 0);
+    assert_eq!(threshold(0.5), 50);
+    assert_eq!(threshold(10.0), 1000);
+    assert_eq!(threshold(100.0), 10_000);
+    assert_eq!(threshold(150.0), 10_000);
+}
+
+#[test]
+fn split_is_uniform_and_deterministic() {
+    for percent in [10.0, 50.0, 90.0] {
+        let r = router(Vec::new(), percent);
+        let ses = (0..10_000)
+            .filter(|i| {
+                r.choose(CLIENT, &format!("sender{i}@goo.ne.jp"), "rcpt@example.com") == Route::Ses
+            })
+            .count();
+        let share = ses as f64 / 100.0;
+        assert!((share - percent).abs() <= 1.5, "{percent}%: got {share}%");
+        let again = r.choose(CLIENT, "sender7@goo.ne.jp", "rcpt@example.com");
+        assert_eq!(
+            again,
+            r.choose(CLIENT, "sender7@goo.ne.jp", "rcpt@example.com")
+        );
+    }
+}
+
+#[test]
+fn raising_the_percentage_only_moves_legacy_to_ses() {
+    let r = router(Vec::new(), 0.0);
+    let keys: Vec<String> = (0..5_000).map(|i| format!("u{i}@goo.ne.jp")).collect();
+    let mut before: Vec<Route> = keys
+        .iter()
+        .map(|k| r.choose(CLIENT, k, "x@example.com"))
+        .collect();
+    assert!(
+        before.iter().all(|&x| x == Route::Legacy),
+        "0 % is all legacy"
+    );
+    for percent in [0.5, 10.0, 50.0, 99.99, 100.0] {
+        r.set_ses_percent(percent);
+        let now: Vec<Route> = keys
+            .iter()
+            .map(|k| r.choose(CLIENT, k, "x@example.com"))
+            .collect();
+        for (was, is) in before.iter().zip(&now) {
+            assert!(
+                !(*was == Route::Ses && *is == Route::Legacy),
+                "{percent}%: SES moved back to legacy"
+            );
+        }
+        before = now;
+    }
+    assert!(before.iter().all(|&x| x == Route::Ses), "100 % is all SES");
+}
+
+#[test]
+fn rules_first_match_wins() {
+    let rules = vec![
+        rule("clients = [\"10.99.1.11/32\"]\nroute = \"ses\""),
+        rule("recipient-domains = [\"docomo.ne.jp\"]\nroute = \"legacy\""),
+        rule("sender-domains = [\"news.goo.ne.jp\"]\nroute = \"ses\""),
+    ];
+    let r = router(rules, 0.0);
+    let server = "10.99.1.11".parse().unwrap();
+    let mapped = "::ffff:10.99.1.11".parse().unwrap();
+    // The first rule wins over the second.
+    assert_eq!(
+        r.choose(server, "a@goo.ne.jp", "x@docomo.ne.jp"),
+        Route::Ses
+    );
+    assert_eq!(
+        r.choose(mapped, "a@goo.ne.jp", "x@docomo.ne.jp"),
+        Route::Ses
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@news.goo.ne.jp", "x@docomo.ne.jp"),
+        Route::Legacy
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@news.goo.ne.jp", "x@example.com"),
+        Route::Ses
+    );
+    // Subdomains match; look-alikes do not.
+    assert_eq!(
+        r.choose(CLIENT, "a@mail.news.goo.ne.jp", "x@example.com"),
+        Route::Ses
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@fakenews.goo.ne.jp", "x@example.com"),
+        Route::Legacy
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@DOCOMO.ne.jp"),
+        Route::Legacy
+    );
+    // Otherwise the percentage (0 % here).
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@example.com"),
+        Route::Legacy
+    );
+}
+
+#[test]
+fn without_a_legacy_route_everything_goes_to_ses() {
+    let r = Router::new(
+        Arc::new(Nowhere),
+        None,
+        vec![rule("sender-domains = [\"goo.ne.jp\"]\nroute = \"legacy\"")],
+        0.0,
+    );
+    assert_eq!(r.choose(CLIENT, "a@goo.ne.jp", "b@example.com"), Route::Ses);
+}

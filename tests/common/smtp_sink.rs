@@ -1,0 +1,147 @@
+//! An in-process SMTP server standing in for the legacy relay: it records
+//! each message, refuses recipients whose local part starts with `reject`
+//! (550 5.1.1) or `defer` (450 4.2.0), and counts connections, so tests can
+//! see what the proxy passed on and how it reuses connections.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A message the sink accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    messages: Mutex<Vec<Received>>,
+    connections: AtomicUsize,
+    rsets: AtomicUsize,
+}
+
+/// The running sink.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+        });
+        SmtpSink { addr, state }
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.state.messages.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn rsets(&self) -> usize {
+        self.state.rsets.load(Ordering::Relaxed)
+    }
+}
+
+async fn serve(stream: TcpStream, state: Arc<State>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let _ = write.write_all(b"220 legacy.test ESMTP sink\r\n").await;
+    let mut from = String::new();
+    let mut rcpts = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            "250-legacy.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+        } else if upper.starts_with("MAIL FROM:") {
+            from = addr(&line);
+            rcpts.clear();
+            "250 2.1.0 Ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let to = addr(&line);
+            if to.starts_with("reject") {
+                "550 5.1.1 <".to_string() + &to + ">: Recipient address rejected: User unknown\r\n"
+            } else if to.starts_with("defer") {
+                "450 4.2.0 <".to_string() + &to + ">: Recipient address rejected: try later\r\n"
+            } else {
+                rcpts.push(to);
+                "250 2.1.5 Ok\r\n".into()
+            }
+        } else if upper.starts_with("DATA") {
+            if write
+                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut data = Vec::new();
+            loop {
+                let mut raw = Vec::new();
+                match lines.read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if raw == b".\r\n" {
+                    break;
+                }
+                let unstuffed = if raw.starts_with(b"..") {
+                    &raw[1..]
+                } else {
+                    &raw[..]
+                };
+                data.extend_from_slice(unstuffed);
+            }
+            let mut all = state.messages.lock().unwrap();
+            all.push(Received {
+                mail_from: std::mem::take(&mut from),
+                rcpt_to: std::mem::take(&mut rcpts),
+                data,
+            });
+            format!("250 2.0.0 Ok: queued as L{:05}\r\n", all.len())
+        } else if upper.starts_with("RSET") {
+            state.rsets.fetch_add(1, Ordering::Relaxed);
+            from.clear();
+            rcpts.clear();
+            "250 2.0.0 Ok\r\n".into()
+        } else if upper.starts_with("NOOP") {
+            "250 2.0.0 Ok\r\n".into()
+        } else if upper.starts_with("QUIT") {
+            let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
+            return;
+        } else {
+            "502 5.5.2 Error: command not recognized\r\n".into()
+        };
+        if write.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn addr(line: &str) -> String {
+    let start = line.find('<').map_or(0, |i| i + 1);
+    let end = line[start..].find('>').map_or(line.len(), |i| start + i);
+    line[start..end].to_string()
+}
