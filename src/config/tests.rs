@@ -140,6 +140,8 @@ fn validate_reports_every_problem_with_its_key() {
 fn shipped_configs_parse() {
     let dev = Config::load_str(EMBEDDED_DEV_CONFIG, no_env()).unwrap();
     assert_eq!(dev.ses.mode, SesMode::Outbox);
+    assert_eq!(dev.legacy.as_ref().unwrap().mode, LegacyMode::Outbox);
+    assert_eq!(prod_percent(&dev), 50.0);
     let prod_text = include_str!("../../etc/ses-relay.toml");
     let prod = Config::load_str(prod_text, no_env()).unwrap();
     assert_eq!(
@@ -149,6 +151,9 @@ fn shipped_configs_parse() {
     assert_eq!(prod.dkim.keys[0].selector, "gooid-21-prod");
     assert_eq!(prod.dkim.keys[0].domain, "goo.ne.jp");
     assert_eq!(prod.ses.region, "ap-northeast-1");
+    assert_eq!(prod_percent(&prod), 10.0);
+    assert_eq!(prod.cutover.rules.len(), 2);
+    assert_eq!(prod.legacy.as_ref().unwrap().relay, "10.0.0.25:25");
     for net in [
         "10.99.0.0/16",
         "10.88.80.0/20",
@@ -166,7 +171,7 @@ fn shipped_configs_parse() {
     assert!(
         missing
             .iter()
-            .all(|k| k.starts_with("smtp.tls.") || k.ends_with("private-key")),
+            .all(|k| k.starts_with("smtp.tls.") || k.ends_with("private-key") || k == "admin.token-file"),
         "{missing:?}"
     );
 }
@@ -190,4 +195,46 @@ fn key_readable_by_others_is_a_warning() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(config.warnings().is_empty());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn prod_percent(config: &Config) -> f64 {
+    config.configured_ses_percent()
+}
+
+#[test]
+fn cutover_and_legacy_validation() {
+    let text = r#"
+        [cutover]
+        ses-percent = 50
+        [[cutover.rules]]
+        route = "legacy"
+        [[cutover.rules]]
+        sender-domains = ["bad domain"]
+        route = "ses"
+        [ses]
+        configuration-set = "cs"
+    "#;
+    let keys = problems(&Config::load_str(text, no_env()).unwrap());
+    for expected in ["cutover.ses-percent", "cutover.rules[0]", "cutover.rules[0].route", "cutover.rules[1]"] {
+        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+    }
+    let text = r#"
+        [legacy]
+        relay = "no-port"
+        max-connections = 0
+        auth-user = "u"
+        auth-password-file = "/nonexistent"
+        [cutover]
+        ses-percent = 101
+        [ses]
+        configuration-set = "cs"
+    "#;
+    let keys = problems(&Config::load_str(text, no_env()).unwrap());
+    for expected in ["legacy.relay", "legacy.max-connections", "legacy.auth-password-file", "cutover.ses-percent"] {
+        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+    }
+    // Defaults: 0 % with a legacy route (nothing moves until an operator says so), 100 % without.
+    let with = Config::load_str("[legacy]\nrelay = \"127.0.0.1:25\"\n", no_env()).unwrap();
+    assert_eq!(with.configured_ses_percent(), 0.0);
+    assert_eq!(Config::default().configured_ses_percent(), 100.0);
 }
