@@ -159,3 +159,162 @@ fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+fn relay_config(dir: &TempDir, smtp: u16, admin: u16, allowed: &str) -> String {
+    format!(
+        r#"
+[smtp]
+listen = ["127.0.0.1:{smtp}"]
+allowed-clients = [{allowed}]
+[ses]
+mode = "outbox"
+configuration-set = "cs"
+outbox-dir = "{out}"
+[legacy]
+mode = "outbox"
+outbox-dir = "{out}"
+[cutover]
+ses-percent = 10
+state-file = "{state}"
+[admin]
+listen = "127.0.0.1:{admin}"
+token-file = "{token}"
+"#,
+        out = dir.path("out").display(),
+        state = dir.path("cutover.json").display(),
+        token = dir.path("token").display(),
+    )
+}
+
+fn greeting(port: u16) -> String {
+    use std::io::{BufRead, BufReader};
+    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut line);
+    line
+}
+
+fn wait_for_greeting(port: u16, prefix: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = greeting(port);
+        if last.starts_with(prefix) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    last
+}
+
+/// `ses-relay cutover status|set` against a running relay, and SIGHUP reloads
+/// that apply a good config and refuse a bad one.
+#[cfg(unix)]
+#[test]
+fn cutover_cli_and_sighup_reload() {
+    let dir = TempDir::new("reload");
+    std::fs::write(dir.path("token"), "cli-token\n").unwrap();
+    let (smtp, admin) = (common::peers::free_port(), common::peers::free_port());
+    let config = dir.path("relay.toml");
+    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"127.0.0.0/8\"")).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", config_arg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.path("relay.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    assert!(common::peers::wait_for_port(
+        admin,
+        std::time::Duration::from_secs(20)
+    ));
+    assert!(wait_for_greeting(smtp, "220").starts_with("220"));
+
+    let (code, stdout, stderr) = ses_relay(&["cutover", "status", "--config", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"ses_percent\": 10.0"), "{stdout}");
+    let (code, stdout, stderr) = ses_relay(&[
+        "cutover", "set", "30", "--reason", "week 1", "--config", config_arg,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("\"ses_percent\": 30.0") && stdout.contains("week 1"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = ses_relay(&[
+        "cutover", "set", "101", "--reason", "oops", "--config", config_arg,
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("HTTP 400"), "{stderr}");
+    let state = std::fs::read_to_string(dir.path("cutover.json")).unwrap();
+    assert!(
+        state.contains("30.0") && state.contains("week 1"),
+        "{state}"
+    );
+
+    let hup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // A good new config: loopback no longer allowed.
+    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"10.0.0.0/8\"")).unwrap();
+    hup(child.id());
+    assert!(
+        wait_for_greeting(smtp, "554").starts_with("554 5.7.1"),
+        "reload applied"
+    );
+    // A bad one is refused; the running config stays.
+    std::fs::write(&config, "[smtp]\nno-such-key = 1\n").unwrap();
+    hup(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        greeting(smtp).starts_with("554 5.7.1"),
+        "still the last good config"
+    );
+    // And the percentage set at runtime survived both reloads.
+    let answer = ses_relay::admin::client::request(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        "/cutover",
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(
+        answer.body.contains("\"ses_percent\": 30.0"),
+        "{}",
+        answer.body
+    );
+    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"127.0.0.0/8\"")).unwrap();
+    hup(child.id());
+    assert!(
+        wait_for_greeting(smtp, "220").starts_with("220"),
+        "reload applied again"
+    );
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.path("relay.log")).unwrap();
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(
+        log.contains("audit") && log.contains("week 1"),
+        "audit line: {log}"
+    );
+}

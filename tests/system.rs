@@ -42,7 +42,7 @@ impl Drop for RelayProcess {
     }
 }
 
-fn start_relay(dir: &TempDir, port: u16, moto_endpoint: &str) -> RelayProcess {
+fn start_relay(dir: &TempDir, port: u16, moto_endpoint: &str, extra: &str) -> RelayProcess {
     let config = format!(
         r#"
 [smtp]
@@ -67,6 +67,8 @@ mask-pii = true
 
 [admin]
 listen = "127.0.0.1:0"
+
+{extra}
 "#,
         key = demo_key().display()
     );
@@ -166,7 +168,7 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let moto = Moto::start();
     prepare_moto(&moto.endpoint());
     let relay_port = free_port();
-    let _relay = start_relay(&dir, relay_port, &moto.endpoint());
+    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), "");
     let postfix = Postfix::start(relay_port, &[]);
 
     let message = "From: Goo News <news@goo.ne.jp>\r\n\
@@ -248,5 +250,140 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     assert!(
         !relay_log.contains("news@goo.ne.jp"),
         "unmasked address in the log:\n{relay_log}"
+    );
+}
+
+/// Postfix's own smtp-sink as the legacy relay, one file per message.
+struct SmtpSink {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    fn start(dir: &TempDir, port: u16) -> SmtpSink {
+        let dump = dir.path("sink");
+        std::fs::create_dir_all(&dump).unwrap();
+        Command::new("chown")
+            .args(["nobody", dump.to_str().unwrap()])
+            .status()
+            .unwrap();
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args([
+                "-u",
+                "nobody",
+                "-d",
+                &format!("{}/%M%S.", dump.display()),
+                &format!("127.0.0.1:{port}"),
+                "100",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink starts");
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "smtp-sink did not listen"
+        );
+        SmtpSink { child, dir: dump }
+    }
+
+    /// Message-IDs of the messages dumped so far.
+    fn message_ids(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter_map(|text| message_id(&text))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn message_id(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Message-ID: <"))
+        .map(|id| id.trim_end_matches(['>', '\r']).to_string())
+}
+
+#[test]
+fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice() {
+    if !peers_or_skip("postfix_split_between_moto_and_smtp_sink") {
+        return;
+    }
+    let dir = TempDir::new("system-split");
+    let moto = Moto::start();
+    prepare_moto(&moto.endpoint());
+    let sink_port = free_port();
+    let sink = SmtpSink::start(&dir, sink_port);
+    let relay_port = free_port();
+    let legacy = format!(
+        "[legacy]\nrelay = \"127.0.0.1:{sink_port}\"\ntls = \"none\"\n\n[cutover]\nses-percent = 50\nstate-file = \"\"\n"
+    );
+    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), &legacy);
+    let postfix = Postfix::start(relay_port, &[]);
+
+    const N: usize = 40;
+    for i in 0..N {
+        let message = format!(
+            "From: news@goo.ne.jp\r\nTo: user{i}@example.com\r\nSubject: split {i}\r\nMessage-ID: <split-{i}@goo.ne.jp>\r\n\r\nmessage {i}\r\n"
+        );
+        let rcpt = format!("user{i}@example.com");
+        submit(postfix.port, "news@goo.ne.jp", &[rcpt.as_str()], &message);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (in_ses, in_legacy) = loop {
+        let in_ses: Vec<String> = moto
+            .sent()
+            .iter()
+            .filter_map(|m| message_id(&m.raw))
+            .collect();
+        let in_legacy = sink.message_ids();
+        if (in_ses.len() + in_legacy.len() >= N && postfix.queued() == 0)
+            || Instant::now() > deadline
+        {
+            break (in_ses, in_legacy);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "split: {} to moto (SES), {} to smtp-sink (legacy)",
+        in_ses.len(),
+        in_legacy.len()
+    );
+    let mut all: Vec<String> = in_ses.iter().chain(&in_legacy).cloned().collect();
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        total,
+        "a message reached both routes (or one twice)"
+    );
+    for i in 0..N {
+        assert!(
+            all.contains(&format!("split-{i}@goo.ne.jp")),
+            "split-{i} lost\n{}",
+            postfix.log()
+        );
+    }
+    assert_eq!(total, N);
+    assert!(
+        !in_ses.is_empty() && !in_legacy.is_empty(),
+        "at 50 % both routes get mail"
+    );
+    assert_eq!(
+        postfix.queued(),
+        0,
+        "postfix still holds mail:\n{}",
+        postfix.log()
     );
 }

@@ -169,9 +169,9 @@ fn shipped_configs_parse() {
     // Only the files the production example points at are missing here.
     let missing = problems(&prod);
     assert!(
-        missing
-            .iter()
-            .all(|k| k.starts_with("smtp.tls.") || k.ends_with("private-key") || k == "admin.token-file"),
+        missing.iter().all(|k| k.starts_with("smtp.tls.")
+            || k.ends_with("private-key")
+            || k == "admin.token-file"),
         "{missing:?}"
     );
 }
@@ -215,8 +215,16 @@ fn cutover_and_legacy_validation() {
         configuration-set = "cs"
     "#;
     let keys = problems(&Config::load_str(text, no_env()).unwrap());
-    for expected in ["cutover.ses-percent", "cutover.rules[0]", "cutover.rules[0].route", "cutover.rules[1]"] {
-        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+    for expected in [
+        "cutover.ses-percent",
+        "cutover.rules[0]",
+        "cutover.rules[0].route",
+        "cutover.rules[1]",
+    ] {
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} missing from {keys:?}"
+        );
     }
     let text = r#"
         [legacy]
@@ -230,8 +238,16 @@ fn cutover_and_legacy_validation() {
         configuration-set = "cs"
     "#;
     let keys = problems(&Config::load_str(text, no_env()).unwrap());
-    for expected in ["legacy.relay", "legacy.max-connections", "legacy.auth-password-file", "cutover.ses-percent"] {
-        assert!(keys.contains(&expected.to_string()), "{expected} missing from {keys:?}");
+    for expected in [
+        "legacy.relay",
+        "legacy.max-connections",
+        "legacy.auth-password-file",
+        "cutover.ses-percent",
+    ] {
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} missing from {keys:?}"
+        );
     }
     // Defaults: 0 % with a legacy route (nothing moves until an operator says so), 100 % without.
     let with = Config::load_str("[legacy]\nrelay = \"127.0.0.1:25\"\n", no_env()).unwrap();
