@@ -382,3 +382,92 @@ async fn health_and_readiness() {
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(relay.stop().await);
 }
+
+async fn one_legacy_message(relay: &RunningRelay) -> String {
+    let mut smtp = Replies::connect(relay.addr).await;
+    smtp.transaction("a@goo.ne.jp", "b@example.net", "tls@test")
+        .await
+}
+
+#[tokio::test]
+async fn starttls_and_auth_toward_the_legacy_relay() {
+    use common::TestCa;
+    use common::smtp_sink::Features;
+    let ses = SesFake::start().await;
+    let ca = TestCa::new();
+    let acceptor = ses_relay::tls::acceptor(&ca.tls_config()).unwrap();
+    let sink = SmtpSink::start_with(Features {
+        tls: Some(acceptor.clone()),
+        auth: Some(("relay-user".into(), "pa55".into())),
+    })
+    .await;
+
+    // Required TLS, verified against the CA file, then AUTH PLAIN with the password from a file.
+    let dir = TempDir::new("legacy-tls");
+    std::fs::write(dir.path("ca.pem"), &ca.ca_pem).unwrap();
+    std::fs::write(dir.path("password"), "pa55\n").unwrap();
+    let mut config = cutover_config(&ses, sink.addr, &dir, 0.0);
+    let legacy = config.legacy.as_mut().unwrap();
+    legacy.tls = LegacyTls::Required;
+    legacy.ca_file = dir.path("ca.pem");
+    legacy.auth_user = "relay-user".into();
+    legacy.auth_password_file = dir.path("password");
+    let relay = RunningRelay::start(config).await;
+    let reply = one_legacy_message(&relay).await;
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as L"), "{reply}");
+    let got = sink.messages().pop().unwrap();
+    assert!(got.tls, "sent over TLS");
+    assert_eq!(got.auth.as_deref(), Some("relay-user"));
+    assert!(relay.stop().await);
+
+    // The certificate really is checked: another CA's file makes the relay refuse to send.
+    let dir = TempDir::new("legacy-tls-wrong-ca");
+    std::fs::write(dir.path("ca.pem"), &TestCa::new().ca_pem).unwrap();
+    let mut config = cutover_config(&ses, sink.addr, &dir, 0.0);
+    let legacy = config.legacy.as_mut().unwrap();
+    legacy.tls = LegacyTls::Required;
+    legacy.ca_file = dir.path("ca.pem");
+    let relay = RunningRelay::start(config).await;
+    let mut smtp = Replies::connect(relay.addr).await;
+    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
+        .await;
+    assert!(smtp.next().await.starts_with("250"));
+    let reply = smtp.next().await;
+    assert!(
+        reply.starts_with("451 4.4.1"),
+        "untrusted certificate: {reply}"
+    );
+    smtp.send("QUIT\r\n").await;
+    assert!(smtp.next().await.starts_with("221"));
+    assert!(relay.stop().await);
+
+    // Opportunistic TLS takes the certificate as it is.
+    let dir = TempDir::new("legacy-tls-may");
+    std::fs::write(dir.path("password"), "pa55\n").unwrap();
+    let mut config = cutover_config(&ses, sink.addr, &dir, 0.0);
+    let legacy = config.legacy.as_mut().unwrap();
+    legacy.tls = LegacyTls::Opportunistic;
+    legacy.auth_user = "relay-user".into();
+    legacy.auth_password_file = dir.path("password");
+    let relay = RunningRelay::start(config).await;
+    assert!(one_legacy_message(&relay).await.starts_with("250"));
+    assert!(sink.messages().pop().unwrap().tls);
+    assert!(relay.stop().await);
+
+    // Required TLS toward a relay that does not offer it: deferred, never sent in plaintext.
+    let plain = SmtpSink::start().await;
+    let dir = TempDir::new("legacy-no-tls");
+    let mut config = cutover_config(&ses, plain.addr, &dir, 0.0);
+    config.legacy.as_mut().unwrap().tls = LegacyTls::Required;
+    let relay = RunningRelay::start(config).await;
+    let mut smtp = Replies::connect(relay.addr).await;
+    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
+        .await;
+    assert!(smtp.next().await.starts_with("250"));
+    let reply = smtp.next().await;
+    assert!(reply.starts_with("451 4.7.4"), "{reply}");
+    assert!(plain.messages().is_empty());
+    smtp.send("QUIT\r\n").await;
+    assert!(smtp.next().await.starts_with("221"));
+    assert!(relay.stop().await);
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// A message the sink accepted.
 #[derive(Debug, Clone)]
@@ -16,6 +16,17 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
+    /// Whether it came over TLS (after STARTTLS).
+    pub tls: bool,
+    /// The AUTH identity the client authenticated as, if any.
+    pub auth: Option<String>,
+}
+
+/// Optional features: STARTTLS with this acceptor, AUTH PLAIN with this user and password.
+#[derive(Clone, Default)]
+pub struct Features {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub auth: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -33,6 +44,10 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::start_with(Features::default()).await
+    }
+
+    pub async fn start_with(features: Features) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
@@ -40,7 +55,12 @@ impl SmtpSink {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(stream, shared.clone()));
+                let features = features.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    serve(Box::new(stream), shared, features, false).await
+                });
             }
         });
         SmtpSink { addr, state }
@@ -59,10 +79,16 @@ impl SmtpSink {
     }
 }
 
-async fn serve(stream: TcpStream, state: Arc<State>) {
-    let (read, mut write) = stream.into_split();
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: bool) {
+    let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read);
-    let _ = write.write_all(b"220 legacy.test ESMTP sink\r\n").await;
+    if !tls {
+        let _ = write.write_all(b"220 legacy.test ESMTP sink\r\n").await;
+    }
+    let mut auth: Option<String> = None;
     let mut from = String::new();
     let mut rcpts = Vec::new();
     let mut line = String::new();
@@ -74,7 +100,51 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-legacy.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+            let mut ehlo =
+                "250-legacy.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n"
+                    .to_string();
+            if features.tls.is_some() && !tls {
+                ehlo.push_str("250-STARTTLS\r\n");
+            }
+            if features.auth.is_some() {
+                ehlo.push_str("250-AUTH PLAIN\r\n");
+            }
+            ehlo + "250 ENHANCEDSTATUSCODES\r\n"
+        } else if upper.starts_with("STARTTLS") && !tls && features.tls.is_some() {
+            if write
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let stream = lines.into_inner().unsplit(write);
+            let acceptor = features.tls.clone().unwrap();
+            let Ok(tls_stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            return Box::pin(serve(Box::new(tls_stream), state, features, true)).await;
+        } else if upper.starts_with("AUTH PLAIN ") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(line[11..].trim())
+                .unwrap_or_default();
+            let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+            let given = match parts.as_slice() {
+                [_, user, pass] => Some((
+                    String::from_utf8_lossy(user).into_owned(),
+                    String::from_utf8_lossy(pass).into_owned(),
+                )),
+                _ => None,
+            };
+            if given.is_some() && given == features.auth {
+                auth = given.map(|(user, _)| user);
+                "235 2.7.0 Authentication successful\r\n".into()
+            } else {
+                "535 5.7.8 Authentication credentials invalid\r\n".into()
+            }
+        } else if features.auth.is_some() && auth.is_none() && upper.starts_with("MAIL") {
+            "530 5.7.0 Authentication required\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
             from = addr(&line);
             rcpts.clear();
@@ -119,6 +189,8 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
                 mail_from: std::mem::take(&mut from),
                 rcpt_to: std::mem::take(&mut rcpts),
                 data,
+                tls,
+                auth: auth.clone(),
             });
             format!("250 2.0.0 Ok: queued as L{:05}\r\n", all.len())
         } else if upper.starts_with("RSET") {
