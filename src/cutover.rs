@@ -130,6 +130,7 @@ impl Cutover {
             })?;
         }
         router.set_ses_percent(ses_percent);
+        crate::metrics::cutover_percent(ses_percent);
         let before = status.ses_percent;
         *status = Status {
             ses_percent,

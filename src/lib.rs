@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod config;
 pub mod cutover;
+pub mod dns;
 pub mod envelope;
 pub mod forward;
 pub mod listener;

@@ -74,9 +74,9 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
         let relay = relay.clone();
         let implicit_tls = listener.implicit_tls;
         relay.shutdown.tracker().clone().spawn(async move {
-            metrics::sessions(1.0);
+            metrics::sessions(1);
             serve(stream, peer, relay, implicit_tls).await;
-            metrics::sessions(-1.0);
+            metrics::sessions(-1);
             drop(permit);
         });
     }

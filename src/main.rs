@@ -129,7 +129,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    ses_relay::metrics::describe();
+    ses_relay::metrics::install();
     let mut signals = Signals::install();
     let server = Server::bind(&config, ServerOptions::default()).await?;
     for (addr, implicit_tls) in server.local_addrs() {

@@ -1,8 +1,14 @@
-//! Metric names and the helpers that record them (the `metrics` facade; the
-//! Prometheus exporter is installed by whoever serves `/metrics`). Without a
-//! recorder installed they cost next to nothing.
+//! Metrics: names, help texts, the helpers that record them, the Prometheus
+//! recorder (rendered by the admin API's `GET /metrics`, histograms with
+//! explicit buckets), and a five-minute window per route for the status page.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Connections by outcome: `accepted`, `denied` (not an allowed client),
 /// `overloaded` (connection cap), `tls_failed` (handshake failed).
@@ -11,13 +17,13 @@ pub const SMTP_CONNECTIONS: &str = "ses_relay_smtp_connections_total";
 pub const SMTP_SESSIONS: &str = "ses_relay_smtp_sessions";
 /// Replies sent, by code class (`2xx`, `4xx`, `5xx`) and command.
 pub const SMTP_REPLIES: &str = "ses_relay_smtp_replies_total";
-/// Transactions by `route` and `result` (`delivered`, `deferred`, `rejected`).
+/// Transactions by `route` (`ses`, `legacy`) and `result` (`delivered`, `deferred`, `rejected`).
 pub const TRANSACTIONS: &str = "ses_relay_transactions_total";
 /// Recipients by `route` and `result`.
 pub const RECIPIENTS: &str = "ses_relay_recipients_total";
-/// Final message size by `route`.
+/// Size of the message sent upstream, by `route`.
 pub const MESSAGE_SIZE: &str = "ses_relay_message_size_bytes";
-/// Time spent upstream by `route`.
+/// Time spent upstream (SES call, legacy DATA), by `route`.
 pub const DELIVERY_DURATION: &str = "ses_relay_delivery_duration_seconds";
 /// End of DATA to final reply, by `route`.
 pub const TRANSACTION_DURATION: &str = "ses_relay_transaction_duration_seconds";
@@ -25,8 +31,60 @@ pub const TRANSACTION_DURATION: &str = "ses_relay_transaction_duration_seconds";
 pub const DKIM_SIGNATURES: &str = "ses_relay_dkim_signatures_total";
 /// Time one signature took.
 pub const DKIM_SIGN_DURATION: &str = "ses_relay_dkim_sign_duration_seconds";
-/// SES failures by SES `error` code.
+/// SES failures by SES `error` code (`Throttling`, `MessageRejected`, `timeout`, ...).
 pub const SES_ERRORS: &str = "ses_relay_ses_errors_total";
+/// Legacy route failures by `kind`: `connect`, `tls`, `auth`, `lost`, `pool_full`, `reply_4xx`, `reply_5xx`.
+pub const LEGACY_ERRORS: &str = "ses_relay_legacy_errors_total";
+/// The SES percentage applied to new transactions.
+pub const CUTOVER_SES_PERCENT: &str = "ses_relay_cutover_ses_percent";
+/// 1 when the DKIM TXT record in DNS matches the private key, 0 when not, by `domain` and `selector`.
+pub const DKIM_DNS_CONSISTENT: &str = "ses_relay_dkim_dns_consistent";
+/// Always 1, labelled with the running `version`.
+pub const BUILD_INFO: &str = "ses_relay_build_info";
+
+const SIZE_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 41943040.0,
+];
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const SIGN_BUCKETS: &[f64] = &[0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static SESSIONS: AtomicI64 = AtomicI64::new(0);
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and describes every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let _ = STARTED.set(Instant::now());
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in [
+            (MESSAGE_SIZE, SIZE_BUCKETS),
+            (DELIVERY_DURATION, DURATION_BUCKETS),
+            (TRANSACTION_DURATION, DURATION_BUCKETS),
+            (DKIM_SIGN_DURATION, SIGN_BUCKETS),
+        ] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+                .expect("bucket lists are not empty");
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder (a test harness) may already be installed; ours still renders what it gets.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let handle = install();
+    handle.run_upkeep();
+    handle.render()
+}
 
 /// Describes every metric (help texts for the exporter).
 pub fn describe() {
@@ -36,28 +94,21 @@ pub fn describe() {
     describe_counter!(SMTP_REPLIES, "SMTP replies sent by class and command");
     describe_counter!(TRANSACTIONS, "Transactions by route and result");
     describe_counter!(RECIPIENTS, "Recipients by route and result");
-    describe_histogram!(
-        MESSAGE_SIZE,
-        metrics::Unit::Bytes,
-        "Message size sent upstream"
-    );
-    describe_histogram!(
-        DELIVERY_DURATION,
-        metrics::Unit::Seconds,
-        "Time spent upstream"
-    );
-    describe_histogram!(
-        TRANSACTION_DURATION,
-        metrics::Unit::Seconds,
-        "End of DATA to final reply"
-    );
+    describe_histogram!(MESSAGE_SIZE, metrics::Unit::Bytes, "Message size sent upstream");
+    describe_histogram!(DELIVERY_DURATION, metrics::Unit::Seconds, "Time spent upstream");
+    describe_histogram!(TRANSACTION_DURATION, metrics::Unit::Seconds, "End of DATA to final reply");
     describe_counter!(DKIM_SIGNATURES, "DKIM signatures made");
-    describe_histogram!(
-        DKIM_SIGN_DURATION,
-        metrics::Unit::Seconds,
-        "Time to make one DKIM signature"
-    );
+    describe_histogram!(DKIM_SIGN_DURATION, metrics::Unit::Seconds, "Time to make one DKIM signature");
     describe_counter!(SES_ERRORS, "SES API failures by error code");
+    describe_counter!(LEGACY_ERRORS, "Legacy relay failures by kind");
+    describe_gauge!(CUTOVER_SES_PERCENT, "Percentage of new transactions routed to SES");
+    describe_gauge!(DKIM_DNS_CONSISTENT, "1 if the DKIM DNS record matches the private key");
+    describe_gauge!(BUILD_INFO, "Build information");
+}
+
+/// Seconds since the recorder was installed (the process start, in practice).
+pub fn uptime_seconds() -> u64 {
+    STARTED.get().map_or(0, |t| t.elapsed().as_secs())
 }
 
 /// Counts a connection outcome.
@@ -65,9 +116,15 @@ pub fn connection(result: &'static str) {
     counter!(SMTP_CONNECTIONS, "result" => result).increment(1);
 }
 
-/// Tracks the open-session gauge.
-pub fn sessions(delta: f64) {
-    gauge!(SMTP_SESSIONS).increment(delta);
+/// Tracks open sessions.
+pub fn sessions(delta: i64) {
+    let now = SESSIONS.fetch_add(delta, Ordering::Relaxed) + delta;
+    gauge!(SMTP_SESSIONS).set(now as f64);
+}
+
+/// Sessions open now.
+pub fn open_sessions() -> i64 {
+    SESSIONS.load(Ordering::Relaxed)
 }
 
 /// Counts one reply.
@@ -82,29 +139,143 @@ pub fn reply(code: u16, command: &'static str) {
 }
 
 /// Records one finished transaction.
-pub fn transaction(
-    route: &'static str,
-    result: &'static str,
-    recipients: usize,
-    size: usize,
-    upstream: f64,
-    total: f64,
-) {
+pub fn transaction(route: &'static str, result: &'static str, recipients: usize, size: usize, upstream: f64, total: f64) {
     counter!(TRANSACTIONS, "route" => route, "result" => result).increment(1);
     counter!(RECIPIENTS, "route" => route, "result" => result).increment(recipients as u64);
-    histogram!(MESSAGE_SIZE, "route" => route).record(size as f64);
-    histogram!(DELIVERY_DURATION, "route" => route).record(upstream);
+    if size > 0 {
+        histogram!(MESSAGE_SIZE, "route" => route).record(size as f64);
+        histogram!(DELIVERY_DURATION, "route" => route).record(upstream);
+    }
     histogram!(TRANSACTION_DURATION, "route" => route).record(total);
+    recent().record(route, result);
 }
 
 /// Records one DKIM signature.
 pub fn dkim_signature(domain: &str, selector: &str, seconds: f64) {
-    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string())
-        .increment(1);
+    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string()).increment(1);
     histogram!(DKIM_SIGN_DURATION).record(seconds);
 }
 
 /// Counts one SES failure.
 pub fn ses_error(code: &str) {
     counter!(SES_ERRORS, "error" => code.to_string()).increment(1);
+}
+
+/// Counts one legacy route failure.
+pub fn legacy_error(kind: &'static str) {
+    counter!(LEGACY_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Publishes the SES percentage in force.
+pub fn cutover_percent(percent: f64) {
+    gauge!(CUTOVER_SES_PERCENT).set(percent);
+}
+
+/// Publishes the DNS check of one key.
+pub fn dkim_dns(domain: &str, selector: &str, consistent: bool) {
+    gauge!(DKIM_DNS_CONSISTENT, "domain" => domain.to_string(), "selector" => selector.to_string())
+        .set(if consistent { 1.0 } else { 0.0 });
+}
+
+/// Transactions of the last five minutes, per route, for the status page.
+#[derive(Debug, Default)]
+pub struct RecentWindow {
+    /// (minute since the epoch, route, result) → count
+    counts: Mutex<HashMap<(u64, &'static str, &'static str), u64>>,
+}
+
+/// Totals of one route over the window.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTotals {
+    /// Accepted upstream.
+    pub delivered: u64,
+    /// Answered 4xx.
+    pub deferred: u64,
+    /// Answered 5xx.
+    pub rejected: u64,
+}
+
+impl RouteTotals {
+    /// delivered / all, or None without traffic.
+    pub fn success_ratio(&self) -> Option<f64> {
+        let all = self.delivered + self.deferred + self.rejected;
+        (all > 0).then(|| self.delivered as f64 / all as f64)
+    }
+}
+
+const WINDOW_MINUTES: u64 = 5;
+
+fn minute_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
+}
+
+impl RecentWindow {
+    /// Counts one transaction now.
+    pub fn record(&self, route: &'static str, result: &'static str) {
+        self.record_at(minute_now(), route, result);
+    }
+
+    fn record_at(&self, minute: u64, route: &'static str, result: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.retain(|(m, _, _), _| m + WINDOW_MINUTES > minute);
+        *counts.entry((minute, route, result)).or_default() += 1;
+    }
+
+    /// Totals for `route` over the last five minutes.
+    pub fn totals(&self, route: &str) -> RouteTotals {
+        self.totals_at(minute_now(), route)
+    }
+
+    fn totals_at(&self, minute: u64, route: &str) -> RouteTotals {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = RouteTotals::default();
+        for ((m, r, result), n) in counts.iter() {
+            if *r != route || m + WINDOW_MINUTES <= minute {
+                continue;
+            }
+            match *result {
+                "delivered" => totals.delivered += n,
+                "deferred" => totals.deferred += n,
+                _ => totals.rejected += n,
+            }
+        }
+        totals
+    }
+}
+
+/// The process-wide window.
+pub fn recent() -> &'static RecentWindow {
+    static RECENT: OnceLock<RecentWindow> = OnceLock::new();
+    RECENT.get_or_init(RecentWindow::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keeps_five_minutes() {
+        let window = RecentWindow::default();
+        window.record_at(100, "ses", "delivered");
+        window.record_at(102, "ses", "deferred");
+        window.record_at(104, "ses", "delivered");
+        window.record_at(104, "legacy", "rejected");
+        let at_104 = window.totals_at(104, "ses");
+        assert_eq!((at_104.delivered, at_104.deferred), (2, 1));
+        assert_eq!(at_104.success_ratio(), Some(2.0 / 3.0));
+        // Minute 100 has left the window at 105.
+        assert_eq!(window.totals_at(105, "ses").delivered, 1);
+        assert_eq!(window.totals_at(104, "legacy").rejected, 1);
+        assert_eq!(RouteTotals::default().success_ratio(), None);
+    }
+
+    #[test]
+    fn render_has_help_and_explicit_buckets() {
+        install();
+        histogram!(DELIVERY_DURATION, "route" => "ses").record(0.02);
+        let text = render();
+        assert!(text.contains("# HELP ses_relay_delivery_duration_seconds"), "{text}");
+        assert!(text.contains("ses_relay_delivery_duration_seconds_bucket{route=\"ses\",le=\"0.025\"}"), "{text}");
+        assert!(text.contains("ses_relay_build_info{version="), "{text}");
+    }
 }

@@ -213,6 +213,7 @@ impl Server {
         let cutover = Cutover::load(&config.cutover.state_file, config.configured_ses_percent())?;
         let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
         let router = Router::new(ses, legacy, rules, cutover.status().ses_percent);
+        crate::metrics::cutover_percent(router.ses_percent());
         let mut listeners = Vec::new();
         for (addrs, implicit_tls) in [
             (&config.smtp.listen, false),

@@ -3,9 +3,11 @@
 //! - `GET /cutover`: the SES percentage in force, its source, last change and the rules;
 //! - `PUT /cutover` with `Authorization: Bearer <token>` and `{"ses_percent": 50, "reason": "week 2"}`:
 //!   validated, persisted to the state file, applied to the next transactions, audit-logged;
-//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable.
+//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable;
+//! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
 
 pub mod client;
+mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,6 +63,13 @@ fn json(status: StatusCode, value: serde_json::Value) -> Reply {
         .expect("static response parts")
 }
 
+fn text(body: String, content_type: &'static str) -> Reply {
+    Response::builder()
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts")
+}
+
 fn error(status: StatusCode, message: &str) -> Reply {
     json(status, serde_json::json!({ "error": message }))
 }
@@ -68,10 +77,12 @@ fn error(status: StatusCode, message: &str) -> Reply {
 async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Reply, Infallible> {
     let reply = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/metrics") => text(crate::metrics::render(), "text/plain; version=0.0.4; charset=utf-8"),
+        (&Method::GET, "/") => text(status::page(&relay), "text/html; charset=utf-8"),
         (&Method::GET, "/readyz") => readyz(&relay).await,
         (&Method::GET, "/cutover") => cutover_status(&relay),
         (&Method::PUT, "/cutover") => cutover_set(&relay, request).await,
-        (_, "/healthz" | "/readyz" | "/cutover") => {
+        (_, "/" | "/metrics" | "/healthz" | "/readyz" | "/cutover") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -142,6 +142,7 @@ impl Pool {
         let slot = tokio::time::timeout(self.connect_timeout, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| {
+                crate::metrics::legacy_error("pool_full");
                 Reply::new(
                     451,
                     [4, 4, 5],
@@ -162,6 +163,7 @@ impl Pool {
 
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Connection, Reply> {
         let unreachable = |why: String| {
+            crate::metrics::legacy_error("connect");
             tracing::warn!(relay = %self.relay, "legacy relay: {why}");
             Reply::new(
                 451,
@@ -197,6 +199,7 @@ impl Pool {
             && (offers_tls || self.tls == LegacyTls::Required)
         {
             if !offers_tls {
+                crate::metrics::legacy_error("tls");
                 tracing::warn!(relay = %self.relay, "legacy relay does not offer STARTTLS (legacy.tls = required)");
                 return Err(Reply::new(
                     451,
@@ -218,6 +221,7 @@ impl Pool {
                 .authenticate(credentials, &ehlo)
                 .await
                 .map_err(|err| {
+                    crate::metrics::legacy_error("auth");
                     tracing::warn!(relay = %self.relay, error = %err, "legacy relay AUTH failed");
                     Reply::new(
                         451,
@@ -285,6 +289,11 @@ async fn reap_idle(pool: Weak<Pool>) {
 /// The legacy relay's reply as the client's reply; a missing enhanced code
 /// gets the class's generic one.
 fn pass_through(response: &Response<String>) -> Reply {
+    match response.code {
+        400..=499 => crate::metrics::legacy_error("reply_4xx"),
+        500..=599 => crate::metrics::legacy_error("reply_5xx"),
+        _ => {}
+    }
     let [class, subject, detail] = response.esc;
     let status = if class == 0 {
         [response.code / 100, 0, 0]
@@ -300,6 +309,7 @@ fn pass_through(response: &Response<String>) -> Reply {
 }
 
 fn connection_lost(err: mail_send::Error) -> Reply {
+    crate::metrics::legacy_error("lost");
     tracing::warn!(error = %err, "legacy relay connection lost");
     Reply::new(
         451,

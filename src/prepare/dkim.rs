@@ -134,9 +134,99 @@ impl DkimKeys {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Every loaded key.
+    pub fn keys(&self) -> &[DomainKey] {
+        &self.keys
+    }
+}
+
+/// RSA `AlgorithmIdentifier` (rsaEncryption, NULL parameters), DER.
+const RSA_ALGORITHM: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+/// Wraps a PKCS#1 `RSAPublicKey` in a `SubjectPublicKeyInfo`, the form DKIM `p=` usually carries.
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0x03];
+    der_length(pkcs1.len() + 1, &mut bits);
+    bits.push(0);
+    bits.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    der_length(RSA_ALGORITHM.len() + bits.len(), &mut out);
+    out.extend_from_slice(&RSA_ALGORITHM);
+    out.extend_from_slice(&bits);
+    out
+}
+
+/// The value of a tag in a DKIM key record (`p`, `k`), white space removed.
+fn record_tag(record: &str, name: &str) -> Option<String> {
+    record.split(';').find_map(|tag| {
+        let (tag_name, value) = tag.split_once('=')?;
+        (tag_name.trim() == name).then(|| value.chars().filter(|c| !c.is_whitespace()).collect())
+    })
 }
 
 impl DomainKey {
+    /// Where the public key is published: `<selector>._domainkey.<domain>`.
+    pub fn record_name(&self) -> String {
+        format!("{}._domainkey.{}", self.selector, self.domain)
+    }
+
+    /// The TXT value to publish for this key.
+    pub fn record_value(&self) -> String {
+        use base64::Engine;
+        let (kind, key) = self.public_key();
+        let p = base64::engine::general_purpose::STANDARD.encode(key);
+        format!("v=DKIM1; k={kind}; p={p}")
+    }
+
+    /// `("rsa", SubjectPublicKeyInfo DER)` or `("ed25519", raw 32 bytes)`.
+    fn public_key(&self) -> (&'static str, Vec<u8>) {
+        match self.key.as_ref() {
+            DkimKey::Rsa(key) => ("rsa", rsa_spki(&key.public_key())),
+            DkimKey::Ed25519(key) => ("ed25519", key.public_key()),
+        }
+    }
+
+    /// Checks that a published TXT record carries this key's public key.
+    pub fn check_record(&self, record: &str) -> Result<(), String> {
+        use base64::Engine;
+        let (kind, ours) = self.public_key();
+        let published_kind = record_tag(record, "k").unwrap_or_else(|| "rsa".into());
+        if !published_kind.eq_ignore_ascii_case(kind) {
+            return Err(format!("record has k={published_kind}, our key is {kind}"));
+        }
+        let p = record_tag(record, "p").ok_or("record has no p= tag")?;
+        if p.is_empty() {
+            return Err("record has an empty p= (key revoked)".into());
+        }
+        let published = base64::engine::general_purpose::STANDARD
+            .decode(&p)
+            .map_err(|err| format!("p= is not base64: {err}"))?;
+        // Some publish the bare PKCS#1 RSAPublicKey rather than SubjectPublicKeyInfo.
+        let bare = match self.key.as_ref() {
+            DkimKey::Rsa(key) => key.public_key(),
+            DkimKey::Ed25519(_) => Vec::new(),
+        };
+        if published == ours || (!bare.is_empty() && published == bare) {
+            Ok(())
+        } else {
+            Err("the published public key does not match the private key".into())
+        }
+    }
+
     /// Signs `message` (headers and body, as they will be sent) and returns the
     /// `DKIM-Signature:` field, CRLF-terminated.
     pub fn sign(&self, message: &[u8], headers: &[String]) -> mail_auth::Result<Vec<u8>> {
@@ -235,6 +325,23 @@ mod tests {
         let (fields, _) = split(msg);
         let list = keys(true).signed_headers(&fields);
         assert_eq!(list, ["From", "Subject", "To", "List-Unsubscribe", "From"]);
+    }
+
+    #[test]
+    fn dns_record_is_the_spki_openssl_makes() {
+        let keys = keys(true);
+        let key = &keys.keys()[0];
+        let published = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.txt")).unwrap();
+        assert_eq!(key.record_value(), published.trim());
+        assert_eq!(key.record_name(), "sel._domainkey.goo.ne.jp");
+        assert_eq!(key.check_record(published.trim()), Ok(()));
+        // Split across strings with white space, as DNS answers often come.
+        let spaced = published.trim().replacen("p=MIIB", "p= MIIB ", 1);
+        assert_eq!(key.check_record(&spaced), Ok(()));
+        assert!(key.check_record("v=DKIM1; k=rsa; p=").unwrap_err().contains("revoked"));
+        assert!(key.check_record("v=DKIM1; k=ed25519; p=AAAA").unwrap_err().contains("k=ed25519"));
+        let other = published.trim().replace("p=MIIB", "p=MIIC");
+        assert!(key.check_record(&other).is_err());
     }
 
     #[test]
