@@ -28,7 +28,11 @@ impl TxtResolver for SystemResolver {
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, String>> {
         Box::pin(async move {
             use mail_auth::hickory_resolver::proto::rr::RData;
-            let lookup = self.0.txt_lookup(name).await.map_err(|err| err.to_string())?;
+            let lookup = self
+                .0
+                .txt_lookup(name)
+                .await
+                .map_err(|err| err.to_string())?;
             Ok(lookup
                 .answers()
                 .iter()

@@ -22,6 +22,8 @@
 //! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers.
 //! - [`forward`]: the upstreams ([`forward::ses`], [`forward::outbox`]) and the
 //!   one mapping of upstream failures to SMTP replies.
+//! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page).
+//! - [`preflight`], [`dns`]: the checks before each cutover step.
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
 //! - [`server`]: wires it all together for `ses-relay run`.
 
@@ -35,6 +37,7 @@ pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod prepare;
 pub mod route;
 pub mod server;

@@ -35,6 +35,26 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Run every check before a cutover step (config, keys, DNS, SES account, identity, legacy relay).
+    Preflight {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// DKIM tooling.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+        /// Configuration file.
+        #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Exit 0 if the running relay's admin API answers /healthz (for container health checks).
+    Healthcheck {
+        /// Configuration file (for the admin address).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Show or change the SES percentage of a running relay (through its admin API).
     Cutover {
         #[command(subcommand)]
@@ -43,6 +63,12 @@ enum Command {
         #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Print, for each key, the TXT record to publish (name and value in 255-byte strings).
+    DnsRecord,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +122,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Cutover { action, config } => cutover(&config, action),
+        Command::Preflight { config } => preflight(&config),
+        Command::Dkim {
+            action: DkimAction::DnsRecord,
+            config,
+        } => dns_record(&config),
+        Command::Healthcheck { config } => healthcheck(&config),
         Command::Run { config, dev } => {
             let path = (!dev).then_some(config);
             let config = match load(path.as_deref()) {
@@ -228,6 +260,103 @@ fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
         }
         Err(err) => {
             eprintln!("cannot reach the admin API at {addr}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ses-relay preflight`: one line per check, exit 1 on any FAIL.
+fn preflight(path: &Path) -> ExitCode {
+    let config = match Config::load_file(path) {
+        Ok(config) => config,
+        Err(err) => {
+            println!("FAIL  config: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = runtime.block_on(async {
+        match ses_relay::dns::SystemResolver::new() {
+            Ok(resolver) => ses_relay::preflight::run(&config, &resolver, None).await,
+            Err(err) => {
+                let none = ses_relay::dns::StaticResolver::default();
+                let mut findings = ses_relay::preflight::run(&config, &none, None).await;
+                findings.push(ses_relay::preflight::Finding {
+                    level: ses_relay::preflight::Level::Fail,
+                    check: "dns resolver".into(),
+                    detail: err,
+                });
+                findings
+            }
+        }
+    });
+    for finding in &findings {
+        println!("{finding}");
+    }
+    if findings
+        .iter()
+        .any(|f| f.level == ses_relay::preflight::Level::Fail)
+    {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `ses-relay dkim dns-record`: what to hand to the DNS team.
+fn dns_record(path: &Path) -> ExitCode {
+    let config = match Config::load_file(path) {
+        Ok(config) => config,
+        Err(err) => {
+            print_problems(&err);
+            return ExitCode::FAILURE;
+        }
+    };
+    let keys = match ses_relay::prepare::dkim::DkimKeys::load(&config.dkim) {
+        Ok(keys) => keys,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for key in keys.keys() {
+        let value = key.record_value();
+        // A TXT record is made of strings of at most 255 bytes each; resolvers join them.
+        let strings: Vec<String> = value
+            .as_bytes()
+            .chunks(255)
+            .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+            .collect();
+        println!(
+            "{}. 3600 IN TXT ( {} )",
+            key.record_name(),
+            strings.join(" ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `ses-relay healthcheck`.
+fn healthcheck(path: &Path) -> ExitCode {
+    let addr = Config::load_file(path).ok().and_then(|c| c.admin.listen);
+    let Some(addr) = addr else {
+        eprintln!("no admin.listen in {}", path.display());
+        return ExitCode::FAILURE;
+    };
+    match ses_relay::admin::client::request(addr, "GET", "/healthz", None, None) {
+        Ok(answer) if answer.status == 200 => ExitCode::SUCCESS,
+        Ok(answer) => {
+            eprintln!("HTTP {}", answer.status);
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("{addr}: {err}");
             ExitCode::FAILURE
         }
     }

@@ -94,15 +94,37 @@ pub fn describe() {
     describe_counter!(SMTP_REPLIES, "SMTP replies sent by class and command");
     describe_counter!(TRANSACTIONS, "Transactions by route and result");
     describe_counter!(RECIPIENTS, "Recipients by route and result");
-    describe_histogram!(MESSAGE_SIZE, metrics::Unit::Bytes, "Message size sent upstream");
-    describe_histogram!(DELIVERY_DURATION, metrics::Unit::Seconds, "Time spent upstream");
-    describe_histogram!(TRANSACTION_DURATION, metrics::Unit::Seconds, "End of DATA to final reply");
+    describe_histogram!(
+        MESSAGE_SIZE,
+        metrics::Unit::Bytes,
+        "Message size sent upstream"
+    );
+    describe_histogram!(
+        DELIVERY_DURATION,
+        metrics::Unit::Seconds,
+        "Time spent upstream"
+    );
+    describe_histogram!(
+        TRANSACTION_DURATION,
+        metrics::Unit::Seconds,
+        "End of DATA to final reply"
+    );
     describe_counter!(DKIM_SIGNATURES, "DKIM signatures made");
-    describe_histogram!(DKIM_SIGN_DURATION, metrics::Unit::Seconds, "Time to make one DKIM signature");
+    describe_histogram!(
+        DKIM_SIGN_DURATION,
+        metrics::Unit::Seconds,
+        "Time to make one DKIM signature"
+    );
     describe_counter!(SES_ERRORS, "SES API failures by error code");
     describe_counter!(LEGACY_ERRORS, "Legacy relay failures by kind");
-    describe_gauge!(CUTOVER_SES_PERCENT, "Percentage of new transactions routed to SES");
-    describe_gauge!(DKIM_DNS_CONSISTENT, "1 if the DKIM DNS record matches the private key");
+    describe_gauge!(
+        CUTOVER_SES_PERCENT,
+        "Percentage of new transactions routed to SES"
+    );
+    describe_gauge!(
+        DKIM_DNS_CONSISTENT,
+        "1 if the DKIM DNS record matches the private key"
+    );
     describe_gauge!(BUILD_INFO, "Build information");
 }
 
@@ -139,7 +161,14 @@ pub fn reply(code: u16, command: &'static str) {
 }
 
 /// Records one finished transaction.
-pub fn transaction(route: &'static str, result: &'static str, recipients: usize, size: usize, upstream: f64, total: f64) {
+pub fn transaction(
+    route: &'static str,
+    result: &'static str,
+    recipients: usize,
+    size: usize,
+    upstream: f64,
+    total: f64,
+) {
     counter!(TRANSACTIONS, "route" => route, "result" => result).increment(1);
     counter!(RECIPIENTS, "route" => route, "result" => result).increment(recipients as u64);
     if size > 0 {
@@ -152,7 +181,8 @@ pub fn transaction(route: &'static str, result: &'static str, recipients: usize,
 
 /// Records one DKIM signature.
 pub fn dkim_signature(domain: &str, selector: &str, seconds: f64) {
-    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string()).increment(1);
+    counter!(DKIM_SIGNATURES, "domain" => domain.to_string(), "selector" => selector.to_string())
+        .increment(1);
     histogram!(DKIM_SIGN_DURATION).record(seconds);
 }
 
@@ -206,7 +236,9 @@ impl RouteTotals {
 const WINDOW_MINUTES: u64 = 5;
 
 fn minute_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
 }
 
 impl RecentWindow {
@@ -274,8 +306,14 @@ mod tests {
         install();
         histogram!(DELIVERY_DURATION, "route" => "ses").record(0.02);
         let text = render();
-        assert!(text.contains("# HELP ses_relay_delivery_duration_seconds"), "{text}");
-        assert!(text.contains("ses_relay_delivery_duration_seconds_bucket{route=\"ses\",le=\"0.025\"}"), "{text}");
+        assert!(
+            text.contains("# HELP ses_relay_delivery_duration_seconds"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ses_relay_delivery_duration_seconds_bucket{route=\"ses\",le=\"0.025\"}"),
+            "{text}"
+        );
         assert!(text.contains("ses_relay_build_info{version="), "{text}");
     }
 }

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, LegacyMode, RuleConfig, SesMode, SmtpConfig};
 use crate::cutover::{Cutover, CutoverError};
+use crate::dns::{SystemResolver, TxtResolver};
 use crate::envelope::TransactionIds;
 use crate::forward::Forwarder;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
@@ -125,6 +126,8 @@ pub enum StartError {
 pub struct ServerOptions {
     /// Replaces the AWS credential chain (tests against a local SES fake).
     pub ses_credentials: Option<SharedCredentialsProvider>,
+    /// Replaces the system resolver for the DKIM DNS check.
+    pub txt_resolver: Option<Arc<dyn TxtResolver>>,
 }
 
 /// A relay with its listeners bound, ready to run.
@@ -132,6 +135,7 @@ pub struct Server {
     relay: Arc<Relay>,
     listeners: Vec<Listener>,
     admin: Option<TcpListener>,
+    dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
     max_connections: usize,
 }
@@ -246,10 +250,27 @@ impl Server {
             .as_ref()
             .filter(|l| l.mode == LegacyMode::Smtp)
             .map(|l| l.relay.clone());
+        let interval = config.dkim.dns_check_interval.0;
+        let resolver = match options.txt_resolver {
+            Some(resolver) => Some(resolver),
+            None if !interval.is_zero() && !config.dkim.keys.is_empty() => {
+                match SystemResolver::new() {
+                    Ok(resolver) => Some(Arc::new(resolver) as Arc<dyn TxtResolver>),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "no DNS resolver: the DKIM DNS check is off");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Server {
             relay: Arc::new(relay),
             listeners,
             admin,
+            dns_check: resolver
+                .filter(|_| !interval.is_zero())
+                .map(|r| (interval, r)),
             grace: config.smtp.shutdown_grace.0,
             max_connections: config.smtp.max_connections,
         })
@@ -293,6 +314,13 @@ impl Server {
         if let Some(admin) = self.admin {
             accepting.spawn(crate::admin::serve(admin, self.relay.clone()));
         }
+        if let Some((interval, resolver)) = self.dns_check {
+            accepting.spawn(check_dns_periodically(
+                self.relay.clone(),
+                resolver,
+                interval,
+            ));
+        }
         self.relay.shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
         let tracker = self.relay.shutdown.tracker().clone();
@@ -317,4 +345,31 @@ pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     relay.router.set_rules(rules);
     relay.replace_live(live);
     Ok(())
+}
+
+/// Checks every DKIM key's DNS record now and then every `interval`, setting
+/// `ses_relay_dkim_dns_consistent`, until shutdown.
+async fn check_dns_periodically(
+    relay: Arc<Relay>,
+    resolver: Arc<dyn TxtResolver>,
+    interval: Duration,
+) {
+    loop {
+        let live = relay.live();
+        for key in live.preparer.dkim().keys() {
+            let consistent = match crate::preflight::check_dkim_record(key, resolver.as_ref()).await
+            {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::warn!(record = %key.record_name(), %reason, "DKIM DNS record does not match the key");
+                    false
+                }
+            };
+            crate::metrics::dkim_dns(&key.domain, &key.selector, consistent);
+        }
+        tokio::select! {
+            _ = relay.shutdown.triggered() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }

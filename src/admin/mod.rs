@@ -77,7 +77,10 @@ fn error(status: StatusCode, message: &str) -> Reply {
 async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Reply, Infallible> {
     let reply = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/metrics") => text(crate::metrics::render(), "text/plain; version=0.0.4; charset=utf-8"),
+        (&Method::GET, "/metrics") => text(
+            crate::metrics::render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         (&Method::GET, "/") => text(status::page(&relay), "text/html; charset=utf-8"),
         (&Method::GET, "/readyz") => readyz(&relay).await,
         (&Method::GET, "/cutover") => cutover_status(&relay),

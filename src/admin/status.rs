@@ -40,14 +40,21 @@ pub fn page(relay: &Relay) -> String {
             if !rule.clients.is_empty() {
                 parts.push(format!(
                     "clients {}",
-                    rule.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                    rule.clients
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             if !rule.sender_domains.is_empty() {
                 parts.push(format!("sender domains {}", rule.sender_domains.join(", ")));
             }
             if !rule.recipient_domains.is_empty() {
-                parts.push(format!("recipient domains {}", rule.recipient_domains.join(", ")));
+                parts.push(format!(
+                    "recipient domains {}",
+                    rule.recipient_domains.join(", ")
+                ));
             }
             format!(
                 "<li>{}. {} → <b>{}</b></li>\n",
@@ -57,7 +64,11 @@ pub fn page(relay: &Relay) -> String {
             )
         })
         .collect();
-    let rules = if rules.is_empty() { "<li>none</li>".to_string() } else { rules };
+    let rules = if rules.is_empty() {
+        "<li>none</li>".to_string()
+    } else {
+        rules
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ses-relay</title>
@@ -83,7 +94,11 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
         hours = uptime / 3600,
         minutes = uptime % 3600 / 60,
         sessions = metrics::open_sessions(),
-        shutting = if relay.shutdown.is_triggered() { " · <b>shutting down</b>" } else { "" },
+        shutting = if relay.shutdown.is_triggered() {
+            " · <b>shutting down</b>"
+        } else {
+            ""
+        },
         percent = status.ses_percent,
         source = match status.source {
             crate::cutover::Source::Config => "config file",

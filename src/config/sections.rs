@@ -58,6 +58,8 @@ pub struct DkimConfig {
     pub sign_subdomains: bool,
     /// Headers to sign when present, in this order; From is always signed, twice.
     pub headers: Vec<String>,
+    /// How often the running relay checks each key's DNS record (`ses_relay_dkim_dns_consistent`); 0 = never.
+    pub dns_check_interval: HumanDuration,
 }
 
 /// One `[[dkim.keys]]` entry.
@@ -180,6 +182,7 @@ impl Default for DkimConfig {
                 .iter()
                 .map(|h| h.to_string())
                 .collect(),
+            dns_check_interval: HumanDuration(std::time::Duration::from_secs(3600)),
         }
     }
 }

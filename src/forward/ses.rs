@@ -45,35 +45,45 @@ impl SesForwarder {
         config: &SesConfig,
         credentials: Option<SharedCredentialsProvider>,
     ) -> SesForwarder {
-        let timeout = config.timeout.0;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(timeout)
-                    .operation_attempt_timeout(timeout / MAX_ATTEMPTS)
-                    .connect_timeout(timeout.min(Duration::from_secs(5)))
-                    .build(),
-            );
-        if !config.region.is_empty() {
-            loader = loader.region(Region::new(config.region.clone()));
-        }
-        if !config.endpoint_url.is_empty() {
-            loader = loader.endpoint_url(&config.endpoint_url);
-        }
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let sdk = loader.load().await;
         SesForwarder {
-            client: aws_sdk_sesv2::Client::new(&sdk),
+            client: client(config, credentials).await,
             configuration_set: config.configuration_set.clone(),
-            timeout,
+            timeout: config.timeout.0,
             limiter: (config.max_send_rate > 0.0)
                 .then(|| Arc::new(RateLimiter::new(config.max_send_rate, RATE_MAX_WAIT))),
         }
     }
+}
 
+/// An SES v2 client from the AWS chain, with retries and timeouts bounded by
+/// `ses.timeout`. `credentials` replaces the chain's credentials (tests).
+pub async fn client(
+    config: &SesConfig,
+    credentials: Option<SharedCredentialsProvider>,
+) -> aws_sdk_sesv2::Client {
+    let timeout = config.timeout.0;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(timeout)
+                .operation_attempt_timeout(timeout / MAX_ATTEMPTS)
+                .connect_timeout(timeout.min(Duration::from_secs(5)))
+                .build(),
+        );
+    if !config.region.is_empty() {
+        loader = loader.region(Region::new(config.region.clone()));
+    }
+    if !config.endpoint_url.is_empty() {
+        loader = loader.endpoint_url(&config.endpoint_url);
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    aws_sdk_sesv2::Client::new(&loader.load().await)
+}
+
+impl SesForwarder {
     async fn send(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Accepted, DeliveryError> {
         if let Some(limiter) = &self.limiter
             && !limiter.acquire(envelope.rcpt_to.len()).await

@@ -331,15 +331,27 @@ mod tests {
     fn dns_record_is_the_spki_openssl_makes() {
         let keys = keys(true);
         let key = &keys.keys()[0];
-        let published = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.txt")).unwrap();
+        let published = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/dev/dkim-demo.txt"
+        ))
+        .unwrap();
         assert_eq!(key.record_value(), published.trim());
         assert_eq!(key.record_name(), "sel._domainkey.goo.ne.jp");
         assert_eq!(key.check_record(published.trim()), Ok(()));
         // Split across strings with white space, as DNS answers often come.
         let spaced = published.trim().replacen("p=MIIB", "p= MIIB ", 1);
         assert_eq!(key.check_record(&spaced), Ok(()));
-        assert!(key.check_record("v=DKIM1; k=rsa; p=").unwrap_err().contains("revoked"));
-        assert!(key.check_record("v=DKIM1; k=ed25519; p=AAAA").unwrap_err().contains("k=ed25519"));
+        assert!(
+            key.check_record("v=DKIM1; k=rsa; p=")
+                .unwrap_err()
+                .contains("revoked")
+        );
+        assert!(
+            key.check_record("v=DKIM1; k=ed25519; p=AAAA")
+                .unwrap_err()
+                .contains("k=ed25519")
+        );
         let other = published.trim().replace("p=MIIB", "p=MIIC");
         assert!(key.check_record(&other).is_err());
     }

@@ -69,6 +69,11 @@ impl Preparer {
         }
     }
 
+    /// The signing keys.
+    pub fn dkim(&self) -> &DkimKeys {
+        &self.dkim
+    }
+
     /// Adds Received, signs, and sets route headers. CPU-heavy: call it off
     /// the async worker threads.
     pub fn prepare(

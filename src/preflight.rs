@@ -1,0 +1,340 @@
+//! `ses-relay preflight`: the checks the migration runbooks do by hand before
+//! each cutover step, each reported as PASS, WARN or FAIL with its reason.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_sdk_sesv2::config::SharedCredentialsProvider;
+use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata};
+
+use crate::config::{Config, LegacyMode, SesMode};
+use crate::dns::TxtResolver;
+use crate::prepare::dkim::{DkimKeys, DomainKey};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Pass,
+    /// Works, but look at it.
+    Warn,
+    /// Do not go ahead.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// PASS, WARN or FAIL.
+    pub level: Level,
+    /// What was checked.
+    pub check: String,
+    /// Why it came out so.
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        write!(f, "{level}  {}: {}", self.check, self.detail)
+    }
+}
+
+fn finding(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        check: check.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Checks that the TXT record at the key's name carries its public key.
+pub async fn check_dkim_record(key: &DomainKey, resolver: &dyn TxtResolver) -> Result<(), String> {
+    let records = resolver.txt(&key.record_name()).await?;
+    let dkim: Vec<&String> = records.iter().filter(|r| r.contains("p=")).collect();
+    if dkim.is_empty() {
+        return Err("no DKIM record published".into());
+    }
+    let mut reasons = Vec::new();
+    for record in dkim {
+        match key.check_record(record) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    Err(reasons.join("; "))
+}
+
+/// Runs every check.
+pub async fn run(
+    config: &Config,
+    resolver: &dyn TxtResolver,
+    credentials: Option<SharedCredentialsProvider>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match config.validate() {
+        Ok(()) => out.push(finding(Level::Pass, "config", "valid")),
+        Err(crate::config::ConfigError::Invalid(problems)) => {
+            for problem in problems {
+                out.push(finding(
+                    Level::Fail,
+                    format!("config {}", problem.key),
+                    problem.message,
+                ));
+            }
+        }
+        Err(err) => out.push(finding(Level::Fail, "config", err.to_string())),
+    }
+    for warning in config.warnings() {
+        out.push(finding(
+            Level::Warn,
+            format!("config {}", warning.key),
+            warning.message,
+        ));
+    }
+    for (i, entry) in config.dkim.keys.iter().enumerate() {
+        let single = crate::config::DkimConfig {
+            keys: vec![entry.clone()],
+            ..config.dkim.clone()
+        };
+        let check = format!("dkim key {}._domainkey.{}", entry.selector, entry.domain);
+        match DkimKeys::load(&single) {
+            Ok(keys) => {
+                out.push(finding(
+                    Level::Pass,
+                    &check,
+                    format!("{} loads and signs", entry.private_key.display()),
+                ));
+                let key = &keys.keys()[0];
+                let dns = format!("dkim dns {}", key.record_name());
+                match check_dkim_record(key, resolver).await {
+                    Ok(()) => out.push(finding(
+                        Level::Pass,
+                        dns,
+                        "published record matches the private key",
+                    )),
+                    Err(reason) => out.push(finding(
+                        Level::Fail,
+                        dns,
+                        format!("{reason} (publish: ses-relay dkim dns-record)"),
+                    )),
+                }
+            }
+            Err(err) => out.push(finding(
+                Level::Fail,
+                format!("{check} [{i}]"),
+                err.to_string(),
+            )),
+        }
+    }
+    if config.dkim.keys.is_empty() {
+        out.push(finding(
+            Level::Warn,
+            "dkim",
+            "no keys configured: messages go out unsigned by us",
+        ));
+    }
+    match config.ses.mode {
+        SesMode::Outbox => out.push(finding(
+            Level::Warn,
+            "ses",
+            "mode = outbox (dry run): SES checks skipped",
+        )),
+        SesMode::Api => ses_checks(config, credentials, &mut out).await,
+    }
+    if let Some(legacy) = &config.legacy {
+        if legacy.mode == LegacyMode::Smtp {
+            out.push(
+                legacy_check(
+                    &legacy.relay,
+                    &config.smtp.hostname,
+                    legacy.connect_timeout.0,
+                )
+                .await,
+            );
+        } else {
+            out.push(finding(
+                Level::Warn,
+                "legacy",
+                "mode = outbox (dry run): relay not checked",
+            ));
+        }
+    }
+    out
+}
+
+async fn ses_checks(
+    config: &Config,
+    credentials: Option<SharedCredentialsProvider>,
+    out: &mut Vec<Finding>,
+) {
+    let client = crate::forward::ses::client(&config.ses, credentials).await;
+    fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        err: &aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>,
+    ) -> String {
+        match (err.code(), err.message(), err.raw_response()) {
+            (Some(code), Some(message), _) => format!("{code}: {message}"),
+            (Some(code), None, _) => code.to_string(),
+            (None, _, Some(raw)) => {
+                format!("HTTP {} with an unreadable body", raw.status().as_u16())
+            }
+            _ => format!("{}", DisplayErrorContext(err)),
+        }
+    }
+    match client.get_account().send().await {
+        Ok(account) => {
+            out.push(if account.sending_enabled {
+                finding(Level::Pass, "ses account sending", "enabled")
+            } else {
+                finding(
+                    Level::Fail,
+                    "ses account sending",
+                    "disabled (paused or suspended)",
+                )
+            });
+            out.push(if account.production_access_enabled {
+                finding(Level::Pass, "ses account production access", "granted")
+            } else {
+                finding(
+                    Level::Fail,
+                    "ses account production access",
+                    "sandbox: only verified recipients",
+                )
+            });
+            if let Some(quota) = account.send_quota {
+                let detail = format!(
+                    "max send rate {}/s, 24-hour quota {}, sent in the last 24 hours {}",
+                    quota.max_send_rate, quota.max24_hour_send, quota.sent_last24_hours
+                );
+                let ours = config.ses.max_send_rate;
+                if ours > quota.max_send_rate {
+                    out.push(finding(
+                        Level::Warn,
+                        "ses quota",
+                        format!("{detail}; ses.max-send-rate {ours}/s exceeds SES's rate: expect throttling"),
+                    ));
+                } else {
+                    out.push(finding(Level::Pass, "ses quota", detail));
+                }
+            }
+        }
+        Err(err) => {
+            let detail = api_error(&err);
+            out.push(finding(
+                Level::Fail,
+                "ses account",
+                format!("GetAccount failed: {detail}"),
+            ));
+        }
+    }
+    for key in &config.dkim.keys {
+        let check = format!("ses identity {}", key.domain);
+        match client
+            .get_email_identity()
+            .email_identity(&key.domain)
+            .send()
+            .await
+        {
+            Ok(identity) => {
+                if identity.verified_for_sending_status {
+                    out.push(finding(Level::Pass, &check, "verified for sending"));
+                } else {
+                    out.push(finding(Level::Fail, &check, "not verified for sending"));
+                }
+                let (status, origin) = identity
+                    .dkim_attributes
+                    .as_ref()
+                    .map(|d| {
+                        (
+                            d.status
+                                .as_ref()
+                                .map_or("none".to_string(), |s| s.as_str().to_string()),
+                            d.signing_attributes_origin
+                                .as_ref()
+                                .map_or("none".to_string(), |o| o.as_str().to_string()),
+                        )
+                    })
+                    .unwrap_or(("none".into(), "none".into()));
+                let level = if status == "SUCCESS" && origin.starts_with("EXTERNAL") {
+                    Level::Pass
+                } else {
+                    Level::Warn
+                };
+                out.push(finding(
+                    level,
+                    format!("{check} dkim"),
+                    format!("status {status}, signing origin {origin} (BYODKIM shows EXTERNAL)"),
+                ));
+            }
+            Err(err) => {
+                let detail = api_error(&err);
+                out.push(finding(
+                    Level::Fail,
+                    check,
+                    format!("GetEmailIdentity failed: {detail}"),
+                ));
+            }
+        }
+    }
+    let name = &config.ses.configuration_set;
+    let check = format!("ses configuration set {name}");
+    let mut pages = client.list_configuration_sets().into_paginator().send();
+    let mut found = Ok(false);
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => {
+                if page.configuration_sets().iter().any(|set| set == name) {
+                    found = Ok(true);
+                    break;
+                }
+            }
+            Err(err) => {
+                found = Err(api_error(&err));
+                break;
+            }
+        }
+    }
+    out.push(match found {
+        Ok(true) => finding(Level::Pass, check, "exists"),
+        Ok(false) => finding(
+            Level::Fail,
+            check,
+            "does not exist in this account and region",
+        ),
+        Err(detail) => finding(
+            Level::Fail,
+            check,
+            format!("ListConfigurationSets failed: {detail}"),
+        ),
+    });
+}
+
+async fn legacy_check(relay: &str, helo: &str, timeout: Duration) -> Finding {
+    let check = format!("legacy relay {relay}");
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(relay)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = mail_send::SmtpClient { stream, timeout };
+        let greeting = client.read().await.map_err(|e| format!("greeting: {e}"))?;
+        if greeting.code != 220 {
+            return Err(format!("greeting {} {}", greeting.code, greeting.message));
+        }
+        let ehlo = client.ehlo(helo).await.map_err(|e| format!("EHLO: {e}"))?;
+        let _ = client.cmd(b"QUIT\r\n").await;
+        Ok(format!("answers EHLO as {}", ehlo.hostname))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(detail)) => finding(Level::Pass, check, detail),
+        Ok(Err(reason)) => finding(Level::Fail, check, reason),
+        Err(_) => finding(
+            Level::Fail,
+            check,
+            format!("no answer within {}s", timeout.as_secs()),
+        ),
+    }
+}
