@@ -14,7 +14,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && mkdir -p /var/lib/ses-relay /etc/ses-relay && chown ses-relay: /var/lib/ses-relay
 COPY --from=build /src/target/release/ses-relay /usr/local/bin/ses-relay
 USER ses-relay
-EXPOSE 2525
+# SMTP, and the admin API (metrics, health, cutover): set admin.listen = "0.0.0.0:9925" in the
+# container's config and keep the port on a management network.
+EXPOSE 2525 9925
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/ses-relay", "healthcheck", "--config", "/etc/ses-relay/ses-relay.toml"]
 ENTRYPOINT ["/usr/local/bin/ses-relay"]
 CMD ["run", "--config", "/etc/ses-relay/ses-relay.toml"]

@@ -193,6 +193,7 @@ fn outbox(
 impl Server {
     /// Loads keys and certificates, builds the forwarders, binds every listener.
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, StartError> {
+        crate::metrics::install();
         let live = build_live(config)?;
         let ses: Arc<dyn Forwarder> = match config.ses.mode {
             SesMode::Api => Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await),

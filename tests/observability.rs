@@ -1,0 +1,229 @@
+//! Metrics, dashboard and alerts fit together: after real traffic through both
+//! routes, every metric the Grafana dashboard and the Prometheus rules use is
+//! exported by `GET /metrics`, the counters moved, and `GET /` renders.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::ses_fake::{Mode, SesFake};
+use common::smtp_sink::SmtpSink;
+use common::{RunningRelay, TempDir, test_config};
+use ses_relay::admin::client::request;
+use ses_relay::config::{LegacyConfig, LegacyTls};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Metric names (`ses_relay_...`) used in a dashboard or rules file; recording
+/// rule names (`route:ses_relay_...:rate5m`) are not metrics we export.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = text[from..].find("ses_relay_") {
+        let start = from + pos;
+        let before = start.checked_sub(1).map(|i| bytes[i]);
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        let after = bytes.get(end).copied();
+        if !matches!(before, Some(b) if b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+            && after != Some(b':')
+        {
+            names.push(text[start..end].to_string());
+        }
+        from = end;
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn get(addr: SocketAddr, path: &'static str) -> String {
+    let answer =
+        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    answer.body
+}
+
+/// The value of one sample line, e.g. `ses_relay_transactions_total{route="ses",result="delivered"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One session: `commands` are sent one by one and each reply is read;
+/// `message` (when given) follows the DATA command's 354.
+async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) -> Vec<String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    async fn reply(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    }
+    let mut replies = vec![reply(&mut read).await];
+    for command in commands {
+        write
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .unwrap();
+        replies.push(reply(&mut read).await);
+        if command == "DATA" {
+            write
+                .write_all(format!("{}\r\n.\r\n", message.unwrap_or("")).as_bytes())
+                .await
+                .unwrap();
+            replies.push(reply(&mut read).await);
+        }
+    }
+    replies
+}
+
+fn transaction(to: &str) -> Vec<String> {
+    [
+        "EHLO client.test",
+        "MAIL FROM:<a@goo.ne.jp>",
+        &format!("RCPT TO:<{to}>"),
+        "DATA",
+        "QUIT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: m\r\n\r\nbody";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_rules_metrics_are_exported_and_move() {
+    let ses = SesFake::start().await;
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("observability");
+    let mut config = test_config(&ses.endpoint());
+    config.legacy = Some(LegacyConfig {
+        relay: sink.addr.to_string(),
+        tls: LegacyTls::None,
+        ..LegacyConfig::default()
+    });
+    config.cutover.ses_percent = Some(100.0);
+    config.cutover.rules = vec![
+        toml::from_str("recipient-domains = [\"legacy.example\"]\nroute = \"legacy\"").unwrap(),
+    ];
+    let relay = RunningRelay::start(config).await;
+    let admin = relay.admin_addr.unwrap();
+    let before = get(admin, "/metrics").await;
+
+    // replies: greeting, EHLO, MAIL, RCPT, 354, final, QUIT
+    for _ in 0..3 {
+        let replies = smtp(relay.addr, &transaction("b@example.com"), Some(MESSAGE)).await;
+        assert!(replies[5].starts_with("250 2.0.0"), "{replies:?}");
+    }
+    let replies = smtp(relay.addr, &transaction("b@legacy.example"), Some(MESSAGE)).await;
+    assert!(
+        replies[5].starts_with("250 2.0.0 Ok: queued as L"),
+        "{replies:?}"
+    );
+    let mut refused = transaction("reject@legacy.example");
+    refused.remove(3);
+    let replies = smtp(relay.addr, &refused, None).await;
+    assert!(replies[3].starts_with("550"), "{replies:?}");
+    ses.set_mode(Mode::Reject(
+        "MessageRejected",
+        "Email address is not verified.",
+    ));
+    let replies = smtp(relay.addr, &transaction("b@example.com"), Some(MESSAGE)).await;
+    assert!(replies[5].starts_with("554"), "{replies:?}");
+
+    let after = get(admin, "/metrics").await;
+    for file in [
+        "etc/grafana/ses-relay.json",
+        "etc/prometheus/ses-relay.rules.yml",
+    ] {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .unwrap();
+        let names = metric_names(&text);
+        assert!(names.len() >= 3, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                after.lines().any(|l| l.starts_with(&name)
+                    && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' '))),
+                "{file} uses {name}, which /metrics does not export:\n{after}"
+            );
+        }
+    }
+    let delivered = "ses_relay_transactions_total{route=\"ses\",result=\"delivered\"}";
+    assert_eq!(sample(&after, delivered) - sample(&before, delivered), 3.0);
+    assert_eq!(
+        sample(
+            &after,
+            "ses_relay_transactions_total{route=\"ses\",result=\"rejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "ses_relay_transactions_total{route=\"legacy\",result=\"delivered\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "ses_relay_ses_errors_total{error=\"MessageRejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "ses_relay_legacy_errors_total{kind=\"reply_5xx\"}"),
+        1.0
+    );
+    assert_eq!(sample(&after, "ses_relay_cutover_ses_percent"), 100.0);
+    assert_eq!(
+        sample(
+            &after,
+            "ses_relay_dkim_dns_consistent{domain=\"goo.ne.jp\",selector=\"gooid-21-prod\"}"
+        ),
+        1.0
+    );
+    assert!(
+        after.contains("# HELP ses_relay_transactions_total"),
+        "described"
+    );
+    assert!(
+        after.contains("ses_relay_delivery_duration_seconds_bucket{route=\"ses\",le=\"0.005\"}"),
+        "explicit buckets"
+    );
+
+    let page = get(admin, "/").await;
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.contains("100 % to SES"), "{page}");
+    assert!(page.contains("legacy.example"), "rules listed: {page}");
+    assert!(
+        page.contains("<td>ses</td><td>3</td><td>0</td><td>1</td><td>75.00 %</td>"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+    assert!(relay.stop().await);
+}
