@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, TempDir, test_config};
+use common::{RunningRelay, test_config};
 use ses_relay::admin::client::request;
 use ses_relay::config::{LegacyConfig, LegacyTls};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -115,7 +115,6 @@ const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: m\r\n\r\nbody";
 async fn dashboard_and_rules_metrics_are_exported_and_move() {
     let ses = SesFake::start().await;
     let sink = SmtpSink::start().await;
-    let dir = TempDir::new("observability");
     let mut config = test_config(&ses.endpoint());
     config.legacy = Some(LegacyConfig {
         relay: sink.addr.to_string(),
