@@ -19,7 +19,10 @@ fn ed25519_key_file() -> PathBuf {
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         base64_encode(&der)
     );
-    let path = std::env::temp_dir().join(format!("ses-relay-bench-ed25519-{}.pem", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "ses-relay-bench-ed25519-{}.pem",
+        std::process::id()
+    ));
     std::fs::write(&path, pem).unwrap();
     path
 }
@@ -38,7 +41,12 @@ fn preparer(key: &Path) -> Preparer {
         }],
         ..DkimConfig::default()
     };
-    Preparer::new("relay.bench", DkimKeys::load(&config).unwrap(), "bench-set", true)
+    Preparer::new(
+        "relay.bench",
+        DkimKeys::load(&config).unwrap(),
+        "bench-set",
+        true,
+    )
 }
 
 /// A message of about `size` bytes: realistic headers, 76-column body lines.
@@ -75,12 +83,18 @@ fn bench(c: &mut Criterion) {
     let key = &rsa_preparer.dkim().keys()[0];
     let tiny = b"From: a@goo.ne.jp\r\n\r\n".to_vec();
     let from = vec!["From".to_string()];
-    c.bench_function("rsa2048_bare_signature", |b| b.iter(|| key.sign(black_box(&tiny), &from).unwrap()));
+    c.bench_function("rsa2048_bare_signature", |b| {
+        b.iter(|| key.sign(black_box(&tiny), &from).unwrap())
+    });
 
     for (name, key_path) in [("rsa2048", &rsa), ("ed25519", &ed)] {
         let preparer = preparer(key_path);
         let mut group = c.benchmark_group(format!("prepare_{name}"));
-        for (label, size) in [("4KB", 4 * 1024), ("100KB", 100 * 1024), ("10MB", 10 * 1024 * 1024)] {
+        for (label, size) in [
+            ("4KB", 4 * 1024),
+            ("100KB", 100 * 1024),
+            ("10MB", 10 * 1024 * 1024),
+        ] {
             let msg = message(size);
             group.throughput(Throughput::Bytes(msg.len() as u64));
             if size > 1 << 20 {

@@ -23,7 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Accept;
 
 impl Forwarder for Accept {
-    fn deliver<'a>(&'a self, _: &'a Envelope, _: Vec<u8>) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        _: &'a Envelope,
+        _: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
         Box::pin(async {
             Ok(Accepted {
                 upstream_id: "bench".into(),
@@ -35,7 +39,12 @@ impl Forwarder for Accept {
 fn relay() -> Arc<Relay> {
     let smtp = SmtpConfig::default();
     let live = Live {
-        preparer: Preparer::new("relay.bench", DkimKeys::load(&DkimConfig::default()).unwrap(), "cs", false),
+        preparer: Preparer::new(
+            "relay.bench",
+            DkimKeys::load(&DkimConfig::default()).unwrap(),
+            "cs",
+            false,
+        ),
         smtp,
         tls: None,
         rules: Vec::new(),
@@ -63,11 +72,17 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let relay = relay();
-    let mut body = String::from("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: bench\r\n\r\n");
+    let mut body =
+        String::from("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: bench\r\n\r\n");
     while body.len() < 4096 {
-        body.push_str("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tem\r\n");
+        body.push_str(
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tem\r\n",
+        );
     }
     let script = format!(
         "EHLO mx1.goo.ne.jp\r\nMAIL FROM:<news@goo.ne.jp>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
@@ -79,7 +94,8 @@ fn bench(c: &mut Criterion) {
             runtime.block_on(async {
                 let (mut client, server) = tokio::io::duplex(64 * 1024);
                 let peer = "10.99.1.11:40000".parse().unwrap();
-                let session = tokio::spawn(Session::new(relay.clone(), Box::new(server), peer, false).run());
+                let session =
+                    tokio::spawn(Session::new(relay.clone(), Box::new(server), peer, false).run());
                 client.write_all(script.as_bytes()).await.unwrap();
                 let mut out = Vec::new();
                 client.read_to_end(&mut out).await.unwrap();

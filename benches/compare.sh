@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Side-by-side throughput, the same load from Postfix's smtp-source against:
+#   (a) ses-relay (release build) DKIM-signing and sending to a fixed-response
+#       SES stand-in (nginx answering POST /v2/email/outbound-emails);
+#   (b) the incumbent: Postfix + OpenDKIM milter + header_checks
+#       (X-SES-CONFIGURATION-SET) relaying to smtp-sink;
+#   (c) smtp-sink alone: the ceiling of the load tools themselves.
+# Prints messages/s for each and the ratios, in one run. Installs its peers
+# (Debian packages) when missing and removes everything it started.
+#
+#   bash benches/compare.sh [--messages N] [--sessions S] [--size BYTES]
+set -euo pipefail
+
+N=3000
+S=20
+SIZE=4000
+while [ $# -gt 0 ]; do
+    case $1 in
+        --messages) N=$2; shift 2 ;;
+        --sessions) S=$2; shift 2 ;;
+        --size) SIZE=$2; shift 2 ;;
+        *) echo "usage: $0 [--messages N] [--sessions S] [--size BYTES]" >&2; exit 2 ;;
+    esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/ses-relay-compare.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$work/pf/etc/main.cf" ] && postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+need=()
+for pkg in postfix opendkim opendkim-tools nginx-light; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "compare: installing ${need[*]}" >&2
+    own_policy=
+    [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; own_policy=1; }
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >"$work/apt.log" 2>&1 || {
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$work/apt.log" 2>&1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >>"$work/apt.log" 2>&1
+    }
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "compare: nothing listens on $1" >&2
+    return 1
+}
+# sink_count FILE: messages smtp-sink -c has counted so far.
+sink_count() { tail -c 300 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 | cut -d= -f2; }
+start_sink() { # PORT COUNTFILE
+    smtp-sink -u nobody -c "127.0.0.1:$1" 1000 </dev/null >"$2" 2>>"$work/sink.err" &
+    pids+=($!)
+    wait_port "$1"
+}
+# load LABEL PORT [COUNTFILE]: smtp-source; with COUNTFILE, also wait until the sink counted N.
+load() {
+    local start end n
+    start=$(date +%s.%N)
+    smtp-source -d -s "$S" -m "$N" -l "$SIZE" -f a@goo.ne.jp -t b@example.com "127.0.0.1:$2" \
+        >"$work/source-$1.log" 2>&1 || { echo "compare: smtp-source failed: $(head -3 "$work/source-$1.log")" >&2; exit 1; }
+    if [ -n "${3:-}" ]; then
+        for _ in $(seq 1 6000); do
+            n=$(sink_count "$3"); [ "${n:-0}" -ge "$N" ] && break
+            sleep 0.05
+        done
+    fi
+    end=$(date +%s.%N)
+    python3 -c "print(f'{$N / ($end - $start):.0f}')"
+}
+
+echo "compare: $N messages of $SIZE bytes over $S sessions, each setup on this machine ($(nproc) cores)" >&2
+
+# (c) the ceiling: smtp-source straight into smtp-sink.
+port_c=$(free_port)
+start_sink "$port_c" "$work/sink-c.count"
+rate_c=$(load sink "$port_c" "$work/sink-c.count")
+
+# (b) the incumbent: Postfix + OpenDKIM + header_checks -> smtp-sink.
+sink_b=$(free_port); port_b=$(free_port)
+start_sink "$sink_b" "$work/sink-b.count"
+mkdir -p "$work/keys" "$work/pf/etc" "$work/pf/spool" "$work/pf/data" "$work/dkim"
+opendkim-genkey -b 2048 -s gooid-21-prod -d goo.ne.jp -D "$work/keys"
+chown -R opendkim:opendkim "$work/keys" "$work/dkim"; chmod 700 "$work/keys"
+chown postfix: "$work/pf/data"
+cat >"$work/dkim/opendkim.conf" <<EOF
+Syslog no
+Mode s
+Domain goo.ne.jp
+Selector gooid-21-prod
+KeyFile $work/keys/gooid-21-prod.private
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+InternalHosts 127.0.0.0/8
+Socket local:$work/dkim/sock
+UMask 000
+UserID opendkim
+RequireSafeKeys false
+EOF
+chmod 755 "$work/dkim"
+opendkim -f -x "$work/dkim/opendkim.conf" </dev/null >"$work/dkim/out" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -S "$work/dkim/sock" ] && break; sleep 0.1; done
+printf '/^Message-ID:/ PREPEND X-SES-CONFIGURATION-SET: ses-migration-production-config-set\n' >"$work/pf/etc/header_checks"
+cat >"$work/pf/etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $work/pf/spool
+data_directory = $work/pf/data
+syslog_name = postfix-compare
+maillog_file = $work/pf/maillog
+maillog_file_prefixes = $work
+myhostname = postfix-compare.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:$sink_b
+smtp_tls_security_level = none
+smtpd_milters = unix:$work/dkim/sock
+milter_default_action = tempfail
+header_checks = regexp:$work/pf/etc/header_checks
+EOF
+{
+    echo "127.0.0.1:$port_b inet n - n - - smtpd"
+    for svc in "pickup unix n - n 60 1 pickup" "cleanup unix n - n - 0 cleanup" "qmgr unix n - n 300 1 qmgr" \
+        "rewrite unix - - n - - trivial-rewrite" "bounce unix - - n - 0 bounce" "defer unix - - n - 0 bounce" \
+        "trace unix - - n - 0 bounce" "verify unix - - n - 1 verify" "flush unix n - n 1000? 0 flush" \
+        "proxymap unix - - n - - proxymap" "smtp unix - - n - - smtp" "relay unix - - n - - smtp" \
+        "showq unix n - n - - showq" "error unix - - n - - error" "retry unix - - n - - error" \
+        "discard unix - - n - - discard" "anvil unix - - n - 1 anvil" "scache unix - - n - 1 scache" \
+        "postlog unix-dgram n - n - 1 postlogd"; do
+        echo "$svc"
+    done
+} >"$work/pf/etc/master.cf"
+touch -d '-10 seconds' "$work/pf/etc/"*
+postfix -c "$work/pf/etc" start >/dev/null 2>&1
+wait_port "$port_b"
+rate_b=$(load postfix "$port_b" "$work/sink-b.count")
+
+# (a) ses-relay, release build, with the same key size, to the nginx SES stand-in.
+(cd "$root" && cargo build --release --locked -q)
+ses_port=$(free_port); relay_port=$(free_port); admin_port=$(free_port)
+mkdir -p "$work/nginx/tmp"
+cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 16384;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp;
+    client_max_body_size 50m;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$ses_port backlog=4096;
+        location = /v2/email/outbound-emails { default_type application/json; return 200 '{"MessageId":"0100018c-fast-ses"}'; }
+        location / { return 404; }
+    }
+}
+EOF
+nginx -p "$work/nginx/" -e "$work/nginx/error.log" -c "$work/nginx.conf" </dev/null >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$ses_port"
+cp "$work/keys/gooid-21-prod.private" "$work/relay-key.pem"
+cat >"$work/relay.toml" <<EOF
+[smtp]
+listen = ["127.0.0.1:$relay_port"]
+hostname = "relay.compare"
+max-connections = 2000
+[[dkim.keys]]
+domain = "goo.ne.jp"
+selector = "gooid-21-prod"
+private-key = "$work/relay-key.pem"
+[dkim]
+dns-check-interval = "0s"
+[ses]
+mode = "api"
+endpoint-url = "http://127.0.0.1:$ses_port"
+configuration-set = "ses-migration-production-config-set"
+[admin]
+listen = "127.0.0.1:$admin_port"
+[log]
+level = "warn"
+EOF
+AWS_ACCESS_KEY_ID=compare AWS_SECRET_ACCESS_KEY=compare AWS_EC2_METADATA_DISABLED=true \
+    "$root/target/release/ses-relay" run --config "$work/relay.toml" </dev/null >/dev/null 2>"$work/relay.log" &
+pids+=($!)
+wait_port "$relay_port"
+rate_a=$(load ses-relay "$relay_port")
+
+python3 - "$rate_a" "$rate_b" "$rate_c" <<'EOF'
+import sys
+a, b, c = (float(x) for x in sys.argv[1:])
+print(f"(a) ses-relay -> nginx SES stand-in:       {a:8.0f} messages/s")
+print(f"(b) Postfix + OpenDKIM -> smtp-sink:       {b:8.0f} messages/s")
+print(f"(c) smtp-sink alone (ceiling):             {c:8.0f} messages/s")
+print(f"ratios: ses-relay / Postfix+OpenDKIM = {a / b:.1f}x; ses-relay / smtp-sink = {a / c:.2f}")
+EOF
