@@ -6,6 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && 
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY etc ./etc
+COPY benches ./benches
 RUN cargo build --release --locked --bin ses-relay
 
 FROM debian:bookworm-slim
