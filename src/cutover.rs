@@ -208,19 +208,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::envelope::Envelope;
-    use crate::forward::{Accepted, BoxFuture, DeliveryError, Forwarder};
-
-    struct Nowhere;
-    impl Forwarder for Nowhere {
-        fn deliver<'a>(
-            &'a self,
-            _: &'a Envelope,
-            _: Vec<u8>,
-        ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-            Box::pin(async { unreachable!() })
-        }
-    }
+    use crate::forward::Unreachable as Nowhere;
 
     fn temp(name: &str) -> PathBuf {
         let dir =

@@ -133,6 +133,21 @@ impl DeliveryError {
     }
 }
 
+/// A forwarder for tests of route choice, where nothing is delivered.
+#[cfg(test)]
+pub(crate) struct Unreachable;
+
+#[cfg(test)]
+impl Forwarder for Unreachable {
+    fn deliver<'a>(
+        &'a self,
+        _: &'a Envelope,
+        _: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        Box::pin(async { unreachable!("route-choice tests deliver nothing") })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

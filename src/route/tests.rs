@@ -1,18 +1,5 @@
 use super::*;
-use crate::envelope::Envelope;
-use crate::forward::{Accepted, BoxFuture, DeliveryError};
-
-struct Nowhere;
-
-impl Forwarder for Nowhere {
-    fn deliver<'a>(
-        &'a self,
-        _: &'a Envelope,
-        _: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-        Box::pin(async { unreachable!() })
-    }
-}
+use crate::forward::Unreachable as Nowhere;
 
 fn router(rules: Vec<Rule>, percent: f64) -> Router {
     Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), rules, percent)
