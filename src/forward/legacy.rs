@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mail_send::Credentials;
 use mail_send::SmtpClient;
-use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Response};
+use smtp_proto::{EXT_8BIT_MIME, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -233,7 +233,7 @@ impl Pool {
         client.timeout = self.command_timeout;
         Ok(Connection {
             client,
-            capabilities: capabilities(&ehlo),
+            capabilities: ehlo.capabilities(),
             last_used: Instant::now(),
             _slot: slot,
         })
@@ -263,10 +263,6 @@ impl Pool {
             timeout,
         })
     }
-}
-
-fn capabilities(ehlo: &EhloResponse<String>) -> u32 {
-    ehlo.capabilities()
 }
 
 /// Closes connections idle past `idle-timeout`, until the pool is gone.
@@ -450,11 +446,9 @@ impl Forwarder for LegacyForwarder {
                     message: reply.text.into_owned(),
                 }
             };
-            let mut proxy = self
-                .open(&mail)
-                .await
-                .map_err(as_error)?
-                .expect("legacy proxies");
+            let mut proxy = self.open(&mail).await.map_err(as_error)?.ok_or_else(|| {
+                DeliveryError::temporary([4, 3, 0], "legacy", "no upstream transaction")
+            })?;
             for rcpt in &envelope.rcpt_to {
                 let reply = proxy.recipient(rcpt).await;
                 if !reply.is_positive() {
