@@ -129,6 +129,18 @@ fn message_ids(raw: &[u8]) -> Option<String> {
         .map(|id| id.trim_end_matches('>').to_string())
 }
 
+/// MAIL is accepted locally, the first RCPT gets `expected` (the legacy route could not open), then QUIT.
+async fn rcpt_refused(relay: &RunningRelay, expected: &str) {
+    let mut smtp = Replies::connect(relay.addr).await;
+    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
+        .await;
+    assert!(smtp.next().await.starts_with("250"));
+    let reply = smtp.next().await;
+    assert!(reply.starts_with(expected), "expected {expected}: {reply}");
+    smtp.send("QUIT\r\n").await;
+    assert!(smtp.next().await.starts_with("221"));
+}
+
 async fn admin(
     addr: SocketAddr,
     method: &'static str,
@@ -276,14 +288,7 @@ async fn legacy_replies_pass_through_and_an_outage_is_451() {
         .unwrap();
     let dir = TempDir::new("outage");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 0.0)).await;
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
-        .await;
-    assert!(smtp.next().await.starts_with("250"));
-    let reply = smtp.next().await;
-    assert!(reply.starts_with("451 4.4.1"), "{reply}");
-    smtp.send("QUIT\r\n").await;
-    assert!(smtp.next().await.starts_with("221"));
+    rcpt_refused(&relay, "451 4.4.1").await;
     assert!(relay.stop().await);
 }
 
@@ -428,17 +433,7 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     legacy.tls = LegacyTls::Required;
     legacy.ca_file = dir.path("ca.pem");
     let relay = RunningRelay::start(config).await;
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
-        .await;
-    assert!(smtp.next().await.starts_with("250"));
-    let reply = smtp.next().await;
-    assert!(
-        reply.starts_with("451 4.4.1"),
-        "untrusted certificate: {reply}"
-    );
-    smtp.send("QUIT\r\n").await;
-    assert!(smtp.next().await.starts_with("221"));
+    rcpt_refused(&relay, "451 4.4.1").await; // untrusted certificate
     assert!(relay.stop().await);
 
     // Opportunistic TLS takes the certificate as it is.
@@ -460,14 +455,7 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     let mut config = cutover_config(&ses, plain.addr, &dir, 0.0);
     config.legacy.as_mut().unwrap().tls = LegacyTls::Required;
     let relay = RunningRelay::start(config).await;
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
-        .await;
-    assert!(smtp.next().await.starts_with("250"));
-    let reply = smtp.next().await;
-    assert!(reply.starts_with("451 4.7.4"), "{reply}");
+    rcpt_refused(&relay, "451 4.7.4").await;
     assert!(plain.messages().is_empty());
-    smtp.send("QUIT\r\n").await;
-    assert!(smtp.next().await.starts_with("221"));
     assert!(relay.stop().await);
 }
