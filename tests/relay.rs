@@ -99,6 +99,29 @@ async fn send(
     ))
 }
 
+/// Sends one message over STARTTLS (or implicit TLS) with a client that trusts
+/// only `ca`; returns the final reply code.
+async fn send_over_tls(port: u16, ca: &TestCa, implicit: bool) -> u16 {
+    let mut client =
+        SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), port, ca.connector())
+            .helo_host("client.test")
+            .implicit_tls(implicit)
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("TLS handshake with the test CA");
+    let response = client
+        .send(Message::new(
+            "a@goo.ne.jp",
+            ["b@example.com"],
+            BODY.as_bytes(),
+        ))
+        .await
+        .unwrap();
+    let _ = client.quit().await;
+    response.code
+}
+
 fn refused_code(err: mail_send::Error) -> (u16, [u8; 3], String) {
     match err {
         mail_send::Error::UnexpectedReply(r) => (r.code, r.esc, r.message),
@@ -186,26 +209,7 @@ async fn starttls_with_a_test_ca() {
     raw.cmd("MAIL FROM:<a@goo.ne.jp>", "530 5.7.0").await;
 
     // A client that trusts only the test CA verifies the certificate and sends.
-    let mut client = SmtpClientBuilder::new_with_tls_connector(
-        "127.0.0.1".to_string(),
-        relay.addr.port(),
-        ca.connector(),
-    )
-    .helo_host("client.test")
-    .implicit_tls(false)
-    .timeout(Duration::from_secs(30))
-    .connect()
-    .await
-    .expect("STARTTLS handshake with the test CA");
-    let response = client
-        .send(Message::new(
-            "a@goo.ne.jp",
-            ["b@example.com"],
-            BODY.as_bytes(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(response.code, 250);
+    assert_eq!(send_over_tls(relay.addr.port(), &ca, false).await, 250);
     let raw_msg = String::from_utf8_lossy(&ses.requests()[0].raw).to_string();
     assert!(
         raw_msg.contains("with ESMTPS id"),
@@ -223,23 +227,7 @@ async fn implicit_tls_listener() {
     config.smtp.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
     let relay = RunningRelay::start(config).await;
     let port = relay.tls_addr.unwrap().port();
-    let mut client =
-        SmtpClientBuilder::new_with_tls_connector("127.0.0.1".to_string(), port, ca.connector())
-            .helo_host("client.test")
-            .implicit_tls(true)
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .expect("implicit TLS handshake");
-    let response = client
-        .send(Message::new(
-            "a@goo.ne.jp",
-            ["b@example.com"],
-            BODY.as_bytes(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(response.code, 250);
+    assert_eq!(send_over_tls(port, &ca, true).await, 250);
     assert_eq!(ses.requests().len(), 1);
     assert!(relay.stop().await);
 }
