@@ -24,6 +24,7 @@ use crate::listener::{self, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
+use crate::prepare::pool::SigningPool;
 use crate::route::{Router, Rule};
 use crate::shutdown::Shutdown;
 use crate::tls::TlsError;
@@ -57,6 +58,8 @@ pub struct Relay {
     pub shutdown: Shutdown,
     /// `host:port` of the legacy relay when the route proxies over SMTP (readiness probe).
     pub legacy_relay: Option<String>,
+    /// The threads that sign.
+    pub signer: SigningPool,
 }
 
 impl Relay {
@@ -70,6 +73,7 @@ impl Relay {
             masker,
             shutdown: Shutdown::new(),
             legacy_relay: None,
+            signer: SigningPool::per_core(),
         }
     }
 

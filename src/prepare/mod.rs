@@ -8,6 +8,7 @@
 
 pub mod dkim;
 pub mod headers;
+pub mod pool;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

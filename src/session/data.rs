@@ -42,14 +42,19 @@ impl Session {
         self.flush().await;
         let started = Instant::now();
         let live = self.live.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let prepared = live.preparer.prepare(&envelope, message);
-            (envelope, prepared)
-        })
-        .await;
-        let (envelope, prepared) = match prepared {
-            Ok(done) => done,
-            Err(_) => return, // the signing thread panicked: the client sees the session end and retries
+        let prepared = self
+            .relay
+            .signer
+            .run(move || {
+                let prepared = live.preparer.prepare(&envelope, message);
+                (envelope, prepared)
+            })
+            .await;
+        let Some((envelope, prepared)) = prepared else {
+            // The job panicked (a bug): nothing went upstream, so Postfix may retry.
+            tracing::error!("message preparation panicked");
+            let reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
+            return self.write_reply(reply, "DATA");
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
