@@ -19,7 +19,7 @@ use crate::envelope::TransactionIds;
 use crate::forward::Forwarder;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
-use crate::forward::ses::SesForwarder;
+use crate::forward::ses::{SesForwarder, SesSetupError};
 use crate::listener::{self, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
@@ -102,6 +102,9 @@ pub enum StartError {
     /// The legacy route cannot be set up.
     #[error(transparent)]
     Legacy(#[from] LegacySetupError),
+    /// The SES route cannot be set up.
+    #[error(transparent)]
+    Ses(#[from] SesSetupError),
     /// The cutover state file is unreadable.
     #[error(transparent)]
     Cutover(#[from] CutoverError),
@@ -200,7 +203,9 @@ impl Server {
         crate::metrics::install();
         let live = build_live(config)?;
         let ses: Arc<dyn Forwarder> = match config.ses.mode {
-            SesMode::Api => Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await),
+            SesMode::Api => {
+                Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await?)
+            }
             SesMode::Outbox => outbox(
                 &config.ses.outbox_dir,
                 &config.ses.configuration_set,

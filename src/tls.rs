@@ -84,6 +84,13 @@ pub fn client_connector(
     verify: bool,
     ca_file: &Path,
 ) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(
+        verify, ca_file,
+    )?)))
+}
+
+/// The client side TLS settings behind [`client_connector`].
+pub fn client_config(verify: bool, ca_file: &Path) -> Result<rustls::ClientConfig, TlsError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let bad = |reason: String| TlsError::File {
         path: ca_file.to_path_buf(),
@@ -109,7 +116,7 @@ pub fn client_connector(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// Accepts any certificate but still checks the handshake signatures: opportunistic TLS.

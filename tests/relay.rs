@@ -1,6 +1,6 @@
 //! End to end in one process: the relay on 127.0.0.1:0, driven by a real SMTP
 //! client (mail-send) or raw commands, delivering to the in-process SES v2
-//! fake through the real AWS SDK client.
+//! fake through the relay's real SES client (signed HTTP, as to AWS).
 
 mod common;
 
@@ -334,7 +334,7 @@ async fn connection_cap_answers_421_at_once() {
 }
 
 #[tokio::test]
-async fn throttled_ses_is_a_451_after_the_sdk_retries() {
+async fn throttled_ses_is_a_451_after_retries() {
     let ses = SesFake::start().await;
     ses.set_mode(Mode::Throttle);
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
@@ -346,7 +346,7 @@ async fn throttled_ses_is_a_451_after_the_sdk_retries() {
     );
     assert_eq!((code, esc[0]), (451, 4), "{message}");
     assert!(message.contains("TooManyRequestsException"), "{message}");
-    assert!(ses.attempts() > 1, "the SDK retried throttling");
+    assert_eq!(ses.attempts(), 3, "throttling is retried twice");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "bounded by ses.timeout"
@@ -387,6 +387,24 @@ async fn ses_server_error_is_a_451() {
             .unwrap_err(),
     );
     assert_eq!(code, 451);
+    assert_eq!(ses.attempts(), 3, "server errors are retried twice");
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn a_request_ses_may_have_taken_is_not_sent_again() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Hangup);
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let (code, esc, message) = refused_code(
+        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
+    // The connection dropped after the request went out: SES may have the
+    // message, so only Postfix's own retry may send it again.
+    assert_eq!(ses.attempts(), 1);
     assert!(relay.stop().await);
 }
 

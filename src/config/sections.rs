@@ -96,7 +96,7 @@ pub struct SesConfig {
     pub configuration_set: String,
     /// Override of the SES endpoint (tests, emulators); empty = AWS.
     pub endpoint_url: String,
-    /// Bound on the whole SendEmail call, SDK retries included.
+    /// Bound on the whole SendEmail call, retries included.
     pub timeout: HumanDuration,
     /// Recipients per second across this instance (SES counts recipients); 0 = unlimited.
     pub max_send_rate: f64,

@@ -1,6 +1,6 @@
 //! An in-process SES v2 API fake: a small HTTP/1.1 server that answers
 //! `POST /v2/email/outbound-emails`, records every request, and can be told to
-//! throttle, reject, fail or stall. The AWS SDK reaches it through
+//! throttle, reject, fail or stall. The relay's SES client reaches it through
 //! `ses.endpoint-url`, so the relay's real client code runs.
 
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub enum Mode {
     Fail,
     /// Waits this long before accepting.
     Stall(Duration),
+    /// Reads the request, then closes the connection without an answer.
+    Hangup,
 }
 
 /// One SendEmail request as received.
@@ -122,6 +124,9 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             .contains("\nauthorization: aws4-hmac-sha256");
         let request_line = head.lines().next().unwrap_or("").to_string();
         let mode = state.mode.lock().unwrap().clone().unwrap_or(Mode::Accept);
+        if matches!(mode, Mode::Hangup) {
+            return;
+        }
         let response = if !request_line.starts_with("POST /v2/email/outbound-emails ") {
             http(404, None, r#"{"message":"not found"}"#)
         } else {
@@ -155,6 +160,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                 Mode::Reject(code, message) => {
                     http(400, Some(code), &format!(r#"{{"message":"{message}"}}"#))
                 }
+                Mode::Hangup => unreachable!("answered above"),
                 Mode::Fail => http(
                     500,
                     Some("InternalFailure"),

@@ -2,65 +2,129 @@
 //!
 //! Credentials and region come from the standard AWS chain (environment,
 //! profile, instance/task/IRSA roles); nothing secret is in our config. The
-//! SDK retries a throttled or failed attempt itself, within `ses.timeout` for
+//! call itself is made by [`api`] (see there why not by the SDK). Throttling,
+//! server errors and failed connections are retried within `ses.timeout` for
 //! the whole call; whatever is left after that becomes a temporary failure, so
 //! Postfix keeps the message and retries.
+
+pub mod api;
+pub mod credentials;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_sesv2::config::http::HttpResponse;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::config::timeout::TimeoutConfig;
 use aws_sdk_sesv2::config::{Region, SharedCredentialsProvider};
-use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sesv2::operation::send_email::SendEmailError;
-use aws_sdk_sesv2::primitives::Blob;
-use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
+use self::api::{Answer, Target};
+use self::credentials::CredentialCache;
 use super::rate::RateLimiter;
 use super::{Accepted, BoxFuture, DeliveryError, Forwarder};
 use crate::config::SesConfig;
 use crate::envelope::Envelope;
 
-/// Attempts per call (first try + retries) the SDK makes within `ses.timeout`.
+/// Attempts per message (first try + retries) within `ses.timeout`.
 const MAX_ATTEMPTS: u32 = 3;
 
 /// Longest a message waits for `max-send-rate` tokens before it is deferred.
 const RATE_MAX_WAIT: Duration = Duration::from_secs(5);
 
+/// Messages up to this size are encoded and signed on the async worker (a
+/// few microseconds); larger ones on a blocking thread.
+const INLINE_ENCODE_LIMIT: usize = 256 * 1024;
+
+/// Idle kept-alive connections to SES are closed after this long, under the
+/// 60 s idle limit of AWS's load balancers, so a reused connection is never
+/// one the far end is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the SES route cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SesSetupError {
+    /// No region in the config nor in the AWS chain.
+    #[error("ses.region: no region configured, and none from the AWS chain (AWS_REGION, profile)")]
+    NoRegion,
+    /// The endpoint is not an http(s) URL.
+    #[error("ses.endpoint-url: {0}")]
+    Endpoint(#[from] api::TargetError),
+    /// The AWS chain has no credentials provider.
+    #[error("ses: the AWS configuration has no credentials provider")]
+    NoCredentials,
+    /// The system's TLS roots are unusable.
+    #[error("ses: TLS setup: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Sends through the SES v2 API.
 pub struct SesForwarder {
-    client: aws_sdk_sesv2::Client,
+    http: HttpsClient,
+    target: Arc<Target>,
+    credentials: CredentialCache,
     configuration_set: String,
     timeout: Duration,
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl SesForwarder {
-    /// Builds the client from the AWS chain. `credentials` replaces the chain's
-    /// credentials (tests against a local fake); production passes `None`.
+    /// Region and credentials from the AWS chain. `credentials` replaces the
+    /// chain's credentials (tests against a local fake); production passes `None`.
     pub async fn new(
         config: &SesConfig,
         credentials: Option<SharedCredentialsProvider>,
-    ) -> SesForwarder {
-        SesForwarder {
-            client: client(config, credentials).await,
+    ) -> Result<SesForwarder, SesSetupError> {
+        let aws = sdk_config(config, credentials).await;
+        let region = aws.region().ok_or(SesSetupError::NoRegion)?.to_string();
+        let endpoint = match (config.endpoint_url.as_str(), aws.endpoint_url()) {
+            ("", Some(from_environment)) => from_environment.to_string(),
+            ("", None) => Target::aws_endpoint(&region),
+            (configured, _) => configured.to_string(),
+        };
+        let target = Target::new(&endpoint, &region)?;
+        let provider = aws
+            .credentials_provider()
+            .ok_or(SesSetupError::NoCredentials)?;
+        let timeout = config.timeout.0;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        let tls = crate::tls::client_config(true, std::path::Path::new(""))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
+        Ok(SesForwarder {
+            http,
+            target: Arc::new(target),
+            credentials: CredentialCache::new(provider),
             configuration_set: config.configuration_set.clone(),
-            timeout: config.timeout.0,
+            timeout,
             limiter: (config.max_send_rate > 0.0)
                 .then(|| Arc::new(RateLimiter::new(config.max_send_rate, RATE_MAX_WAIT))),
-        }
+        })
     }
 }
 
-/// An SES v2 client from the AWS chain, with retries and timeouts bounded by
-/// `ses.timeout`. `credentials` replaces the chain's credentials (tests).
-pub async fn client(
+/// The AWS chain's view (region, credentials, endpoint from the environment),
+/// with `ses.region` and `ses.endpoint-url` on top. `credentials` replaces the
+/// chain's credentials (tests).
+async fn sdk_config(
     config: &SesConfig,
     credentials: Option<SharedCredentialsProvider>,
-) -> aws_sdk_sesv2::Client {
+) -> SdkConfig {
     let timeout = config.timeout.0;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
@@ -80,7 +144,23 @@ pub async fn client(
     if let Some(credentials) = credentials {
         loader = loader.credentials_provider(credentials);
     }
-    aws_sdk_sesv2::Client::new(&loader.load().await)
+    loader.load().await
+}
+
+/// An SES v2 SDK client from the AWS chain (preflight's account and identity
+/// checks), with retries and timeouts bounded by `ses.timeout`.
+pub async fn client(
+    config: &SesConfig,
+    credentials: Option<SharedCredentialsProvider>,
+) -> aws_sdk_sesv2::Client {
+    aws_sdk_sesv2::Client::new(&sdk_config(config, credentials).await)
+}
+
+/// How one attempt ended, when it did not end in acceptance.
+struct Failed {
+    error: DeliveryError,
+    /// Whether another attempt may succeed without sending the message twice.
+    retry: bool,
 }
 
 impl SesForwarder {
@@ -94,30 +174,8 @@ impl SesForwarder {
                 "Sending rate limit of this relay reached, try again later",
             ));
         }
-        let raw = RawMessage::builder()
-            .data(Blob::new(message))
-            .build()
-            .map_err(|err| DeliveryError::temporary([4, 3, 0], "request", err.to_string()))?;
-        let request = self
-            .client
-            .send_email()
-            // Bcc-only recipients are in the envelope only: every one goes in Destination.
-            .destination(
-                Destination::builder()
-                    .set_to_addresses(Some(envelope.rcpt_to.clone()))
-                    .build(),
-            )
-            .content(EmailContent::builder().raw(raw).build())
-            .configuration_set_name(&self.configuration_set)
-            // The null sender has no address; SES then takes the From header.
-            .set_from_email_address(
-                (!envelope.mail_from.is_empty()).then(|| envelope.mail_from.clone()),
-            );
-        match tokio::time::timeout(self.timeout, request.send()).await {
-            Ok(Ok(output)) => Ok(Accepted {
-                upstream_id: output.message_id.unwrap_or_default(),
-            }),
-            Ok(Err(err)) => Err(sdk_error(err)),
+        match tokio::time::timeout(self.timeout, self.attempts(envelope, message)).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(DeliveryError::temporary(
                 [4, 4, 1],
                 "timeout",
@@ -125,6 +183,112 @@ impl SesForwarder {
             )),
         }
     }
+
+    async fn attempts(
+        &self,
+        envelope: &Envelope,
+        message: Vec<u8>,
+    ) -> Result<Accepted, DeliveryError> {
+        let fields = api::envelope_fields(envelope, &self.configuration_set);
+        let body = if message.len() <= INLINE_ENCODE_LIMIT {
+            api::send_email_body(&fields, &message)
+        } else {
+            tokio::task::spawn_blocking(move || api::send_email_body(&fields, &message))
+                .await
+                .map_err(|err| DeliveryError::temporary([4, 3, 0], "encode", err.to_string()))?
+        };
+        // The body is the only copy from here on (the message was dropped).
+        let mut attempt = 1;
+        loop {
+            match self.attempt(body.clone()).await {
+                Ok(accepted) => return Ok(accepted),
+                Err(failed) if failed.retry && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %failed.error, "SES attempt failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(failed) => return Err(failed.error),
+            }
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Result<Accepted, Failed> {
+        let once = |error| Failed {
+            error,
+            retry: false,
+        };
+        let identity = self.credentials.identity().await.map_err(|err| {
+            once(DeliveryError::temporary(
+                [4, 7, 0],
+                "credentials",
+                err.to_string(),
+            ))
+        })?;
+        let request = if body.len() <= INLINE_ENCODE_LIMIT {
+            self.target.signed_request(&identity, body)
+        } else {
+            let target = self.target.clone();
+            tokio::task::spawn_blocking(move || target.signed_request(&identity, body))
+                .await
+                .unwrap_or_else(|err| Err(err.to_string()))
+        }
+        .map_err(|err| once(DeliveryError::temporary([4, 3, 0], "request", err)))?;
+        let response = match self.http.request(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                // Not connected: the message surely did not go; otherwise it may have.
+                let retry = err.is_connect();
+                let error = DeliveryError::temporary(
+                    [4, 4, 1],
+                    "network",
+                    format!("cannot reach SES: {}", error_chain(&err)),
+                );
+                return Err(Failed { error, retry });
+            }
+        };
+        match api::read_answer(response).await {
+            Ok(Answer::Accepted(upstream_id)) => Ok(Accepted { upstream_id }),
+            Ok(Answer::Refused {
+                status,
+                code,
+                message,
+            }) => {
+                let code = code.unwrap_or_else(|| match status.as_u16() {
+                    429 => "TooManyRequestsException".to_string(),
+                    other => format!("HTTP{other}"),
+                });
+                let error = classify(Some(&code), &message);
+                // Refused before being taken (throttled) or failed on SES's side:
+                // SES asks clients to retry both.
+                let retry =
+                    status.as_u16() == 429 || status.is_server_error() || is_throttling(&code);
+                Err(Failed { error, retry })
+            }
+            Err(reason) => Err(once(DeliveryError::temporary(
+                [4, 4, 2],
+                "response",
+                reason,
+            ))),
+        }
+    }
+}
+
+/// Wait before attempt `n + 1`: 100 ms, then 200 ms, with up to 50% jitter so
+/// that sessions throttled together do not come back together.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100) * 2u32.pow(attempt.saturating_sub(1).min(4));
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % 1000;
+    base + base * jitter / 2000
+}
+
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "TooManyRequests"
+    )
 }
 
 impl Forwarder for SesForwarder {
@@ -134,32 +298,6 @@ impl Forwarder for SesForwarder {
         message: Vec<u8>,
     ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
         Box::pin(self.send(envelope, message))
-    }
-}
-
-fn sdk_error(err: SdkError<SendEmailError, HttpResponse>) -> DeliveryError {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let inner = service.err();
-            classify(
-                inner.code(),
-                inner.message().unwrap_or("SES refused the message"),
-            )
-        }
-        SdkError::TimeoutError(_) => {
-            DeliveryError::temporary([4, 4, 1], "timeout", "SES call timed out")
-        }
-        SdkError::DispatchFailure(_) => DeliveryError::temporary(
-            [4, 4, 1],
-            "network",
-            format!("cannot reach SES: {}", error_chain(&err)),
-        ),
-        SdkError::ResponseError(_) => DeliveryError::temporary(
-            [4, 4, 2],
-            "response",
-            format!("unreadable SES response: {}", error_chain(&err)),
-        ),
-        _ => DeliveryError::temporary([4, 3, 0], "sdk", error_chain(&err)),
     }
 }
 
