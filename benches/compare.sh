@@ -11,7 +11,7 @@
 #   bash benches/compare.sh [--messages N] [--sessions S] [--size BYTES]
 set -euo pipefail
 
-N=3000
+N=10000
 S=20
 SIZE=4000
 while [ $# -gt 0 ]; do

@@ -88,6 +88,15 @@ impl CredentialCache {
         }
     }
 
+    /// Forgets the current credentials' freshness: SES refused them (expired
+    /// or revoked early), so the next call asks the chain again.
+    pub fn renew_soon(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = current.as_mut() {
+            cached.renew_at = Some(SystemTime::now());
+        }
+    }
+
     fn fresh(&self) -> Option<Identity> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         let cached = current.as_ref()?;
@@ -165,6 +174,16 @@ mod tests {
             assert_eq!(key(&cache.identity().await.unwrap()), "AKID0");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_renewed_on_the_next_call() {
+        let (cache, calls) = chain(None, u32::MAX);
+        assert_eq!(key(&cache.identity().await.unwrap()), "AKID0");
+        cache.renew_soon();
+        assert_eq!(key(&cache.identity().await.unwrap()), "AKID1");
+        assert_eq!(key(&cache.identity().await.unwrap()), "AKID1");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -106,10 +106,16 @@ impl SesForwarder {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(https);
+        let credentials = CredentialCache::new(provider);
+        // Asked now so the first message does not wait for the chain; a chain
+        // that fails now may work later, so this is not fatal.
+        if let Err(err) = credentials.identity().await {
+            tracing::warn!(error = %err, "AWS credentials not available yet");
+        }
         Ok(SesForwarder {
             http,
             target: Arc::new(target),
-            credentials: CredentialCache::new(provider),
+            credentials,
             configuration_set: config.configuration_set.clone(),
             timeout,
             limiter: (config.max_send_rate > 0.0)
@@ -257,6 +263,9 @@ impl SesForwarder {
                     429 => "TooManyRequestsException".to_string(),
                     other => format!("HTTP{other}"),
                 });
+                if is_credentials_refusal(&code) {
+                    self.credentials.renew_soon();
+                }
                 let error = classify(Some(&code), &message);
                 // Refused before being taken (throttled) or failed on SES's side:
                 // SES asks clients to retry both.
@@ -282,6 +291,18 @@ fn backoff(attempt: u32) -> Duration {
         .map_or(0, |d| d.subsec_nanos())
         % 1000;
     base + base * jitter / 2000
+}
+
+/// SES refused the credentials themselves (expired or revoked before their time).
+fn is_credentials_refusal(code: &str) -> bool {
+    matches!(
+        code,
+        "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+    )
 }
 
 fn is_throttling(code: &str) -> bool {
