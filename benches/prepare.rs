@@ -1,6 +1,7 @@
 //! Message preparation (Received + DKIM + header injection) for 4 KB, 100 KB
 //! and 10 MB messages, RSA-2048 and Ed25519, next to one bare RSA-2048
 //! signature: the yardstick the relay's CPU cost per message is measured in.
+//! Also the SES request made of a prepared message (JSON body + SigV4).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
 use ses_relay::envelope::Envelope;
+use ses_relay::forward::ses::api::{self, Target};
 use ses_relay::prepare::Preparer;
 use ses_relay::prepare::dkim::DkimKeys;
 use ses_relay::route::Route;
@@ -111,6 +113,30 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
     let _ = std::fs::remove_file(ed);
+
+    let target = Target::new(
+        "https://email.ap-northeast-1.amazonaws.com",
+        "ap-northeast-1",
+    )
+    .unwrap();
+    let identity: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new("AKIDBENCH", "secret", None, None, "bench").into();
+    let mut group = c.benchmark_group("ses_request");
+    for (label, size) in [("4KB", 4 * 1024), ("10MB", 10 * 1024 * 1024)] {
+        let msg = message(size);
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        if size > 1 << 20 {
+            group.sample_size(10);
+        }
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let fields = api::envelope_fields(&envelope, "bench-set");
+                let body = api::send_email_body(&fields, black_box(&msg));
+                target.signed_request(&identity, body).unwrap()
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

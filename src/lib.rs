@@ -6,22 +6,26 @@
 //! Postfix ──SMTP──▶ listener ──▶ session (state machine, one per connection)
 //!                                   │  first RCPT: router picks the route
 //!                                   ▼
-//!                   ┌──────────── route::Route ────────────┐
-//!                   │ Ses: recipients accepted locally;     │
-//!                   │ after DATA: prepare → forward::ses    │
-//!                   │ (or forward::outbox, the dry run)     │
-//!                   └───────────────────────────────────────┘
-//!         prepare = Received header + DKIM signature + X-SES-CONFIGURATION-SET
-//!         side rooms: config, metrics, log (PII masking), tls, shutdown
+//!                   ┌──────────────── route::Route ─────────────────┐
+//!                   │ Ses: recipients accepted     │ Legacy: MAIL/RCPT proxied to
+//!                   │ locally; after DATA:         │ the legacy relay, its replies
+//!                   │ prepare → forward::ses       │ passed back; after DATA:
+//!                   │ (or forward::outbox, dry run)│ prepare → legacy DATA
+//!                   └───────────────────────────────────────────────┘
+//!         prepare = Received header + DKIM signature (+ X-SES-CONFIGURATION-SET on SES),
+//!                   on the signing pool (one thread per core)
+//!         side rooms: config, metrics, admin HTTP, log (PII masking), tls, shutdown
 //! ```
 //!
 //! - [`smtp`]: the protocol without I/O: command framing, DATA receiving, replies.
 //! - [`session`]: one SMTP connection: states, one handler per command.
 //! - [`listener`]: accepting connections, admission (allowed networks, connection cap).
 //! - [`route`]: which upstream a transaction takes.
-//! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers.
-//! - [`forward`]: the upstreams ([`forward::ses`], [`forward::outbox`]) and the
-//!   one mapping of upstream failures to SMTP replies.
+//! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers, and the
+//!   threads that do it ([`prepare::pool`]).
+//! - [`forward`]: the upstreams ([`forward::ses`]: SendEmail as signed HTTP;
+//!   [`forward::legacy`]: the SMTP proxy; [`forward::outbox`]: the dry run) and
+//!   the one mapping of upstream failures to SMTP replies.
 //! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page).
 //! - [`preflight`], [`dns`]: the checks before each cutover step.
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.

@@ -1,5 +1,5 @@
 //! One SMTP connection: its state machine, reads with limits, and the one
-//! place replies leave ([`Session::write_reply`]).
+//! place replies leave (`Session::write_reply`).
 //!
 //! Replies to pipelined commands are collected and written when the input
 //! buffer runs dry (RFC 2920), and at once before anything that waits
