@@ -5,18 +5,22 @@
 //! thread per concurrent message (tens under load) that each sleep and wake per
 //! job; a pool sized to the cores keeps its threads busy back to back while
 //! there is work, and so spends the CPU on signing rather than on scheduling.
-//! The queue needs no bound of its own: each session has at most one message
-//! in it, and sessions are capped by `smtp.max-connections`.
+//! The queue (crossbeam's, already in the build through mail-auth) wakes one
+//! idle thread per job; a mutex around a std receiver would wake a second
+//! one at every hand-over of the lock. It needs no bound of its own: each
+//! session has at most one message in it, and sessions are capped by
+//! `smtp.max-connections`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed set of threads running one job at a time each, in arrival order.
 pub struct SigningPool {
-    jobs: mpsc::Sender<Job>,
+    jobs: Sender<Job>,
     threads: usize,
 }
 
@@ -24,8 +28,7 @@ impl SigningPool {
     /// A pool of `threads` threads (at least one).
     pub fn new(threads: usize) -> SigningPool {
         let threads = threads.max(1);
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..threads {
             let queue = queue.clone();
             thread::Builder::new()
@@ -61,13 +64,9 @@ impl SigningPool {
     }
 }
 
-/// One pool thread: the queue lock is held only while waiting, so exactly one
-/// idle thread waits on the queue and the others on the lock. Ends when the
-/// pool is dropped.
-fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = job else { return };
+/// One pool thread; a new job wakes one idle thread only. Ends when the pool is dropped.
+fn work(queue: &Receiver<Job>) {
+    while let Ok(job) = queue.recv() {
         // A panicking job drops its result sender (the caller sees None); the thread lives on.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
     }
@@ -91,8 +90,8 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_side_by_side_up_to_the_thread_count() {
-        let pool = Arc::new(SigningPool::new(2));
-        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let pool = std::sync::Arc::new(SigningPool::new(2));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
         // Both jobs wait for each other: this finishes only if two threads run at once.
         let both = async {
             tokio::join!(
