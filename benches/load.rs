@@ -13,7 +13,9 @@
 //! one bare RSA-2048 signature's CPU time measured in the same run, the
 //! yardstick for "CPU per message". `--rate R` paces the load at R messages/s
 //! (for added-latency measurements). With `--target` it drives a relay that
-//! is already running (no CPU/RSS figures).
+//! is already running (no CPU/RSS figures). `SES_RELAY_LOAD_BIN=path` runs
+//! another build of the relay instead of this one: alternate two builds in one
+//! invocation to compare them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
