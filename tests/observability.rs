@@ -5,15 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, test_config};
+use common::{RunningRelay, smtp, test_config};
 use ses_relay::admin::client::request;
 use ses_relay::config::{LegacyConfig, LegacyTls};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Metric names (`ses_relay_...`) used in a dashboard or rules file; recording
 /// rule names (`route:ses_relay_...:rate5m`) are not metrics we export.
@@ -61,41 +58,6 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 /// One session: `commands` are sent one by one and each reply is read;
 /// `message` (when given) follows the DATA command's 354.
-async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) -> Vec<String> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    async fn reply(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
-                .await
-                .unwrap()
-                .unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line;
-            }
-        }
-    }
-    let mut replies = vec![reply(&mut read).await];
-    for command in commands {
-        write
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        replies.push(reply(&mut read).await);
-        if command == "DATA" {
-            write
-                .write_all(format!("{}\r\n.\r\n", message.unwrap_or("")).as_bytes())
-                .await
-                .unwrap();
-            replies.push(reply(&mut read).await);
-        }
-    }
-    replies
-}
-
 fn transaction(to: &str) -> Vec<String> {
     [
         "EHLO client.test",

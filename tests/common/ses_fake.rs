@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// How the fake answers.
 #[derive(Debug, Clone)]
@@ -54,6 +54,15 @@ pub struct SesFake {
 
 impl SesFake {
     pub async fn start() -> SesFake {
+        SesFake::start_with(None).await
+    }
+
+    /// The fake behind TLS (HTTPS), with this acceptor's certificate.
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> SesFake {
+        SesFake::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> SesFake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
@@ -61,7 +70,16 @@ impl SesFake {
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, shared.clone()));
+                let state = shared.clone();
+                match tls.clone() {
+                    None => drop(tokio::spawn(serve(stream, state))),
+                    Some(acceptor) => drop(tokio::spawn(async move {
+                        // A client that refuses the certificate ends here.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, state).await;
+                        }
+                    })),
+                }
             }
         });
         SesFake { addr, state }
@@ -86,7 +104,7 @@ impl SesFake {
     }
 }
 
-async fn serve(mut stream: TcpStream, state: Arc<State>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<State>) {
     let mut buf = Vec::new();
     loop {
         // Headers.
