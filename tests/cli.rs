@@ -104,6 +104,30 @@ fn a_bad_dkim_key_stops_startup_naming_the_file() {
     assert!(stderr.contains(&key.display().to_string()), "{stderr}");
 }
 
+#[test]
+fn no_region_anywhere_stops_startup_naming_the_key() {
+    let dir = TempDir::new("cli");
+    let path = dir.path("c.toml");
+    std::fs::write(
+        &path,
+        "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nregion = \"\"\nconfiguration-set = \"cs\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .current_dir(dir.path(""))
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", dir.path("no-aws-config"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ses.region"), "{stderr}");
+}
+
 /// Under systemd (Type=notify): READY=1 only once SMTP accepts; SIGTERM gives
 /// STOPPING=1 and a clean exit.
 #[cfg(target_os = "linux")]
