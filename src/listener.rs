@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::log::canonical_ip;
 use crate::metrics;
@@ -28,6 +28,47 @@ pub struct Listener {
     pub implicit_tls: bool,
 }
 
+/// Sessions open across all listeners. The cap is read at each accept (not
+/// fixed like a semaphore's permits), so a reload that changes
+/// `smtp.max-connections` applies to the next connection; sessions already
+/// open past a lowered cap finish.
+#[derive(Debug, Default)]
+pub struct ConnectionSlots {
+    open: AtomicUsize,
+}
+
+/// One session's place under the cap, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<ConnectionSlots>);
+
+impl ConnectionSlots {
+    /// No session open yet.
+    pub fn new() -> Arc<ConnectionSlots> {
+        Arc::default()
+    }
+
+    /// A slot if fewer than `max` sessions are open; never waits.
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Whether `ip` is in `allowed`; IPv4-mapped IPv6 peers match IPv4 networks.
 pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
     let ip = canonical_ip(ip);
@@ -35,7 +76,7 @@ pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
 }
 
 /// Accepts until shutdown.
-pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semaphore>) {
+pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<ConnectionSlots>) {
     loop {
         let accepted = tokio::select! {
             _ = relay.shutdown.triggered() => return,
@@ -52,7 +93,7 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
         };
         let _ = stream.set_nodelay(true);
         let live = relay.live();
-        if !is_allowed(&live.smtp.allowed_clients, peer.ip()) {
+        if !live.smtp.admits(peer.ip()) {
             metrics::connection("denied");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
             refuse(
@@ -61,7 +102,7 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Semap
             );
             continue;
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
             metrics::connection("overloaded");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "max-connections reached, refused");
             refuse(

@@ -39,6 +39,9 @@ pub const LEGACY_ERRORS: &str = "ses_relay_legacy_errors_total";
 pub const CUTOVER_SES_PERCENT: &str = "ses_relay_cutover_ses_percent";
 /// 1 when the DKIM TXT record in DNS matches the private key, 0 when not, by `domain` and `selector`.
 pub const DKIM_DNS_CONSISTENT: &str = "ses_relay_dkim_dns_consistent";
+/// Bytes of message data held by all sessions (received, not yet delivered),
+/// against `smtp.max-data-memory`.
+pub const DATA_MEMORY: &str = "ses_relay_data_memory_bytes";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
 
@@ -75,6 +78,7 @@ pub fn install() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         describe();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!(DATA_MEMORY).set(0.0);
         handle
     })
 }
@@ -124,6 +128,11 @@ pub fn describe() {
     describe_gauge!(
         DKIM_DNS_CONSISTENT,
         "1 if the DKIM DNS record matches the private key"
+    );
+    describe_gauge!(
+        DATA_MEMORY,
+        metrics::Unit::Bytes,
+        "Message data held by all sessions"
     );
     describe_gauge!(BUILD_INFO, "Build information");
 }
@@ -189,6 +198,11 @@ pub fn dkim_signature(domain: &str, selector: &str, seconds: f64) {
 /// Counts one SES failure.
 pub fn ses_error(code: &str) {
     counter!(SES_ERRORS, "error" => code.to_string()).increment(1);
+}
+
+/// Publishes the message bytes held now.
+pub fn data_memory(bytes: usize) {
+    gauge!(DATA_MEMORY).set(bytes as f64);
 }
 
 /// Counts one legacy route failure.

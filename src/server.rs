@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, LegacyMode, RuleConfig, SesMode, SmtpConfig};
@@ -20,13 +20,14 @@ use crate::forward::Forwarder;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::{SesForwarder, SesSetupError};
-use crate::listener::{self, Listener};
+use crate::listener::{self, ConnectionSlots, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
 use crate::prepare::pool::SigningPool;
 use crate::route::{Router, Rule};
 use crate::shutdown::Shutdown;
+use crate::smtp::DataMemory;
 use crate::tls::TlsError;
 
 /// What SIGHUP can replace: each session takes a snapshot when it starts.
@@ -46,6 +47,10 @@ pub struct Live {
 /// What every session shares.
 pub struct Relay {
     live: RwLock<Arc<Live>>,
+    /// Bumped by every reload, so sessions notice a new config cheaply.
+    generation: AtomicU64,
+    /// Message bytes held by all sessions, against `smtp.max-data-memory`.
+    pub data_memory: Arc<DataMemory>,
     /// Route choice and forwarders.
     pub router: Router,
     /// The runtime SES percentage and its state file.
@@ -66,6 +71,8 @@ impl Relay {
     /// A relay from its parts (tests build one around a fake forwarder).
     pub fn new(live: Live, router: Router, cutover: Cutover, masker: Masker) -> Relay {
         Relay {
+            data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
+            generation: AtomicU64::new(0),
             live: RwLock::new(Arc::new(live)),
             router,
             cutover,
@@ -82,8 +89,18 @@ impl Relay {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn replace_live(&self, live: Live) {
+    /// How many reloads have been applied.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts a new reloadable part in force for new sessions (and for the
+    /// checks open sessions make at each command).
+    pub(crate) fn replace_live(&self, live: Live) {
+        self.data_memory
+            .set_limit(live.smtp.max_data_memory.as_usize());
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -144,7 +161,6 @@ pub struct Server {
     admin: Option<TcpListener>,
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
-    max_connections: usize,
 }
 
 /// Builds the reloadable part: loads keys, certificates and the admin token.
@@ -282,7 +298,6 @@ impl Server {
                 .filter(|_| !interval.is_zero())
                 .map(|r| (interval, r)),
             grace: config.smtp.shutdown_grace.0,
-            max_connections: config.smtp.max_connections,
         })
     }
 
@@ -312,7 +327,9 @@ impl Server {
     /// Serves until shutdown is triggered, then waits up to `shutdown-grace`
     /// for sessions to finish. Returns whether all of them did.
     pub async fn run(self) -> bool {
-        let slots = Arc::new(Semaphore::new(self.max_connections));
+        // One count for all listeners, against smtp.max-connections as in force
+        // at each accept, so SIGHUP changes the cap.
+        let slots = ConnectionSlots::new();
         let mut accepting = tokio::task::JoinSet::new();
         for listener in self.listeners {
             accepting.spawn(listener::accept_loop(
@@ -345,8 +362,9 @@ impl Server {
     }
 }
 
-/// Applies a new config file's reloadable parts (allowed clients, limits,
-/// rules, TLS certificates, DKIM keys, admin token). Everything is built
+/// Applies a new config file's reloadable parts (allowed clients, limits
+/// including `max-connections` and `max-data-memory`, rules, TLS
+/// certificates, DKIM keys, admin token). Everything is built
 /// before anything is swapped, so a bad config changes nothing.
 pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     config.validate()?;

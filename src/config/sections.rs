@@ -26,6 +26,9 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Concurrent sessions; a client past this gets `421 4.3.2` at once.
     pub max_connections: usize,
+    /// Message bytes held across all sessions at once (received and not yet
+    /// delivered); a DATA that would pass it is drained and answered `452 4.3.1`.
+    pub max_data_memory: ByteSize,
     /// Refuse MAIL (`530 5.7.0`) until the client has started TLS.
     pub require_tls: bool,
     /// A client silent this long gets `421 4.4.2` and is closed.
@@ -126,6 +129,15 @@ pub struct LogConfig {
     pub mask_pii: bool,
 }
 
+impl SmtpConfig {
+    /// Whether a client at `ip` is in `allowed-clients`; IPv4-mapped IPv6
+    /// peers match IPv4 networks.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allowed_clients.iter().any(|net| net.contains(&ip))
+    }
+}
+
 impl Default for SmtpConfig {
     fn default() -> Self {
         SmtpConfig {
@@ -136,6 +148,7 @@ impl Default for SmtpConfig {
             max_message_size: ByteSize(SES_MAX_MESSAGE_SIZE),
             max_recipients: SES_MAX_RECIPIENTS,
             max_connections: 1000,
+            max_data_memory: ByteSize(1 << 30),
             require_tls: false,
             idle_timeout: HumanDuration(std::time::Duration::from_secs(300)),
             max_session_duration: HumanDuration(std::time::Duration::from_secs(3600)),

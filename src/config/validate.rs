@@ -66,6 +66,15 @@ impl Config {
         if smtp.max_connections == 0 {
             bad("smtp.max-connections", "must be at least 1".into());
         }
+        if smtp.max_data_memory.0 < smtp.max_message_size.0 {
+            bad(
+                "smtp.max-data-memory",
+                format!(
+                    "{} is less than smtp.max-message-size ({}): a message of the largest size could never be held",
+                    smtp.max_data_memory, smtp.max_message_size
+                ),
+            );
+        }
         for (key, value) in [
             ("smtp.idle-timeout", smtp.idle_timeout),
             ("smtp.max-session-duration", smtp.max_session_duration),

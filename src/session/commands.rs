@@ -20,6 +20,7 @@ impl Session {
                 return self.error(Reply::new(500, [5, 5, 2], "Line too long"), "LONG");
             }
             Command::Invalid(err) => return self.error(invalid_reply(err), "INVALID"),
+            Command::Refused(refusal) => return self.error(refusal.reply, refusal.command),
         };
         match request {
             Request::Ehlo { host } => self.handle_ehlo(host, true),
@@ -143,6 +144,16 @@ impl Session {
                 "MAIL",
             );
         }
+        if !from.address.is_ascii() && from.flags & MAIL_SMTPUTF8 == 0 {
+            return self.error(
+                Reply::new(
+                    553,
+                    [5, 6, 7],
+                    "Non-ASCII address needs MAIL FROM with SMTPUTF8",
+                ),
+                "MAIL",
+            );
+        }
         self.state = State::Mail(Transaction {
             id: self.relay.ids.next(),
             mail: MailRequest {
@@ -152,6 +163,7 @@ impl Session {
                 from: from.address,
             },
             rcpt_to: Vec::new(),
+            rcpts_refused: 0,
             route: None,
             upstream: Upstream::Unopened,
         });
@@ -159,7 +171,13 @@ impl Session {
     }
 
     async fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
-        match self.rcpt_reply(to).await {
+        let reply = self.rcpt_reply(to).await;
+        if let State::Mail(tx) = &mut self.state
+            && !matches!(&reply, Ok(r) if r.is_positive())
+        {
+            tx.rcpts_refused += 1;
+        }
+        match reply {
             Ok(reply) => self.ok(reply, "RCPT"),
             Err(reply) => self.error(reply, "RCPT"),
         }
@@ -212,8 +230,17 @@ impl Session {
         let tx = match std::mem::replace(&mut self.state, State::Ready) {
             State::Mail(tx) if !tx.rcpt_to.is_empty() => tx,
             State::Mail(tx) => {
+                let reply = Reply::new(554, [5, 5, 1], "No valid recipients");
+                // A DATA pipelined behind refused recipients (RFC 2920) is no new
+                // mistake: the refusals were answered, and counted if the client's.
+                // During a legacy outage every RCPT gets 451; counting the DATA too
+                // would cut Postfix's cached connections every few transactions.
+                let pipelined = tx.rcpts_refused > 0;
                 self.state = State::Mail(tx);
-                return self.error(Reply::new(554, [5, 5, 1], "No valid recipients"), "DATA");
+                if pipelined {
+                    return self.ok(reply, "DATA");
+                }
+                return self.error(reply, "DATA");
             }
             other => {
                 let fresh = matches!(other, State::Fresh);
@@ -227,7 +254,8 @@ impl Session {
             }
         };
         let limit = self.live.smtp.max_message_size.as_usize();
-        let receiver = MessageReceiver::new(limit, tx.mail.size);
+        let receiver =
+            MessageReceiver::with_memory(limit, tx.mail.size, self.relay.data_memory.clone());
         self.state = State::Data(tx, receiver);
         self.write_reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"), "DATA");
         Flow::Continue

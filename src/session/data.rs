@@ -14,9 +14,11 @@ use crate::smtp::{DataEnd, Reply};
 impl Session {
     /// Called once the end marker has arrived.
     pub(super) async fn end_of_data(&mut self, end: DataEnd) {
-        let State::Data(tx, _) = std::mem::replace(&mut self.state, State::Ready) else {
+        let State::Data(tx, receiver) = std::mem::replace(&mut self.state, State::Ready) else {
             return;
         };
+        // The message's bytes count against smtp.max-data-memory until this returns.
+        let _held = receiver.into_reservation();
         let (envelope, proxy) = self.envelope(tx);
         let message = match end {
             DataEnd::Complete(message) => message,
@@ -33,6 +35,19 @@ impl Session {
                     550,
                     [5, 5, 2],
                     "Message contains bare CR or LF; use CRLF line endings",
+                );
+                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
+            }
+            DataEnd::NulByte => {
+                let reply = Reply::new(550, [5, 5, 2], "Message contains a NUL byte");
+                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
+            }
+            DataEnd::NoMemory => {
+                // The relay's memory, not the client's message: Postfix retries later.
+                let reply = Reply::new(
+                    452,
+                    [4, 3, 1],
+                    "Insufficient system storage, try again later",
                 );
                 return self.finish(&envelope, Outcome::refused(reply), Instant::now());
             }

@@ -44,6 +44,8 @@ struct Transaction {
     id: String,
     mail: MailRequest,
     rcpt_to: Vec<String>,
+    /// RCPTs answered with anything but 2xx.
+    rcpts_refused: usize,
     /// Decided at the first RCPT.
     route: Option<Route>,
     upstream: Upstream,
@@ -90,11 +92,14 @@ pub struct Session {
     tls: bool,
     errors: u32,
     deadline: Instant,
+    /// The relay's reload count when admission was last checked.
+    generation: u64,
 }
 
 impl Session {
     /// A session on `io` from `peer`; `tls` when the stream is already TLS (implicit TLS).
     pub fn new(relay: Arc<Relay>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
+        let generation = relay.generation();
         let live = relay.live();
         let deadline = Instant::now() + live.smtp.max_session_duration.0;
         Session {
@@ -110,6 +115,7 @@ impl Session {
             tls,
             errors: 0,
             deadline,
+            generation,
         }
     }
 
@@ -168,6 +174,17 @@ impl Session {
             let Some(command) = self.input.next_command() else {
                 return Flow::Continue;
             };
+            if !self.still_admitted() {
+                self.write_reply(
+                    Reply::new(
+                        421,
+                        [4, 7, 1],
+                        "Client no longer allowed, closing connection",
+                    ),
+                    "ADMISSION",
+                );
+                return Flow::Close;
+            }
             let flow = self.handle(command).await;
             if flow != Flow::Continue {
                 return flow;
@@ -180,6 +197,17 @@ impl Session {
                 return Flow::Close;
             }
         }
+    }
+
+    /// Whether the client is still in `allowed-clients` after a reload (checked
+    /// before each command: a transaction already in DATA finishes first).
+    fn still_admitted(&mut self) -> bool {
+        let now = self.relay.generation();
+        if now == self.generation {
+            return true;
+        }
+        self.generation = now;
+        self.relay.live().smtp.admits(self.peer.ip())
     }
 
     /// Reads more input, bounded by the idle timeout and the session deadline.

@@ -428,3 +428,5 @@ async fn shutdown_closes_idle_sessions_and_lets_a_transaction_finish() {
     busy.closed().await;
     assert_eq!(upstream.count(), 1);
 }
+
+mod hardening;

@@ -1,8 +1,19 @@
-//! Receiving a message after DATA: dot-unstuffing and the end marker come from
-//! smtp-proto's receiver; this adds the size limit (discard, never buffer, past
-//! it) and the bare CR / bare LF refusal that closes SMTP smuggling.
+//! Receiving a message after DATA, in our own framing: the end marker is
+//! `CRLF . CRLF` and nothing else, dot-unstuffing (RFC 5321 section 4.5.2),
+//! the size limit (discard, never buffer, past it), the refusal of bare CR,
+//! bare LF and NUL, and the relay-wide budget of message bytes held.
+//!
+//! smtp-proto's `DataReceiver` is not used here: its state machine lets
+//! `CRLF . CR CR LF` end the data, which is the SMTP smuggling hole (a second
+//! transaction hidden in a body). Every byte goes through [`Scan`] below, so a
+//! marker split across reads ends the data exactly when the same bytes in one
+//! read would.
 
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use std::sync::Arc;
+
+use memchr::memchr3;
+
+use super::memory::{DataMemory, Reservation};
 
 /// Where a message being received stands.
 #[derive(Debug, PartialEq, Eq)]
@@ -15,107 +26,168 @@ pub enum DataEnd {
     TooBig,
     /// The end marker arrived, but the message held a CR or LF not part of a CRLF pair.
     BareLineEnding,
+    /// The end marker arrived, but the message held a NUL byte (RFC 5322
+    /// section 2.3 and RFC 6152 forbid it; some servers drop it, which makes
+    /// `CRLF . NUL CRLF` an end marker to them).
+    NulByte,
+    /// The end marker arrived, but holding the message would have passed
+    /// `smtp.max-data-memory`; it was discarded.
+    NoMemory,
+}
+
+/// Where the scanner stands in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// After CRLF, or at the very start (the CRLF ending the DATA command).
+    LineStart,
+    /// A `.` at the start of a line.
+    Dot,
+    /// `.` CR at the start of a line: an LF now ends the data.
+    DotCr,
+    /// Inside a line.
+    Text,
+    /// Inside a line, after a CR whose LF has not come yet.
+    Cr,
 }
 
 /// Accumulates one message body.
+#[derive(Debug)]
 pub struct MessageReceiver {
-    receiver: DataReceiver,
-    /// Set once the limit is passed or a bare line ending is seen: the rest is skipped.
-    discard: Option<(DummyDataReceiver, DataEnd)>,
+    scan: Scan,
     body: Vec<u8>,
     limit: usize,
-    /// Bytes of `body` already checked for bare CR/LF.
-    checked: usize,
+    /// Set once the message is refused (too big, malformed, no memory): the
+    /// rest is scanned for the end marker and discarded.
+    verdict: Option<DataEnd>,
+    /// The budget share backing `body`'s capacity.
+    reservation: Reservation,
 }
 
 impl MessageReceiver {
     /// `limit` is the largest message kept; `size_hint` (from MAIL SIZE=) presizes the buffer.
     pub fn new(limit: usize, size_hint: usize) -> MessageReceiver {
-        let mut receiver = DataReceiver::new();
-        // The receiver only knows a line start after CRLF. Prime it with one so a
-        // message whose first line is "." (empty) or dot-stuffed is read right;
-        // the two bytes are removed when the message completes.
-        let mut body = Vec::with_capacity(size_hint.min(limit).saturating_add(2));
-        receiver.ingest(&mut b"\r\n".iter(), &mut body);
-        MessageReceiver {
-            receiver,
-            discard: None,
-            body,
-            limit: limit.saturating_add(2),
-            checked: 2,
+        MessageReceiver::with_memory(limit, size_hint, DataMemory::unlimited())
+    }
+
+    /// As [`MessageReceiver::new`], holding the body's bytes against `memory`.
+    pub fn with_memory(limit: usize, size_hint: usize, memory: Arc<DataMemory>) -> MessageReceiver {
+        let mut receiver = MessageReceiver {
+            scan: Scan::LineStart,
+            body: Vec::new(),
+            limit,
+            verdict: None,
+            reservation: Reservation::new(memory),
+        };
+        // Presize only from what the budget grants; a declared size is a hint, not a right.
+        let presize = size_hint.min(limit);
+        if presize > 0 && receiver.reservation.grow(presize) {
+            receiver.body.reserve_exact(presize);
         }
+        receiver
+    }
+
+    /// The budget share of the message once it is complete; keep it until the
+    /// message is no longer held.
+    pub fn into_reservation(self) -> Reservation {
+        self.reservation
     }
 
     /// Consumes bytes from `bytes`; returns how many were used and the state.
     /// Bytes after the end marker are left for the command parser (PIPELINING).
     pub fn ingest(&mut self, bytes: &[u8]) -> (usize, DataEnd) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            if let Some((skipper, _)) = &mut self.discard {
-                let mut iter = rest.iter();
-                let done = skipper.ingest(&mut iter);
-                let used = bytes.len() - iter.as_slice().len();
-                if done {
-                    let (_, end) = self.discard.take().expect("checked above");
-                    return (used, end);
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.scan == Scan::Text {
+                // The fast path: copy the run up to the next CR, LF or NUL.
+                let rest = &bytes[i..];
+                let run = memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
+                self.keep(&rest[..run]);
+                i += run;
+                let Some(&byte) = bytes.get(i) else { break };
+                i += 1;
+                match byte {
+                    b'\r' => self.scan = Scan::Cr,
+                    b'\n' => self.refuse(DataEnd::BareLineEnding),
+                    _ => self.refuse(DataEnd::NulByte),
                 }
-                return (used, DataEnd::Pending);
-            }
-            // Feed at most what still fits, so the body never exceeds limit + 2.
-            let room = (self.limit + 2).saturating_sub(self.body.len()).max(1);
-            let take = rest.len().min(room);
-            let mut iter = rest[..take].iter();
-            let done = self.receiver.ingest(&mut iter, &mut self.body);
-            let used = take - iter.as_slice().len();
-            rest = &rest[used..];
-            if let Some(end) = self.check() {
-                if done {
-                    return (bytes.len() - rest.len(), end);
-                }
-                self.start_discarding(end);
                 continue;
             }
-            if done {
-                let mut body = std::mem::take(&mut self.body);
-                body.drain(..2);
-                return (bytes.len() - rest.len(), DataEnd::Complete(body));
+            let byte = bytes[i];
+            i += 1;
+            match (self.scan, byte) {
+                (Scan::LineStart, b'.') => self.scan = Scan::Dot,
+                (Scan::LineStart, b'\r') => self.scan = Scan::Cr,
+                (Scan::Dot, b'\r') => self.scan = Scan::DotCr,
+                (Scan::DotCr, b'\n') => return (i, self.complete()),
+                (Scan::Cr, b'\n') => {
+                    self.keep(b"\r\n");
+                    self.scan = Scan::LineStart;
+                }
+                (Scan::Cr, _) => {
+                    // A CR not followed by LF; the byte after it is read again as text.
+                    self.refuse(DataEnd::BareLineEnding);
+                    self.scan = Scan::Text;
+                    i -= 1;
+                }
+                (Scan::DotCr, _) => {
+                    // ". CR x": the dot was stuffing; the CR is pending as in any line.
+                    self.scan = Scan::Cr;
+                    i -= 1;
+                }
+                // The dot of a line with more on it is stuffing: dropped (RFC 5321 4.5.2).
+                (Scan::LineStart | Scan::Dot, _) => {
+                    self.scan = Scan::Text;
+                    i -= 1;
+                }
+                (Scan::Text, _) => unreachable!("text is handled above"),
             }
         }
         (bytes.len(), DataEnd::Pending)
     }
 
-    /// Checks the bytes added since the last call: size, then bare CR/LF.
-    fn check(&mut self) -> Option<DataEnd> {
-        let body = &self.body;
-        // The CR after a final "." sits in the body until its LF ends the message.
-        let slack = usize::from(body.last() == Some(&b'\r'));
-        if body.len() > self.limit + slack {
-            return Some(DataEnd::TooBig);
+    /// The end marker arrived.
+    fn complete(&mut self) -> DataEnd {
+        self.scan = Scan::LineStart;
+        match self.verdict.take() {
+            Some(verdict) => verdict,
+            None => DataEnd::Complete(std::mem::take(&mut self.body)),
         }
-        // A CR at the very end may yet be followed by its LF: check it next time.
-        let end = if body.last() == Some(&b'\r') {
-            body.len() - 1
-        } else {
-            body.len()
-        };
-        for i in self.checked..end {
-            let bare = match body[i] {
-                b'\n' => body[i - 1] != b'\r',
-                b'\r' => body[i + 1] != b'\n',
-                _ => false,
-            };
-            if bare {
-                return Some(DataEnd::BareLineEnding);
-            }
-        }
-        self.checked = end;
-        None
     }
 
-    fn start_discarding(&mut self, end: DataEnd) {
-        let skipper = DummyDataReceiver::new_data(&self.receiver);
+    /// Appends message bytes, unless the message is already refused.
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.verdict.is_some() || bytes.is_empty() {
+            return;
+        }
+        let needed = self.body.len() + bytes.len();
+        if needed > self.limit {
+            return self.discard(DataEnd::TooBig);
+        }
+        // The reservation, not the Vec's capacity, is what the budget counts:
+        // grow it first, and the buffer only to what it covers.
+        let held = self.reservation.bytes();
+        if needed > held {
+            let target = needed.max(held.saturating_mul(2)).max(4096).min(self.limit);
+            if !self.reservation.grow(target - held) {
+                return self.discard(DataEnd::NoMemory);
+            }
+            self.body.reserve_exact(target - self.body.len());
+        }
+        self.body.extend_from_slice(bytes);
+    }
+
+    /// A malformed byte: the first problem found is the verdict.
+    fn refuse(&mut self, verdict: DataEnd) {
+        if self.verdict.is_none() {
+            self.discard(verdict);
+        }
+    }
+
+    /// Drops what was kept and gives its memory back; the rest is only scanned.
+    fn discard(&mut self, verdict: DataEnd) {
+        self.verdict = Some(verdict);
         self.body = Vec::new();
-        self.discard = Some((skipper, end));
+        self.reservation.release();
     }
 }
 
@@ -139,130 +211,4 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_stuffing_round_trips_through_the_receiver() {
-        let message = b".first\r\nmiddle\r\n..two\r\n.\r\nlast\r\n";
-        let wire = dot_stuff(message);
-        assert_eq!(
-            &wire[..],
-            b"..first\r\nmiddle\r\n...two\r\n..\r\nlast\r\n.\r\n"
-        );
-        let mut rx = MessageReceiver::new(1000, 0);
-        assert_eq!(
-            rx.ingest(&wire),
-            (wire.len(), DataEnd::Complete(message.to_vec()))
-        );
-        assert_eq!(dot_stuff(b""), b".\r\n");
-        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
-    }
-
-    fn receive(limit: usize, chunks: &[&[u8]]) -> (DataEnd, Vec<u8>) {
-        let mut rx = MessageReceiver::new(limit, 0);
-        let mut leftover = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let (used, end) = rx.ingest(chunk);
-            if end != DataEnd::Pending {
-                leftover.extend_from_slice(&chunk[used..]);
-                for later in &chunks[i + 1..] {
-                    leftover.extend_from_slice(later);
-                }
-                return (end, leftover);
-            }
-            assert_eq!(used, chunk.len());
-        }
-        (DataEnd::Pending, leftover)
-    }
-
-    #[test]
-    fn complete_with_unstuffing_and_pipelined_tail() {
-        let (end, rest) = receive(1000, &[b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n"]);
-        assert_eq!(
-            end,
-            DataEnd::Complete(b"Subject: x\r\n\r\n.dot\r\nbody\r\n".to_vec())
-        );
-        assert_eq!(rest, b"QUIT\r\n");
-    }
-
-    #[test]
-    fn end_marker_split_across_reads() {
-        let (end, _) = receive(
-            1000,
-            &[b"a: b\r\n\r\nhi\r", b"\n", b".", b"\r", b"\nNOOP\r\n"],
-        );
-        assert_eq!(end, DataEnd::Complete(b"a: b\r\n\r\nhi\r\n".to_vec()));
-    }
-
-    #[test]
-    fn empty_message_and_leading_dot() {
-        assert_eq!(receive(1000, &[b".\r\n"]).0, DataEnd::Complete(Vec::new()));
-        assert_eq!(
-            receive(1000, &[b"..x\r\n.\r\n"]).0,
-            DataEnd::Complete(b".x\r\n".to_vec())
-        );
-    }
-
-    #[test]
-    fn only_crlf_dot_crlf_ends_data() {
-        // Smuggling attempts: "\n.\n", "\r.\r", "\n.\r\n" must not end DATA...
-        for attack in [
-            &b"a\n.\nMAIL FROM:<x@y>\r\n"[..],
-            b"a\r.\rRCPT\r\n",
-            b"a\n.\r\nX\r\n",
-        ] {
-            let mut rx = MessageReceiver::new(1000, 0);
-            let (used, end) = rx.ingest(attack);
-            assert_eq!(used, attack.len());
-            assert_eq!(end, DataEnd::Pending, "{attack:?} ended DATA");
-            // ...and the message they sit in is refused at the real end.
-            let (_, end) = rx.ingest(b"\r\n.\r\n");
-            assert_eq!(end, DataEnd::BareLineEnding, "{attack:?}");
-        }
-    }
-
-    #[test]
-    fn bare_cr_and_bare_lf_are_refused() {
-        assert_eq!(
-            receive(1000, &[b"a\nb\r\n.\r\n"]).0,
-            DataEnd::BareLineEnding
-        );
-        assert_eq!(
-            receive(1000, &[b"a\rb\r\n.\r\n"]).0,
-            DataEnd::BareLineEnding
-        );
-        assert_eq!(
-            receive(1000, &[b"a\r", b"b\r\n.\r\n"]).0,
-            DataEnd::BareLineEnding
-        );
-        assert_eq!(
-            receive(1000, &[b"a\r", b"\nb\r\n.\r\n"]).0,
-            DataEnd::Complete(b"a\r\nb\r\n".to_vec())
-        );
-    }
-
-    #[test]
-    fn oversize_is_discarded_not_buffered() {
-        let mut rx = MessageReceiver::new(100, 0);
-        let line = [b'x'; 78];
-        for _ in 0..1000 {
-            let mut chunk = line.to_vec();
-            chunk.extend_from_slice(b"\r\n");
-            let (used, end) = rx.ingest(&chunk);
-            assert_eq!((used, end), (chunk.len(), DataEnd::Pending));
-            assert!(rx.body.len() <= 104, "buffered {}", rx.body.len());
-        }
-        let (_, end) = rx.ingest(b".\r\nQUIT\r\n");
-        assert_eq!(end, DataEnd::TooBig);
-    }
-
-    #[test]
-    fn exactly_at_the_limit_is_accepted() {
-        let msg = [b'y'; 98];
-        let mut data = msg.to_vec();
-        data.extend_from_slice(b"\r\n.\r\n");
-        assert!(matches!(receive(100, &[&data]).0, DataEnd::Complete(b) if b.len() == 100));
-        assert_eq!(receive(99, &[&data]).0, DataEnd::TooBig);
-    }
-}
+mod tests;

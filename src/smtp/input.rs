@@ -5,6 +5,7 @@ use memchr::memchr;
 use smtp_proto::Request;
 
 use super::data::{DataEnd, MessageReceiver};
+use super::path::{self, Refusal};
 
 /// Longest command line accepted, CRLF included (RFC 5321 section 4.5.3.1.6 text-line limit).
 pub const MAX_LINE_LEN: usize = 1000;
@@ -21,6 +22,9 @@ pub enum Command {
     Invalid(smtp_proto::Error),
     /// A line longer than [`MAX_LINE_LEN`]; it has been discarded up to its LF.
     TooLong,
+    /// A line refused by our own checks (control bytes, malformed addresses)
+    /// before smtp-proto parsed it.
+    Refused(Refusal),
 }
 
 /// Bytes read from the client and not consumed yet.
@@ -81,8 +85,15 @@ impl Input {
                 if std::mem::take(&mut self.skipping) || line_len > MAX_LINE_LEN {
                     return Some(Command::TooLong);
                 }
+                if let Some(refusal) = path::precheck(line) {
+                    return Some(Command::Refused(refusal));
+                }
                 Some(match Request::parse(&mut line.iter()) {
-                    Ok(request) => Command::Request(request.into_owned()),
+                    Ok(request) => {
+                        let mut request = request.into_owned();
+                        path::restore(line, &mut request);
+                        Command::Request(request)
+                    }
                     Err(err) => Command::Invalid(err),
                 })
             }

@@ -5,10 +5,14 @@
 
 mod data;
 mod input;
+mod memory;
+mod path;
 mod reply;
 
 pub use data::{DataEnd, MessageReceiver, dot_stuff};
 pub use input::{Command, Input, MAX_LINE_LEN};
+pub use memory::{DataMemory, Reservation};
+pub use path::Refusal;
 pub use reply::Reply;
 
 /// Random input never panics the protocol layer (a deterministic stand-in for

@@ -1,0 +1,129 @@
+//! The edge's defences end to end: the relay on 127.0.0.1:0 over real TCP,
+//! the SES v2 fake and an SMTP sink as the legacy relay behind it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::ses_fake::SesFake;
+use common::smtp_sink::SmtpSink;
+use common::{RunningRelay, smtp, test_config};
+use ses_relay::config::{HumanDuration, LegacyConfig, LegacyTls};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One connection: every reply line it gets, read until `count` final lines arrived.
+async fn dialogue(addr: SocketAddr, wire: &[u8], count: usize) -> Vec<String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    write.write_all(wire).await.unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < count {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), read.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            replies.push(line);
+        }
+    }
+    replies
+}
+
+fn codes(replies: &[String]) -> Vec<&str> {
+    replies.iter().map(|r| &r[..r.len().min(9)]).collect()
+}
+
+#[tokio::test]
+async fn a_smuggled_transaction_in_one_write_never_reaches_ses() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let wire = concat!(
+        "EHLO client.test\r\nMAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+        "From: a@goo.ne.jp\r\n\r\nbody1\r\n.\r\r\n",
+        "MAIL FROM:<smuggled@goo.ne.jp>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n",
+        "From: ceo@goo.ne.jp\r\nSubject: SMUGGLED\r\n\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    let replies = dialogue(relay.addr, wire.as_bytes(), 7).await;
+    assert_eq!(
+        codes(&replies),
+        [
+            "220 relay",
+            "250 ENHAN",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354 End d",
+            "550 5.5.2",
+            "221 2.0.0"
+        ],
+        "{replies:?}"
+    );
+    assert!(ses.requests().is_empty());
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn quoted_local_parts_reach_ses_and_the_legacy_relay_as_written() {
+    let ses = SesFake::start().await;
+    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
+    let commands = [
+        "EHLO client.test".to_string(),
+        "MAIL FROM:<a@goo.ne.jp>".into(),
+        "RCPT TO:<\"a b\"@example.com>".into(),
+        "DATA".into(),
+    ];
+    let replies = smtp(relay.addr, &commands, Some("From: a@goo.ne.jp\r\n\r\nhi")).await;
+    assert!(replies.last().unwrap().starts_with("250"), "{replies:?}");
+    assert_eq!(ses.requests()[0].to, ["\"a b\"@example.com"]);
+    assert!(relay.stop().await);
+
+    let sink = SmtpSink::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.legacy = Some(LegacyConfig {
+        relay: sink.addr.to_string(),
+        tls: LegacyTls::None,
+        connect_timeout: HumanDuration(Duration::from_secs(2)),
+        ..LegacyConfig::default()
+    });
+    config.cutover.ses_percent = Some(0.0);
+    let relay = RunningRelay::start(config).await;
+    let replies = smtp(relay.addr, &commands, Some("From: a@goo.ne.jp\r\n\r\nhi")).await;
+    assert!(replies.last().unwrap().starts_with("250"), "{replies:?}");
+    assert_eq!(sink.messages()[0].rcpt_to, ["\"a b\"@example.com"]);
+    assert!(relay.stop().await);
+}
+
+#[tokio::test]
+async fn a_reload_applies_max_connections() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.max_connections = 1;
+    let relay = RunningRelay::start(config.clone()).await;
+    let first = TcpStream::connect(relay.addr).await.unwrap();
+    let mut first = BufReader::new(first);
+    let mut greeting = String::new();
+    first.read_line(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let refused = dialogue(relay.addr, b"", 1).await;
+    assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
+
+    config.smtp.max_connections = 2;
+    ses_relay::server::reload(&relay.relay, &config).expect("reload applies");
+    let second = dialogue(relay.addr, b"QUIT\r\n", 2).await;
+    assert!(second[0].starts_with("220"), "{second:?}");
+
+    // Lowered again: the open session stays, new ones wait for room.
+    config.smtp.max_connections = 1;
+    ses_relay::server::reload(&relay.relay, &config).expect("reload applies");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = dialogue(relay.addr, b"", 1).await;
+    assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
+    drop(first);
+    assert!(relay.stop().await);
+}
