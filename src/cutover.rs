@@ -19,6 +19,8 @@ pub enum Source {
     Config,
     /// The state file written by `PUT /cutover`.
     StateFile,
+    /// The rollback guard lowered it (see [`crate::guard`]).
+    Guard,
 }
 
 /// The state file's content.
@@ -30,6 +32,9 @@ pub struct SavedState {
     pub updated_at: String,
     /// Why, as the operator said.
     pub reason: String,
+    /// Who set it, when not an operator (the rollback guard); absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
 
 /// The percentage in force and its provenance (`GET /cutover`).
@@ -81,7 +86,7 @@ impl Cutover {
         let status = match read_state(state_file)? {
             Some(saved) => Status {
                 ses_percent: saved.ses_percent,
-                source: Source::StateFile,
+                source: saved.source.unwrap_or(Source::StateFile),
                 updated_at: Some(saved.updated_at),
                 reason: Some(saved.reason),
             },
@@ -114,6 +119,18 @@ impl Cutover {
         ses_percent: f64,
         reason: &str,
     ) -> Result<Status, CutoverError> {
+        self.set_by(router, ses_percent, reason, Source::StateFile)
+    }
+
+    /// [`Cutover::set`] on behalf of `source` (the rollback guard passes
+    /// [`Source::Guard`]), which the state file keeps so a restart shows it.
+    pub fn set_by(
+        &self,
+        router: &Router,
+        ses_percent: f64,
+        reason: &str,
+        source: Source,
+    ) -> Result<Status, CutoverError> {
         if !ses_percent.is_finite() || !(0.0..=100.0).contains(&ses_percent) {
             return Err(CutoverError::OutOfRange(ses_percent));
         }
@@ -122,6 +139,7 @@ impl Cutover {
             ses_percent,
             updated_at: now_rfc3339(),
             reason: reason.to_string(),
+            source: (source == Source::Guard).then_some(source),
         };
         if !self.state_file.as_os_str().is_empty() {
             write_state(&self.state_file, &saved).map_err(|source| CutoverError::Write {
@@ -134,7 +152,7 @@ impl Cutover {
         let before = status.ses_percent;
         *status = Status {
             ses_percent,
-            source: Source::StateFile,
+            source,
             updated_at: Some(saved.updated_at),
             reason: Some(saved.reason),
         };
@@ -142,6 +160,7 @@ impl Cutover {
             audit = "cutover",
             from = before,
             to = ses_percent,
+            source = ?source,
             reason,
             "SES percentage changed"
         );
@@ -235,6 +254,24 @@ mod tests {
         );
         assert_eq!(status.reason.as_deref(), Some("week 2"));
         assert!(!path.with_file_name(".cutover.json.tmp").exists());
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_guard_change_keeps_its_source_across_a_restart() {
+        let path = temp("guard");
+        let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 50.0);
+        let cutover = Cutover::load(&path, 50.0).unwrap();
+        let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
+        let status = cutover.set_by(&router, 0.0, reason, Source::Guard).unwrap();
+        assert_eq!((status.source, router.ses_percent()), (Source::Guard, 0.0));
+        let status = Cutover::load(&path, 50.0).unwrap().status();
+        assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
+        assert_eq!(status.reason.as_deref(), Some(reason));
+        // An operator's change afterwards is the operator's again.
+        cutover.set(&router, 10.0, "re-armed").unwrap();
+        let status = Cutover::load(&path, 50.0).unwrap().status();
+        assert_eq!(status.source, Source::StateFile);
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
     }
 

@@ -14,6 +14,7 @@
 //!                   └───────────────────────────────────────────────┘
 //!         prepare = Received header + DKIM signature (+ X-SES-CONFIGURATION-SET on SES),
 //!                   on the signing pool (one thread per core)
+//!         every SES outcome → guard (failure ratio, delay; SES events via feedback)
 //!         side rooms: config, metrics, admin HTTP, log (PII masking), tls, shutdown
 //! ```
 //!
@@ -27,6 +28,8 @@
 //!   [`forward::legacy`]: the SMTP proxy; [`forward::outbox`]: the dry run) and
 //!   the one mapping of upstream failures to SMTP replies.
 //! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page).
+//! - [`guard`]: the rollback guard (the plan's rollback conditions over a window, the trip);
+//!   [`feedback`]: SES's events from SQS for it; [`received`]: when the fleet first took a message.
 //! - [`preflight`], [`dns`]: the checks before each cutover step.
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
 //! - [`server`]: wires it all together for `ses-relay run`.
@@ -36,13 +39,16 @@ pub mod config;
 pub mod cutover;
 pub mod dns;
 pub mod envelope;
+pub mod feedback;
 pub mod forward;
+pub mod guard;
 pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod prepare;
+pub mod received;
 pub mod route;
 pub mod server;
 pub mod session;

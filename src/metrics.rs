@@ -44,12 +44,28 @@ pub const DKIM_DNS_CONSISTENT: &str = "ses_relay_dkim_dns_consistent";
 pub const DATA_MEMORY: &str = "ses_relay_data_memory_bytes";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
+/// From the oldest `Received:` date (the Postfix fleet first took the message)
+/// to the upstream's acceptance, by `route`; messages without a parseable date are left out.
+pub const DELIVERY_DELAY: &str = "ses_relay_delivery_delay_seconds";
+/// Rollback guard trips by `condition`: `failure-ratio`, `delay`, `bounce-ratio`,
+/// `complaint-ratio`, `ses-paused`.
+pub const GUARD_TRIPS: &str = "ses_relay_guard_trips_total";
+/// 1 while the rollback guard is tripped (until an operator's cutover change re-arms it).
+pub const GUARD_TRIPPED: &str = "ses_relay_guard_tripped";
+/// SES events read from the feedback queue, by `type`: `send`, `delivery`,
+/// `bounce` (permanent), `transient_bounce`, `complaint`, `reject`,
+/// `delivery_delay`, `other`, `malformed` (unparseable, deleted).
+pub const SES_EVENTS: &str = "ses_relay_ses_events_total";
 
 const SIZE_BUCKETS: &[f64] = &[
     1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 41943040.0,
 ];
 const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Seconds to hours: the plan's bound is 5 minutes.
+const DELAY_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0,
 ];
 const SIGN_BUCKETS: &[f64] = &[0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1];
 
@@ -67,6 +83,7 @@ pub fn install() -> &'static PrometheusHandle {
             (DELIVERY_DURATION, DURATION_BUCKETS),
             (TRANSACTION_DURATION, DURATION_BUCKETS),
             (DKIM_SIGN_DURATION, SIGN_BUCKETS),
+            (DELIVERY_DELAY, DELAY_BUCKETS),
         ] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
@@ -79,6 +96,7 @@ pub fn install() -> &'static PrometheusHandle {
         describe();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         gauge!(DATA_MEMORY).set(0.0);
+        register_guard();
         handle
     })
 }
@@ -135,6 +153,48 @@ pub fn describe() {
         "Message data held by all sessions"
     );
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_histogram!(
+        DELIVERY_DELAY,
+        metrics::Unit::Seconds,
+        "Oldest Received date to upstream acceptance"
+    );
+    describe_counter!(GUARD_TRIPS, "Rollback guard trips by condition");
+    describe_gauge!(GUARD_TRIPPED, "1 while the rollback guard is tripped");
+    describe_counter!(
+        SES_EVENTS,
+        "SES events read from the feedback queue by type"
+    );
+}
+
+/// The guard's series at 0, so dashboards and alerts see them before the first trip.
+fn register_guard() {
+    for condition in crate::guard::Condition::ALL {
+        counter!(GUARD_TRIPS, "condition" => condition.as_str()).absolute(0);
+    }
+    gauge!(GUARD_TRIPPED).set(0.0);
+    for kind in ["send", "bounce", "complaint"] {
+        counter!(SES_EVENTS, "type" => kind).absolute(0);
+    }
+}
+
+/// Records one delivery delay.
+pub fn delivery_delay(route: &'static str, seconds: f64) {
+    histogram!(DELIVERY_DELAY, "route" => route).record(seconds);
+}
+
+/// Counts one rollback guard trip.
+pub fn guard_trip(condition: &'static str) {
+    counter!(GUARD_TRIPS, "condition" => condition).increment(1);
+}
+
+/// Publishes whether the rollback guard is tripped.
+pub fn guard_tripped(tripped: bool) {
+    gauge!(GUARD_TRIPPED).set(if tripped { 1.0 } else { 0.0 });
+}
+
+/// Counts one SES event by type.
+pub fn ses_event(kind: &'static str) {
+    counter!(SES_EVENTS, "type" => kind).increment(1);
 }
 
 /// Seconds since the recorder was installed (the process start, in practice).

@@ -20,6 +20,7 @@ use crate::forward::Forwarder;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::{SesForwarder, SesSetupError};
+use crate::guard::Guard;
 use crate::listener::{self, ConnectionSlots, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
@@ -65,6 +66,8 @@ pub struct Relay {
     pub legacy_relay: Option<String>,
     /// The threads that sign.
     pub signer: SigningPool,
+    /// The rollback guard (disabled unless `guard.enabled`).
+    pub guard: Guard,
 }
 
 impl Relay {
@@ -81,6 +84,7 @@ impl Relay {
             shutdown: Shutdown::new(),
             legacy_relay: None,
             signer: SigningPool::per_core(),
+            guard: Guard::disabled(),
         }
     }
 
@@ -161,6 +165,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
+    /// The SES event queue's reader: client, queue URL, long-poll wait.
+    feedback: Option<(aws_sdk_sqs::Client, String, Duration)>,
 }
 
 /// Builds the reloadable part: loads keys, certificates and the admin token.
@@ -220,7 +226,7 @@ impl Server {
         let live = build_live(config)?;
         let ses: Arc<dyn Forwarder> = match config.ses.mode {
             SesMode::Api => {
-                Arc::new(SesForwarder::new(&config.ses, options.ses_credentials).await?)
+                Arc::new(SesForwarder::new(&config.ses, options.ses_credentials.clone()).await?)
             }
             SesMode::Outbox => outbox(
                 &config.ses.outbox_dir,
@@ -271,6 +277,17 @@ impl Server {
             None => None,
         };
         let mut relay = Relay::new(live, router, cutover, Masker::new(config.log.mask_pii));
+        relay.guard = start_guard(config, &relay.cutover);
+        let feedback = if config.feedback.sqs_queue_url.is_empty() {
+            None
+        } else {
+            let client = crate::feedback::client(config, options.ses_credentials.clone()).await;
+            Some((
+                client,
+                config.feedback.sqs_queue_url.clone(),
+                crate::feedback::long_poll(config),
+            ))
+        };
         relay.legacy_relay = config
             .legacy
             .as_ref()
@@ -298,6 +315,7 @@ impl Server {
                 .filter(|_| !interval.is_zero())
                 .map(|r| (interval, r)),
             grace: config.smtp.shutdown_grace.0,
+            feedback,
         })
     }
 
@@ -348,6 +366,14 @@ impl Server {
                 interval,
             ));
         }
+        if let Some((client, queue_url, wait)) = self.feedback {
+            accepting.spawn(crate::feedback::run(
+                self.relay.clone(),
+                client,
+                queue_url,
+                wait,
+            ));
+        }
         self.relay.shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
         let tracker = self.relay.shutdown.tracker().clone();
@@ -360,6 +386,43 @@ impl Server {
         }
         drained
     }
+}
+
+/// The rollback guard from `[guard]`, tripped still if the cutover state in
+/// force came from its trip (a restart keeps the guard's percentage and alert).
+fn start_guard(config: &Config, cutover: &Cutover) -> Guard {
+    let can_move_traffic = config.legacy.is_some();
+    let guard = Guard::new(&config.guard, can_move_traffic);
+    if !config.guard.enabled {
+        return guard;
+    }
+    if can_move_traffic {
+        tracing::info!(
+            fallback_percent = config.guard.fallback_percent,
+            window = %crate::guard::format_duration(config.guard.window.0),
+            "rollback guard armed"
+        );
+    } else {
+        tracing::warn!(
+            "rollback guard: no [legacy] route, so it can only alert: it judges, logs and \
+             sets ses_relay_guard_tripped, but cannot move traffic"
+        );
+    }
+    if config.feedback.sqs_queue_url.is_empty() {
+        tracing::warn!(
+            "rollback guard: feedback.sqs-queue-url is not set, so bounce and complaint ratios are not judged"
+        );
+    }
+    let status = cutover.status();
+    if status.source == crate::cutover::Source::Guard {
+        tracing::warn!(
+            ses_percent = status.ses_percent,
+            reason = status.reason.as_deref().unwrap_or(""),
+            "rollback guard: still tripped from before the restart; a cutover change re-arms it"
+        );
+        guard.restore_trip(status.reason);
+    }
+    guard
 }
 
 /// Applies a new config file's reloadable parts (allowed clients, limits

@@ -3,6 +3,7 @@
 //! - `GET /cutover`: the SES percentage in force, its source, last change and the rules;
 //! - `PUT /cutover` with `Authorization: Bearer <token>` and `{"ses_percent": 50, "reason": "week 2"}`:
 //!   validated, persisted to the state file, applied to the next transactions, audit-logged;
+//!   it re-arms the rollback guard;
 //! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable;
 //! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
 
@@ -105,6 +106,7 @@ fn cutover_status(relay: &Relay) -> Reply {
             "reason": status.reason,
             "legacy_route": relay.router.has_legacy(),
             "rules": rules,
+            "guard": status::guard_json(&relay.guard.snapshot()),
         }),
     )
 }
@@ -164,7 +166,11 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
         .cutover
         .set(&relay.router, change.ses_percent, change.reason.trim())
     {
-        Ok(_) => cutover_status(relay),
+        Ok(_) => {
+            // An operator's word re-arms the rollback guard on a fresh window.
+            relay.guard.rearm();
+            cutover_status(relay)
+        }
         Err(err @ CutoverError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
         Err(err) => {
             tracing::error!(error = %err, "cutover change not applied");

@@ -1,9 +1,91 @@
 //! `GET /`: a small status page for people (plain HTML, no external assets):
 //! version, uptime, the cutover percentage and rules, per-route transactions
-//! and success ratio over the last five minutes, sessions in flight.
+//! and success ratio over the last five minutes, sessions in flight, and the
+//! rollback guard's state with the figures it watches.
 
+use crate::guard::{Snapshot, State, format_duration, format_ratio};
 use crate::metrics;
 use crate::server::Relay;
+
+fn state_name(snapshot: &Snapshot) -> &'static str {
+    match (snapshot.state, snapshot.can_move_traffic) {
+        (State::Disabled, _) => "disabled",
+        (State::Armed, true) => "armed",
+        (State::Armed, false) => "armed (alert only: no [legacy] route)",
+        (State::Tripped, _) => "tripped",
+    }
+}
+
+/// The guard for `GET /cutover`: state, last trip, the window's figures.
+pub fn guard_json(snapshot: &Snapshot) -> serde_json::Value {
+    let f = &snapshot.figures;
+    serde_json::json!({
+        "state": match snapshot.state {
+            State::Disabled => "disabled",
+            State::Armed => "armed",
+            State::Tripped => "tripped",
+        },
+        "can_move_traffic": snapshot.can_move_traffic,
+        "last_trip": snapshot.last_trip,
+        "window_seconds": snapshot.thresholds.window.as_secs_f64(),
+        "outcomes": f.outcomes,
+        "failures": f.failures,
+        "delay_p95_seconds": f.delay_p95.map(|d| d.as_secs_f64()),
+        "sends": f.sends,
+        "bounces": f.bounces,
+        "complaints": f.complaints,
+    })
+}
+
+fn guard_section(snapshot: &Snapshot) -> String {
+    if snapshot.state == State::Disabled {
+        return "<p>disabled (<code>[guard] enabled = false</code>)</p>".into();
+    }
+    let f = &snapshot.figures;
+    let t = &snapshot.thresholds;
+    let ratio = |part: u64, whole: u64| {
+        if whole == 0 {
+            "–".to_string()
+        } else {
+            format_ratio(part as f64 / whole as f64)
+        }
+    };
+    let last = snapshot
+        .last_trip
+        .as_deref()
+        .map_or(String::new(), |r| format!(" — {}", escape(r)));
+    format!(
+        "<p class=\"big\">{state}</p><p>{last_label}{last}</p>\n\
+         <table><tr><th>condition (window {window}, judged from {min})</th><th>now</th><th>limit</th><th>counts</th></tr>\n\
+         <tr><td>failure ratio (SES upstream)</td><td>{failure}</td><td>{max_failure}</td><td>{failures} of {outcomes}</td></tr>\n\
+         <tr><td>delay p95</td><td>{p95}</td><td>{max_delay}</td><td>{delays} messages</td></tr>\n\
+         <tr><td>bounce ratio</td><td>{bounce}</td><td>{max_bounce}</td><td>{bounces} of {sends} sends</td></tr>\n\
+         <tr><td>complaint ratio</td><td>{complaint}</td><td>{max_complaint}</td><td>{complaints} of {sends} sends</td></tr>\n\
+         </table>",
+        state = state_name(snapshot),
+        last_label = if snapshot.last_trip.is_some() {
+            "last trip"
+        } else {
+            "no trip"
+        },
+        window = format_duration(t.window),
+        min = t.min_transactions,
+        failure = ratio(f.failures, f.outcomes),
+        max_failure = format_ratio(t.max_failure_ratio),
+        failures = f.failures,
+        outcomes = f.outcomes,
+        p95 = f.delay_p95.map_or("–".to_string(), format_duration),
+        max_delay = format_duration(t.max_delay),
+        delays = f.delays,
+        bounce = ratio(f.bounces, f.sends),
+        max_bounce = format_ratio(t.max_bounce_ratio),
+        bounces = f.bounces,
+        sends = f.sends,
+        complaint = ratio(f.complaints, f.sends),
+        max_complaint = format_ratio(t.max_complaint_ratio),
+        complaints = f.complaints,
+    )
+}
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -84,6 +166,8 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <p class="big">{percent} % to SES</p>
 <p>source: {source}{change}</p>
 <ol>{rules}</ol>
+<h2>Rollback guard</h2>
+{guard}
 <h2>Last 5 minutes</h2>
 <table><tr><th>route</th><th>delivered</th><th>deferred (4xx)</th><th>rejected (5xx)</th><th>success</th></tr>
 {routes}</table>
@@ -103,7 +187,9 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
         source = match status.source {
             crate::cutover::Source::Config => "config file",
             crate::cutover::Source::StateFile => "state file (set at runtime)",
+            crate::cutover::Source::Guard => "rollback guard (state file)",
         },
+        guard = guard_section(&relay.guard.snapshot()),
         change = match (&status.updated_at, &status.reason) {
             (Some(at), Some(reason)) => format!(" · changed {} — {}", escape(at), escape(reason)),
             _ => String::new(),

@@ -4,6 +4,7 @@
 //! `load_*` only parses; [`Config::validate`] checks meaning (networks, files,
 //! limits). `ses-relay check-config` runs exactly these two steps.
 
+mod guard;
 mod sections;
 mod units;
 mod validate;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
 pub use units::{ByteSize, HumanDuration};
 
@@ -45,6 +47,10 @@ pub struct Config {
     pub cutover: CutoverConfig,
     /// The operators' HTTP API.
     pub admin: AdminConfig,
+    /// The rollback guard's conditions.
+    pub guard: GuardConfig,
+    /// Where SES's events (bounces, complaints) are read from.
+    pub feedback: FeedbackConfig,
 }
 
 impl Config {

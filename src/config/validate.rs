@@ -149,6 +149,7 @@ impl Config {
             bad("log.level", format!("`{}`: {err}", self.log.level));
         }
         self.validate_cutover(&mut bad);
+        self.validate_guard(&mut bad);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -3,7 +3,7 @@
 //! Nothing is kept: the reply is the outcome (250 only once upstream took it).
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Session, State};
 use crate::envelope::Envelope;
@@ -61,11 +61,12 @@ impl Session {
             .relay
             .signer
             .run(move || {
+                let first_taken = crate::received::first_taken(&message);
                 let prepared = live.preparer.prepare(&envelope, message);
-                (envelope, prepared)
+                (envelope, (prepared, first_taken))
             })
             .await;
-        let Some((envelope, prepared)) = prepared else {
+        let Some((envelope, (prepared, first_taken))) = prepared else {
             // The job panicked (a bug): nothing went upstream, so Postfix may retry.
             tracing::error!("message preparation panicked");
             let reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
@@ -90,6 +91,11 @@ impl Session {
         if let Some(proxy) = proxy {
             // A proxied route: the upstream's final reply is the client's.
             let reply = proxy.data(prepared.message).await;
+            if reply.code / 100 == 2
+                && let Some(delay) = delay_since(first_taken)
+            {
+                metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
+            }
             let result = match reply.code {
                 200..=299 => "delivered",
                 400..=499 => "deferred",
@@ -108,6 +114,13 @@ impl Session {
         let forwarder = self.relay.router.forwarder(envelope.route).clone();
         let outcome = forwarder.deliver(&envelope, prepared.message).await;
         let upstream = upstream_started.elapsed().as_secs_f64();
+        let delay = delay_since(first_taken).filter(|_| outcome.is_ok());
+        if let Some(delay) = delay {
+            metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
+        }
+        if envelope.route == crate::route::Route::Ses {
+            self.guard_observes(&outcome, delay);
+        }
         let outcome = match outcome {
             Ok(accepted) => Outcome {
                 reply: Reply::dynamic(
@@ -139,6 +152,33 @@ impl Session {
             }
         };
         self.finish(&envelope, outcome, started);
+    }
+
+    /// Hands one SES-route upstream outcome to the rollback guard, and acts on
+    /// a trip before the reply goes out, so the next transaction already
+    /// takes the new route. Client refusals never get here.
+    fn guard_observes(
+        &self,
+        outcome: &Result<crate::forward::Accepted, DeliveryError>,
+        delay: Option<Duration>,
+    ) {
+        let guard = &self.relay.guard;
+        let trip = match outcome {
+            Ok(_) => guard.upstream_outcome(true, delay),
+            // The relay's own rate limit, not SES's answer.
+            Err(err) if err.code == "max-send-rate" => None,
+            Err(err) => {
+                // An account stop trips at once; the message still gets its 451.
+                let stop = crate::forward::ses::is_account_stop(&err.code)
+                    .then(|| guard.ses_stopped(&err.code))
+                    .flatten();
+                let counted = guard.upstream_outcome(false, None);
+                stop.or(counted)
+            }
+        };
+        if let Some(trip) = trip {
+            guard.enforce(&trip, &self.relay.cutover, &self.relay.router);
+        }
     }
 
     /// Sends the final reply (with the transaction id), counts it and logs the transaction line.
@@ -180,6 +220,14 @@ impl Session {
         );
         self.write_reply(reply, "DATA");
     }
+}
+
+/// From the fleet's first `Received:` date to now (the upstream's acceptance);
+/// a date in the future (clock skew) counts as no delay.
+fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let first_taken = u64::try_from(first_taken?).ok()?;
+    Some(Duration::from_secs(now.saturating_sub(first_taken)))
 }
 
 /// How a transaction ended, for the reply, the metrics and the log line.

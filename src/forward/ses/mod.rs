@@ -333,6 +333,17 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// SES says the account cannot send at all: the rollback guard trips at once.
+pub fn is_account_stop(code: &str) -> bool {
+    matches!(
+        code,
+        "SendingPausedException"
+            | "SendingPaused"
+            | "AccountSuspendedException"
+            | "AccountSuspended"
+    )
+}
+
 /// Maps an SES error code to temporary or permanent, with an enhanced status
 /// code. Unknown codes (service 5xx, new codes) are temporary: a wrong deferral
 /// costs a retry, a wrong bounce loses a message for good.

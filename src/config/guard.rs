@@ -1,0 +1,178 @@
+//! `[guard]` (the rollback guard's thresholds) and `[feedback]` (where SES's
+//! events are read from), with their validation.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Config, HumanDuration};
+
+/// `[guard]`: the migration plan's rollback conditions, judged by the relay itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GuardConfig {
+    /// Judge the conditions and move the SES share to `fallback-percent` when one holds.
+    pub enabled: bool,
+    /// The sliding window every condition is judged over.
+    pub window: HumanDuration,
+    /// Below this many SES-route outcomes (or SES sends, for the event ratios)
+    /// in the window, no condition is judged: a handful of failures is not a trend.
+    pub min_transactions: u64,
+    /// Share of SES-route upstream outcomes that were not acceptance (the plan's "success < 95 %").
+    pub max_failure_ratio: f64,
+    /// The p95 of Postfix-first-took-it to SES-accepted (the plan's "delay > 5 min").
+    pub max_delay: HumanDuration,
+    /// Permanent bounces over sends, from SES events (the plan's "bounce > 5 %").
+    pub max_bounce_ratio: f64,
+    /// Complaints over sends, from SES events (the plan's complaint page, 0.1 %).
+    pub max_complaint_ratio: f64,
+    /// The SES share after a trip (never raised: the lower of this and the share in force).
+    pub fallback_percent: f64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: false,
+            window: HumanDuration(Duration::from_secs(300)),
+            min_transactions: 200,
+            max_failure_ratio: 0.05,
+            max_delay: HumanDuration(Duration::from_secs(300)),
+            max_bounce_ratio: 0.05,
+            max_complaint_ratio: 0.001,
+            fallback_percent: 0.0,
+        }
+    }
+}
+
+/// `[feedback]`: the SQS queue the configuration set's event destination (SNS → SQS) fills.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FeedbackConfig {
+    /// Queue URL; empty = no SES events read (bounce and complaint ratios are not judged).
+    pub sqs_queue_url: String,
+    /// Override of the SQS endpoint (tests, VPC endpoints); empty = AWS.
+    pub endpoint_url: String,
+    /// How long each receive waits for messages (long polling, at most 20 s),
+    /// and the pause after a receive that failed.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            sqs_queue_url: String::new(),
+            endpoint_url: String::new(),
+            poll_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+impl Config {
+    /// `[guard]` and `[feedback]`.
+    pub(super) fn validate_guard(&self, bad: &mut impl FnMut(&str, String)) {
+        let guard = &self.guard;
+        if guard.window.0.is_zero() {
+            bad("guard.window", "must be longer than zero".into());
+        }
+        if guard.max_delay.0.is_zero() {
+            bad("guard.max-delay", "must be longer than zero".into());
+        }
+        if guard.min_transactions == 0 {
+            bad(
+                "guard.min-transactions",
+                "must be at least 1: one failure must not roll back a migration".into(),
+            );
+        }
+        for (key, value) in [
+            ("guard.max-failure-ratio", guard.max_failure_ratio),
+            ("guard.max-bounce-ratio", guard.max_bounce_ratio),
+            ("guard.max-complaint-ratio", guard.max_complaint_ratio),
+        ] {
+            if !value.is_finite() || !(0.0..=1.0).contains(&value) {
+                bad(
+                    key,
+                    format!("{value} is outside 0..=1 (a ratio, 0.05 = 5 %)"),
+                );
+            }
+        }
+        let fallback = guard.fallback_percent;
+        if !fallback.is_finite() || !(0.0..=100.0).contains(&fallback) {
+            bad(
+                "guard.fallback-percent",
+                format!("{fallback} is outside 0..=100"),
+            );
+        }
+        let feedback = &self.feedback;
+        if !(feedback.sqs_queue_url.is_empty() || is_http_url(&feedback.sqs_queue_url)) {
+            bad(
+                "feedback.sqs-queue-url",
+                format!("`{}` is not an http(s) URL", feedback.sqs_queue_url),
+            );
+        }
+        if !(feedback.endpoint_url.is_empty() || is_http_url(&feedback.endpoint_url)) {
+            bad(
+                "feedback.endpoint-url",
+                format!("`{}` is not an http(s) URL", feedback.endpoint_url),
+            );
+        }
+        if feedback.poll_interval.0.is_zero() {
+            bad("feedback.poll-interval", "must be longer than zero".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    #[test]
+    fn issue_example_parses_and_bad_values_are_named() {
+        let text = r#"
+[guard]
+enabled = true
+window = "5m"
+min-transactions = 200
+max-failure-ratio = 0.05
+max-delay = "5m"
+max-bounce-ratio = 0.05
+max-complaint-ratio = 0.001
+fallback-percent = 0
+
+[feedback]
+sqs-queue-url = "https://sqs.ap-northeast-1.amazonaws.com/123456789012/ses-events"
+endpoint-url = ""
+poll-interval = "5s"
+"#;
+        let config = Config::load_str(text, Vec::new()).unwrap();
+        assert!(config.guard.enabled);
+        assert_eq!(config.guard.window.0, Duration::from_secs(300));
+        assert_eq!(config.feedback.poll_interval.0, Duration::from_secs(5));
+        let mut problems = Vec::new();
+        let mut broken = config.clone();
+        broken.guard.max_failure_ratio = 5.0;
+        broken.guard.min_transactions = 0;
+        broken.guard.fallback_percent = 101.0;
+        broken.feedback.sqs_queue_url = "ses-events".into();
+        broken.validate_guard(&mut |key: &str, _| problems.push(key.to_string()));
+        assert_eq!(
+            problems,
+            [
+                "guard.min-transactions",
+                "guard.max-failure-ratio",
+                "guard.fallback-percent",
+                "feedback.sqs-queue-url"
+            ]
+        );
+        let err = Config::load_str("[guard]\nmax-ratio = 1\n", Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Parse(ref m) if m.contains("max-ratio")),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,798 @@
+//! The rollback guard: the migration plan's rollback conditions, judged by
+//! the relay over a sliding window, and the trip that moves the SES share to
+//! `guard.fallback-percent` through the same path as `PUT /cutover`.
+//!
+//! [`Judge`] is the policy: pure arithmetic over timestamped observations
+//! (no clock, no I/O), so its edges (min-transactions, window expiry, p95) are
+//! table-tested. [`Guard`] is the shared handle the session (SES outcomes,
+//! delays), the feedback reader (SES events) and the admin API (re-arm) use.
+//!
+//! Only SES-route upstream outcomes reach the guard: a client's own mistake
+//! (syntax, bare LF, size, limits) never does, so one broken client cannot
+//! roll back a migration.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::GuardConfig;
+use crate::cutover::{Cutover, Source};
+use crate::route::Router;
+
+/// A rollback condition; its name is the `condition` label of `ses_relay_guard_trips_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// SES-route upstream failures over upstream outcomes.
+    FailureRatio,
+    /// p95 of the delivery delay.
+    Delay,
+    /// Permanent bounces over sends (SES events).
+    BounceRatio,
+    /// Complaints over sends (SES events).
+    ComplaintRatio,
+    /// SES answered `SendingPausedException` or `AccountSuspendedException`.
+    SesPaused,
+}
+
+impl Condition {
+    /// Every condition, for registering the metric labels at 0.
+    pub const ALL: [Condition; 5] = [
+        Condition::FailureRatio,
+        Condition::Delay,
+        Condition::BounceRatio,
+        Condition::ComplaintRatio,
+        Condition::SesPaused,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::FailureRatio => "failure-ratio",
+            Condition::Delay => "delay",
+            Condition::BounceRatio => "bounce-ratio",
+            Condition::ComplaintRatio => "complaint-ratio",
+            Condition::SesPaused => "ses-paused",
+        }
+    }
+}
+
+/// An SES event that enters a ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// SES took a message for delivery (the ratios' denominator).
+    Send,
+    /// A permanent bounce.
+    Bounce,
+    /// A complaint.
+    Complaint,
+}
+
+/// A condition that held, and why, in the words `GET /cutover` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trip {
+    /// Which condition.
+    pub condition: Condition,
+    /// E.g. `guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)`.
+    pub reason: String,
+}
+
+/// The thresholds, from `[guard]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// The sliding window.
+    pub window: Duration,
+    /// Volume below which nothing is judged.
+    pub min_transactions: u64,
+    /// Upper bound of the failure ratio.
+    pub max_failure_ratio: f64,
+    /// Upper bound of the delay's p95.
+    pub max_delay: Duration,
+    /// Upper bound of the permanent bounce ratio.
+    pub max_bounce_ratio: f64,
+    /// Upper bound of the complaint ratio.
+    pub max_complaint_ratio: f64,
+}
+
+impl From<&GuardConfig> for Thresholds {
+    fn from(config: &GuardConfig) -> Self {
+        Thresholds {
+            window: config.window.0,
+            min_transactions: config.min_transactions,
+            max_failure_ratio: config.max_failure_ratio,
+            max_delay: config.max_delay.0,
+            max_bounce_ratio: config.max_bounce_ratio,
+            max_complaint_ratio: config.max_complaint_ratio,
+        }
+    }
+}
+
+/// What the judge sees in the window now (status page, dashboard).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    /// SES-route upstream outcomes.
+    pub outcomes: u64,
+    /// Of which not acceptance.
+    pub failures: u64,
+    /// Accepted messages with a parseable `Received:` date.
+    pub delays: u64,
+    /// Their p95 (nearest rank).
+    pub delay_p95: Option<Duration>,
+    /// SES Send events.
+    pub sends: u64,
+    /// Permanent bounce events.
+    pub bounces: u64,
+    /// Complaint events.
+    pub complaints: u64,
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// `0.31`, `1.00`, `0.001`: two decimals at least, up to four, trailing zeros dropped.
+pub fn format_ratio(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut fraction = fraction.trim_end_matches('0').to_string();
+    while fraction.len() < 2 {
+        fraction.push('0');
+    }
+    format!("{whole}.{fraction}")
+}
+
+/// A duration rounded to whole seconds, as humantime writes it (`5m`, `10m 3s`).
+pub fn format_duration(value: Duration) -> String {
+    let secs = value.as_secs() + u64::from(value.subsec_millis() >= 500);
+    if secs == 0 && !value.is_zero() {
+        return format!("{}ms", value.as_millis());
+    }
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+/// The policy: observations in a sliding window, and the verdict.
+///
+/// Counters are kept beside the queues so a judgement costs O(1) except the
+/// p95, which is only computed once enough delays are over `max-delay` that
+/// it must exceed it (nearest rank: p95 > max iff at least `n - ceil(0.95 n) + 1`
+/// samples are over max).
+#[derive(Debug)]
+pub struct Judge {
+    thresholds: Thresholds,
+    /// (when, accepted)
+    outcomes: VecDeque<(Instant, bool)>,
+    failures: u64,
+    /// (when, delay)
+    delays: VecDeque<(Instant, Duration)>,
+    delays_over: u64,
+    /// (when, kind)
+    events: VecDeque<(Instant, EventKind)>,
+    sends: u64,
+    bounces: u64,
+    complaints: u64,
+}
+
+impl Judge {
+    /// An empty window.
+    pub fn new(thresholds: Thresholds) -> Judge {
+        Judge {
+            thresholds,
+            outcomes: VecDeque::new(),
+            failures: 0,
+            delays: VecDeque::new(),
+            delays_over: 0,
+            events: VecDeque::new(),
+            sends: 0,
+            bounces: 0,
+            complaints: 0,
+        }
+    }
+
+    /// Forgets everything (re-arm: the window restarts).
+    pub fn restart(&mut self) {
+        *self = Judge::new(self.thresholds);
+    }
+
+    /// One SES-route upstream outcome; `delay` when accepted with a known first-taken date.
+    pub fn outcome(&mut self, now: Instant, accepted: bool, delay: Option<Duration>) {
+        self.outcomes.push_back((now, accepted));
+        self.failures += u64::from(!accepted);
+        if let Some(delay) = delay.filter(|_| accepted) {
+            self.delays.push_back((now, delay));
+            self.delays_over += u64::from(delay > self.thresholds.max_delay);
+        }
+    }
+
+    /// One SES event.
+    pub fn event(&mut self, now: Instant, kind: EventKind) {
+        self.events.push_back((now, kind));
+        self.count_event(kind, 1);
+    }
+
+    fn count_event(&mut self, kind: EventKind, delta: i64) {
+        let counter = match kind {
+            EventKind::Send => &mut self.sends,
+            EventKind::Bounce => &mut self.bounces,
+            EventKind::Complaint => &mut self.complaints,
+        };
+        *counter = counter.saturating_add_signed(delta);
+    }
+
+    /// Drops what is `window` old or older.
+    fn expire(&mut self, now: Instant) {
+        let window = self.thresholds.window;
+        let gone = |at: Instant| now.saturating_duration_since(at) >= window;
+        while let Some(&(at, accepted)) = self.outcomes.front() {
+            if !gone(at) {
+                break;
+            }
+            self.outcomes.pop_front();
+            self.failures -= u64::from(!accepted);
+        }
+        while let Some(&(at, delay)) = self.delays.front() {
+            if !gone(at) {
+                break;
+            }
+            self.delays.pop_front();
+            self.delays_over -= u64::from(delay > self.thresholds.max_delay);
+        }
+        while let Some(&(at, kind)) = self.events.front() {
+            if !gone(at) {
+                break;
+            }
+            self.events.pop_front();
+            self.count_event(kind, -1);
+        }
+    }
+
+    /// The p95 (nearest rank) of the delays in the window.
+    fn delay_p95(&self) -> Option<Duration> {
+        let mut all: Vec<Duration> = self.delays.iter().map(|(_, d)| *d).collect();
+        p95(&mut all)
+    }
+
+    /// The window's figures at `now`.
+    pub fn figures(&mut self, now: Instant) -> Figures {
+        self.expire(now);
+        Figures {
+            outcomes: self.outcomes.len() as u64,
+            failures: self.failures,
+            delays: self.delays.len() as u64,
+            delay_p95: self.delay_p95(),
+            sends: self.sends,
+            bounces: self.bounces,
+            complaints: self.complaints,
+        }
+    }
+
+    /// The first condition that holds at `now`, if any (failure ratio, delay,
+    /// bounce ratio, complaint ratio, in that order). A ratio exactly at its
+    /// bound holds not: the plan says "above".
+    pub fn judge(&mut self, now: Instant) -> Option<Trip> {
+        self.expire(now);
+        let t = self.thresholds;
+        let over = format_duration(t.window);
+        let outcomes = self.outcomes.len() as u64;
+        if outcomes >= t.min_transactions && ratio(self.failures, outcomes) > t.max_failure_ratio {
+            return Some(Trip {
+                condition: Condition::FailureRatio,
+                reason: format!(
+                    "guard: failure ratio {} > {} over {over} ({} of {outcomes})",
+                    format_ratio(ratio(self.failures, outcomes)),
+                    format_ratio(t.max_failure_ratio),
+                    self.failures
+                ),
+            });
+        }
+        let n = self.delays.len() as u64;
+        // Nearest rank: the p95 is the ceil(0.95 n)-th smallest.
+        let rank = (n * 95).div_ceil(100);
+        if n >= t.min_transactions && n > 0 && self.delays_over > n - rank {
+            let p95 = self.delay_p95().unwrap_or_default();
+            return Some(Trip {
+                condition: Condition::Delay,
+                reason: format!(
+                    "guard: delay p95 {} > {} over {over} ({n} messages)",
+                    format_duration(p95),
+                    format_duration(t.max_delay)
+                ),
+            });
+        }
+        if self.sends >= t.min_transactions {
+            for (condition, name, count, max) in [
+                (
+                    Condition::BounceRatio,
+                    "bounce",
+                    self.bounces,
+                    t.max_bounce_ratio,
+                ),
+                (
+                    Condition::ComplaintRatio,
+                    "complaint",
+                    self.complaints,
+                    t.max_complaint_ratio,
+                ),
+            ] {
+                let value = ratio(count, self.sends);
+                if value > max {
+                    return Some(Trip {
+                        condition,
+                        reason: format!(
+                            "guard: {name} ratio {} > {} over {over} ({count} of {} sends)",
+                            format_ratio(value),
+                            format_ratio(max),
+                            self.sends
+                        ),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Nearest-rank p95: the ceil(0.95 n)-th smallest value.
+fn p95(values: &mut [Duration]) -> Option<Duration> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = (values.len() * 95).div_ceil(100);
+    let (_, value, _) = values.select_nth_unstable(rank - 1);
+    Some(*value)
+}
+
+/// Armed (judging), tripped (judging stopped until an operator re-arms), or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// `guard.enabled = false`.
+    Disabled,
+    /// Judging.
+    Armed,
+    /// A condition held; an operator's `PUT /cutover` re-arms.
+    Tripped,
+}
+
+/// The guard's state for the status page and `GET /cutover`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Armed, tripped or disabled.
+    pub state: State,
+    /// Whether a trip can move traffic (a `[legacy]` route exists).
+    pub can_move_traffic: bool,
+    /// The window's figures now.
+    pub figures: Figures,
+    /// The last trip's reason.
+    pub last_trip: Option<String>,
+    /// The thresholds.
+    pub thresholds: Thresholds,
+}
+
+struct Inner {
+    judge: Judge,
+    state: State,
+    last_trip: Option<String>,
+}
+
+/// The shared guard: one per relay.
+pub struct Guard {
+    inner: Mutex<Inner>,
+    fallback_percent: f64,
+    can_move_traffic: bool,
+}
+
+impl Guard {
+    /// A guard that never judges (`guard.enabled = false`, tests).
+    pub fn disabled() -> Guard {
+        let mut guard = Guard::new(&GuardConfig::default(), false);
+        guard
+            .inner
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .state = State::Disabled;
+        guard
+    }
+
+    /// From `[guard]`; `can_move_traffic` when a `[legacy]` route exists.
+    pub fn new(config: &GuardConfig, can_move_traffic: bool) -> Guard {
+        Guard {
+            inner: Mutex::new(Inner {
+                judge: Judge::new(Thresholds::from(config)),
+                state: if config.enabled {
+                    State::Armed
+                } else {
+                    State::Disabled
+                },
+                last_trip: None,
+            }),
+            fallback_percent: config.fallback_percent,
+            can_move_traffic,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records, then judges when armed; a trip returned is to be [`Guard::enforce`]d.
+    fn observe(&self, record: impl FnOnce(&mut Judge, Instant)) -> Option<Trip> {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return None;
+        }
+        let now = Instant::now();
+        record(&mut inner.judge, now);
+        if inner.state != State::Armed {
+            return None;
+        }
+        let trip = inner.judge.judge(now)?;
+        inner.state = State::Tripped;
+        inner.last_trip = Some(trip.reason.clone());
+        Some(trip)
+    }
+
+    /// One SES-route upstream outcome (never a client's refusal).
+    pub fn upstream_outcome(&self, accepted: bool, delay: Option<Duration>) -> Option<Trip> {
+        self.observe(|judge, now| judge.outcome(now, accepted, delay))
+    }
+
+    /// One SES event from the feedback queue.
+    pub fn ses_event(&self, kind: EventKind) -> Option<Trip> {
+        self.observe(|judge, now| judge.event(now, kind))
+    }
+
+    /// SES said the account cannot send (`SendingPausedException`,
+    /// `AccountSuspendedException`): trips at once, whatever the volume.
+    pub fn ses_stopped(&self, code: &str) -> Option<Trip> {
+        let mut inner = self.lock();
+        if inner.state != State::Armed {
+            return None;
+        }
+        let what = if code.starts_with("AccountSuspended") {
+            "account suspended"
+        } else {
+            "sending paused"
+        };
+        let trip = Trip {
+            condition: Condition::SesPaused,
+            reason: format!("guard: SES {what} ({code})"),
+        };
+        inner.state = State::Tripped;
+        inner.last_trip = Some(trip.reason.clone());
+        Some(trip)
+    }
+
+    /// An operator set the percentage: judging starts again on an empty window.
+    pub fn rearm(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return;
+        }
+        let was = inner.state;
+        inner.state = State::Armed;
+        inner.judge.restart();
+        crate::metrics::guard_tripped(false);
+        if was == State::Tripped {
+            tracing::info!(
+                audit = "guard",
+                "rollback guard re-armed by an operator's change"
+            );
+        }
+    }
+
+    /// At startup, the cutover state came from a trip: stay tripped until an operator acts.
+    pub fn restore_trip(&self, reason: Option<String>) {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return;
+        }
+        inner.state = State::Tripped;
+        inner.last_trip = reason;
+        crate::metrics::guard_tripped(true);
+    }
+
+    /// State and figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut inner = self.lock();
+        let figures = inner.judge.figures(Instant::now());
+        Snapshot {
+            state: inner.state,
+            can_move_traffic: self.can_move_traffic,
+            figures,
+            last_trip: inner.last_trip.clone(),
+            thresholds: inner.judge.thresholds,
+        }
+    }
+
+    /// Acts on a trip: counts it, logs it, and (with a legacy route) lowers the
+    /// SES share to `fallback-percent` through the cutover path, persisted and
+    /// audited, in force for the next transaction. Never raises the share.
+    pub fn enforce(&self, trip: &Trip, cutover: &Cutover, router: &Router) {
+        crate::metrics::guard_trip(trip.condition.as_str());
+        crate::metrics::guard_tripped(true);
+        if !self.can_move_traffic {
+            tracing::error!(
+                audit = "guard",
+                condition = trip.condition.as_str(),
+                reason = %trip.reason,
+                "rollback guard tripped; no [legacy] route, so it can only alert"
+            );
+            return;
+        }
+        let percent = cutover.status().ses_percent.min(self.fallback_percent);
+        tracing::error!(
+            audit = "guard",
+            condition = trip.condition.as_str(),
+            reason = %trip.reason,
+            to = percent,
+            "rollback guard tripped; moving traffic to legacy"
+        );
+        if let Err(err) = cutover.set_by(router, percent, &trip.reason, Source::Guard) {
+            tracing::error!(error = %err, "rollback guard: cutover change not applied");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            window: Duration::from_secs(300),
+            min_transactions: 10,
+            max_failure_ratio: 0.05,
+            max_delay: Duration::from_secs(300),
+            max_bounce_ratio: 0.05,
+            max_complaint_ratio: 0.001,
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn failure_ratio_waits_for_min_transactions_and_names_its_figures() {
+        let start = Instant::now();
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..9 {
+            judge.outcome(start, false, None);
+        }
+        assert_eq!(judge.judge(start), None, "9 < min-transactions");
+        judge.outcome(start, true, None);
+        let trip = judge.judge(start).unwrap();
+        assert_eq!(trip.condition, Condition::FailureRatio);
+        assert_eq!(
+            trip.reason,
+            "guard: failure ratio 0.90 > 0.05 over 5m (9 of 10)"
+        );
+    }
+
+    #[test]
+    fn failure_ratio_at_the_bound_holds_not_above_it_does() {
+        let start = Instant::now();
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 200,
+            ..thresholds()
+        });
+        for i in 0..200 {
+            judge.outcome(start, i >= 10, None);
+        }
+        assert_eq!(
+            judge.judge(start),
+            None,
+            "10 of 200 = 0.05 is not above 0.05"
+        );
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 200,
+            ..thresholds()
+        });
+        for i in 0..200 {
+            judge.outcome(start, i >= 62, None);
+        }
+        assert_eq!(
+            judge.judge(start).unwrap().reason,
+            "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)"
+        );
+    }
+
+    #[test]
+    fn window_expiry_drops_old_outcomes_exactly_at_the_window() {
+        let start = Instant::now();
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..10 {
+            judge.outcome(start, false, None);
+        }
+        // At window - 1 s they still count; at the window they are gone.
+        assert!(judge.figures(start + secs(299)).failures == 10);
+        assert_eq!(judge.judge(start + secs(300)), None);
+        let figures = judge.figures(start + secs(300));
+        assert_eq!((figures.outcomes, figures.failures), (0, 0));
+        // Half old failures, half new successes: only the new ones count.
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..10 {
+            judge.outcome(start, false, None);
+        }
+        for _ in 0..10 {
+            judge.outcome(start + secs(200), true, None);
+        }
+        assert!(judge.judge(start + secs(299)).is_some());
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..10 {
+            judge.outcome(start, false, None);
+        }
+        for _ in 0..10 {
+            judge.outcome(start + secs(200), true, None);
+        }
+        assert_eq!(judge.judge(start + secs(300)), None);
+        assert_eq!(judge.figures(start + secs(300)).outcomes, 10);
+    }
+
+    #[test]
+    fn p95_is_nearest_rank() {
+        assert_eq!(p95(&mut []), None);
+        assert_eq!(p95(&mut [secs(7)]), Some(secs(7)));
+        // 1..=100: the 95th smallest is 95.
+        let mut values: Vec<Duration> = (1..=100).rev().map(secs).collect();
+        assert_eq!(p95(&mut values), Some(secs(95)));
+        // 1..=20: ceil(19) = 19th smallest.
+        let mut values: Vec<Duration> = (1..=20).map(secs).collect();
+        assert_eq!(p95(&mut values), Some(secs(19)));
+        // 1..=21: ceil(19.95) = 20th.
+        let mut values: Vec<Duration> = (1..=21).map(secs).collect();
+        assert_eq!(p95(&mut values), Some(secs(20)));
+    }
+
+    #[test]
+    fn delay_trips_when_the_p95_is_over_max_delay_and_not_before() {
+        let start = Instant::now();
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 20,
+            ..thresholds()
+        });
+        // 20 samples: the p95 is the 19th smallest. One slow message is not enough.
+        for _ in 0..19 {
+            judge.outcome(start, true, Some(secs(10)));
+        }
+        judge.outcome(start, true, Some(secs(600)));
+        assert_eq!(judge.judge(start), None);
+        assert_eq!(judge.figures(start).delay_p95, Some(secs(10)));
+        // Two slow ones out of 21 reach the 20th rank.
+        judge.outcome(start, true, Some(secs(600)));
+        let trip = judge.judge(start).unwrap();
+        assert_eq!(trip.condition, Condition::Delay);
+        assert_eq!(
+            trip.reason,
+            "guard: delay p95 10m > 5m over 5m (21 messages)"
+        );
+        // Exactly max-delay is not over it.
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 1,
+            ..thresholds()
+        });
+        judge.outcome(start, true, Some(secs(300)));
+        assert_eq!(judge.judge(start), None);
+        // Failures carry no delay; messages without a date are left out.
+        judge.outcome(start, false, Some(secs(900)));
+        judge.outcome(start, true, None);
+        assert_eq!(judge.figures(start).delays, 1);
+    }
+
+    #[test]
+    fn delay_needs_min_transactions_samples_and_expires() {
+        let start = Instant::now();
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..9 {
+            judge.outcome(start, true, Some(secs(600)));
+        }
+        assert_eq!(judge.judge(start), None, "9 samples < 10");
+        judge.outcome(start + secs(100), true, Some(secs(600)));
+        assert!(judge.judge(start + secs(100)).is_some());
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..10 {
+            judge.outcome(start, true, Some(secs(600)));
+        }
+        assert_eq!(judge.judge(start + secs(300)), None);
+        assert_eq!(judge.figures(start + secs(300)).delay_p95, None);
+    }
+
+    #[test]
+    fn bounce_and_complaint_ratios_are_over_sends_from_min_transactions() {
+        let start = Instant::now();
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 100,
+            ..thresholds()
+        });
+        for _ in 0..10 {
+            judge.event(start, EventKind::Bounce);
+        }
+        for _ in 0..99 {
+            judge.event(start, EventKind::Send);
+        }
+        assert_eq!(judge.judge(start), None, "99 sends < 100");
+        judge.event(start, EventKind::Send);
+        let trip = judge.judge(start).unwrap();
+        assert_eq!(trip.condition, Condition::BounceRatio);
+        assert_eq!(
+            trip.reason,
+            "guard: bounce ratio 0.10 > 0.05 over 5m (10 of 100 sends)"
+        );
+        // 1 complaint in 1000 sends is the bound; 2 is above it.
+        let mut judge = Judge::new(Thresholds {
+            min_transactions: 100,
+            ..thresholds()
+        });
+        for _ in 0..1000 {
+            judge.event(start, EventKind::Send);
+        }
+        judge.event(start, EventKind::Complaint);
+        assert_eq!(judge.judge(start), None);
+        judge.event(start, EventKind::Complaint);
+        assert_eq!(
+            judge.judge(start).unwrap().reason,
+            "guard: complaint ratio 0.002 > 0.001 over 5m (2 of 1000 sends)"
+        );
+        // Sends expire with the window like everything else.
+        let figures = judge.figures(start + secs(300));
+        assert_eq!((figures.sends, figures.complaints), (0, 0));
+    }
+
+    #[test]
+    fn restart_empties_the_window() {
+        let start = Instant::now();
+        let mut judge = Judge::new(thresholds());
+        for _ in 0..10 {
+            judge.outcome(start, false, Some(secs(1)));
+            judge.event(start, EventKind::Send);
+        }
+        judge.restart();
+        assert_eq!(judge.figures(start), Figures::default());
+    }
+
+    #[test]
+    fn ratios_and_durations_read_as_in_the_issue() {
+        assert_eq!(format_ratio(0.31), "0.31");
+        assert_eq!(format_ratio(0.05), "0.05");
+        assert_eq!(format_ratio(1.0), "1.00");
+        assert_eq!(format_ratio(0.001), "0.001");
+        assert_eq!(format_ratio(2.0 / 3.0), "0.6667");
+        assert_eq!(format_duration(secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(600_400)), "10m");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn guard_trips_once_until_rearmed_and_ses_stops_trip_at_once() {
+        let config = GuardConfig {
+            enabled: true,
+            min_transactions: 3,
+            ..GuardConfig::default()
+        };
+        let guard = Guard::new(&config, true);
+        assert!(guard.upstream_outcome(false, None).is_none());
+        assert!(guard.upstream_outcome(false, None).is_none());
+        assert!(guard.upstream_outcome(false, None).is_some());
+        assert!(
+            guard.upstream_outcome(false, None).is_none(),
+            "already tripped"
+        );
+        assert!(guard.ses_stopped("SendingPausedException").is_none());
+        assert_eq!(guard.snapshot().state, State::Tripped);
+        guard.rearm();
+        assert_eq!(guard.snapshot().figures.outcomes, 0, "window restarted");
+        let trip = guard.ses_stopped("AccountSuspendedException").unwrap();
+        assert_eq!(trip.condition, Condition::SesPaused);
+        assert_eq!(
+            trip.reason,
+            "guard: SES account suspended (AccountSuspendedException)"
+        );
+        let off = Guard::disabled();
+        for _ in 0..10 {
+            assert!(off.upstream_outcome(false, None).is_none());
+        }
+        assert!(off.ses_stopped("SendingPausedException").is_none());
+    }
+}
