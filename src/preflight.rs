@@ -144,8 +144,9 @@ pub async fn run(
             "ses",
             "mode = outbox (dry run): SES checks skipped",
         )),
-        SesMode::Api => ses_checks(config, credentials, &mut out).await,
+        SesMode::Api => ses_checks(config, credentials.clone(), &mut out).await,
     }
+    guard_checks(config, credentials, &mut out).await;
     if let Some(legacy) = &config.legacy {
         if legacy.mode == LegacyMode::Smtp {
             out.push(
@@ -309,6 +310,59 @@ async fn ses_checks(
             Level::Fail,
             check,
             format!("ListConfigurationSets failed: {detail}"),
+        ),
+    });
+}
+
+/// The rollback guard: whether it can move traffic, and whether its SES event queue answers.
+async fn guard_checks(
+    config: &Config,
+    credentials: Option<SharedCredentialsProvider>,
+    out: &mut Vec<Finding>,
+) {
+    if config.guard.enabled {
+        if config.legacy.is_none() {
+            out.push(finding(
+                Level::Warn,
+                "guard",
+                "no [legacy] route: the rollback guard can only alert, not move traffic",
+            ));
+        } else {
+            out.push(finding(
+                Level::Pass,
+                "guard",
+                format!(
+                    "armed: a trip sets the SES share to {} %",
+                    config.guard.fallback_percent
+                ),
+            ));
+        }
+        if config.feedback.sqs_queue_url.is_empty() {
+            out.push(finding(
+                Level::Warn,
+                "guard feedback",
+                "feedback.sqs-queue-url not set: bounce and complaint ratios are not judged",
+            ));
+        }
+    }
+    let url = &config.feedback.sqs_queue_url;
+    if url.is_empty() {
+        return;
+    }
+    let client = crate::feedback::client(config, credentials).await;
+    let check = format!("feedback queue {url}");
+    out.push(match crate::feedback::check_queue(&client, url).await {
+        Ok(waiting) => finding(
+            Level::Pass,
+            check,
+            format!("GetQueueAttributes answers ({waiting} messages waiting)"),
+        ),
+        Err(reason) => finding(
+            Level::Fail,
+            check,
+            format!(
+                "GetQueueAttributes failed: {reason} (needs sqs:GetQueueAttributes, sqs:ReceiveMessage, sqs:DeleteMessage)"
+            ),
         ),
     });
 }

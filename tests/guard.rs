@@ -1,0 +1,502 @@
+//! The rollback guard end to end: the relay in-process with moto as SES v2
+//! and SQS (real answers: moto refuses a sender whose identity does not exist
+//! with `MessageRejected`), an in-process SMTP sink as the legacy relay, and
+//! SES events pushed into moto's SQS queue as the configuration set's
+//! SNS → SQS destination would. An account stop (`SendingPausedException`),
+//! which moto cannot be made to answer, is played by the in-process SES fake.
+//!
+//! The moto tests skip with the reason printed when moto is missing, unless
+//! `SES_RELAY_REQUIRE_PEERS=1` (as `.ci/run` sets), where they fail.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
+use common::peers::{Moto, moto_missing};
+use common::ses_fake::{Mode, SesFake};
+use common::smtp_sink::SmtpSink;
+use common::{RunningRelay, TempDir, smtp, test_config};
+use serde_json::Value;
+use ses_relay::admin::client::request;
+use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
+
+const TOKEN: &str = "guard-test-token";
+
+fn moto_or_skip(test: &str) -> bool {
+    let Some(why) = moto_missing() else {
+        println!("system test {test}: running with moto");
+        return true;
+    };
+    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{test}: peers required but missing: {why}");
+    }
+    println!("SKIPPED {test}: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+fn credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "test"))
+}
+
+/// SES 100 %, a legacy route to `sink`, the guard on with a small
+/// min-transactions and a window long enough for a slow machine.
+fn guard_config(endpoint: &str, sink: &SmtpSink, dir: &TempDir, min: u64) -> Config {
+    let mut config = test_config(endpoint);
+    config.legacy = Some(LegacyConfig {
+        relay: sink.addr.to_string(),
+        tls: LegacyTls::None,
+        connect_timeout: HumanDuration(Duration::from_secs(2)),
+        ..LegacyConfig::default()
+    });
+    config.cutover.ses_percent = Some(100.0);
+    config.cutover.state_file = dir.path("state/cutover.json");
+    std::fs::write(dir.path("token"), format!("{TOKEN}\n")).unwrap();
+    config.admin.token_file = dir.path("token");
+    config.guard.enabled = true;
+    config.guard.window = HumanDuration(Duration::from_secs(60));
+    config.guard.min_transactions = min;
+    config
+}
+
+async fn admin(relay: &RunningRelay, method: &str, body: Option<String>) -> (u16, Value) {
+    let addr = relay.admin_addr.unwrap();
+    let method = method.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let token = (method == "PUT").then_some(TOKEN);
+        request(addr, &method, "/cutover", token, body.as_deref()).unwrap()
+    })
+    .await
+    .unwrap();
+    let json = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    (answer.status, json)
+}
+
+async fn cutover(relay: &RunningRelay) -> Value {
+    admin(relay, "GET", None).await.1
+}
+
+fn rfc822(secs_ago: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
+}
+
+/// One transaction; returns the final reply.
+async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &str) -> String {
+    let received = received_ago.map_or(String::new(), |ago| {
+        format!(
+            "Received: from client.test (client.test [10.0.0.1])\r\n\tby mx1.goo.ne.jp (Postfix) with ESMTP id 4Abc;\r\n\t{}\r\n",
+            rfc822(ago)
+        )
+    });
+    let message = format!(
+        "{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\n{body}"
+    );
+    let replies = smtp(
+        addr,
+        &[
+            "EHLO client.test".into(),
+            format!("MAIL FROM:<{from}>"),
+            "RCPT TO:<rcpt@example.net>".into(),
+            "DATA".into(),
+            "QUIT".into(),
+        ],
+        Some(&message),
+    )
+    .await;
+    replies[5].clone()
+}
+
+/// Creates the sending identity in moto (the configuration set too), so SES accepts.
+async fn verify_identity(endpoint: &str, domain: &str) {
+    let config = test_config(endpoint);
+    let client = ses_relay::forward::ses::client(&config.ses, Some(credentials())).await;
+    client
+        .create_email_identity()
+        .email_identity(domain)
+        .send()
+        .await
+        .expect("moto: create identity");
+    client
+        .create_configuration_set()
+        .configuration_set_name(&config.ses.configuration_set)
+        .send()
+        .await
+        .expect("moto: create configuration set");
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms()
+ {
+    if !moto_or_skip("failure ratio") {
+        return;
+    }
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-failure");
+    // Nothing verified in moto: SES refuses every sender (MessageRejected).
+    let config = guard_config(&moto.endpoint(), &sink, &dir, 5);
+    let relay = RunningRelay::start(config.clone()).await;
+
+    // A client sending bare LF gets 550 every time; the guard never hears of it.
+    for i in 0..8 {
+        let reply = send(
+            relay.addr,
+            "broken@client.example",
+            None,
+            &format!("line {i}\nbare\n"),
+        )
+        .await;
+        assert!(reply.starts_with("550 5.5.2"), "{reply}");
+    }
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 100.0, "{status}");
+    assert_eq!(status["guard"]["state"], "armed", "{status}");
+    assert_eq!(status["guard"]["outcomes"], 0, "{status}");
+
+    // SES refuses: four are below min-transactions, the fifth trips.
+    for i in 0..5 {
+        let reply = send(relay.addr, "news@unverified.example", None, "hello\r\n").await;
+        assert!(reply.starts_with("554 5.7.1"), "refusal {i}: {reply}");
+        if i < 4 {
+            assert_eq!(cutover(&relay).await["ses_percent"], 100.0);
+        }
+    }
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 0.0, "{status}");
+    assert_eq!(status["source"], "guard", "{status}");
+    assert_eq!(
+        status["reason"], "guard: failure ratio 1.00 > 0.05 over 1m (5 of 5)",
+        "{status}"
+    );
+    assert_eq!(status["guard"]["state"], "tripped", "{status}");
+    let metrics = ses_relay::metrics::render();
+    assert!(
+        metric(
+            &metrics,
+            "ses_relay_guard_trips_total{condition=\"failure-ratio\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    // The next transaction goes to legacy.
+    let reply = send(relay.addr, "news@unverified.example", None, "after\r\n").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(sink.messages().len(), 1);
+    // Persisted as the guard's.
+    let saved = std::fs::read_to_string(dir.path("state/cutover.json")).unwrap();
+    assert!(saved.contains("\"source\": \"guard\""), "{saved}");
+    assert!(relay.stop().await);
+
+    // A restart keeps the guard's percentage, and the guard stays tripped.
+    let relay = RunningRelay::start(config.clone()).await;
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 0.0, "{status}");
+    assert_eq!(status["source"], "guard", "{status}");
+    assert_eq!(status["guard"]["state"], "tripped", "{status}");
+    let reply = send(relay.addr, "news@unverified.example", None, "restart\r\n").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(sink.messages().len(), 2);
+
+    // PUT /cutover re-arms on a fresh window: four refusals do not trip again, a fifth does.
+    let (code, status) = admin(
+        &relay,
+        "PUT",
+        Some(r#"{"ses_percent": 100, "reason": "fixed the identity"}"#.into()),
+    )
+    .await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["guard"]["state"], "armed", "{status}");
+    assert_eq!(status["guard"]["outcomes"], 0, "{status}");
+    assert_ne!(status["source"], "guard", "{status}");
+    for _ in 0..4 {
+        let reply = send(relay.addr, "news@unverified.example", None, "again\r\n").await;
+        assert!(reply.starts_with("554"), "{reply}");
+    }
+    assert_eq!(cutover(&relay).await["ses_percent"], 100.0);
+    let reply = send(relay.addr, "news@unverified.example", None, "again\r\n").await;
+    assert!(reply.starts_with("554"), "{reply}");
+    let status = cutover(&relay).await;
+    assert_eq!(
+        (status["ses_percent"].clone(), status["source"].clone()),
+        (0.0.into(), "guard".into()),
+        "{status}"
+    );
+    assert!(relay.stop().await);
+    drop(moto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_minute_old_received_dates_trip_the_delay() {
+    if !moto_or_skip("delay") {
+        return;
+    }
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    verify_identity(&moto.endpoint(), "goo.ne.jp").await;
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-delay");
+    let relay = RunningRelay::start(guard_config(&moto.endpoint(), &sink, &dir, 5)).await;
+    // Fresh mail and mail without a Received date: accepted, no delay to speak of.
+    for ago in [Some(1), None, Some(2), None, Some(3)] {
+        let reply = send(relay.addr, "news@goo.ne.jp", ago, "fresh\r\n").await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 100.0, "{status}");
+    assert_eq!(status["guard"]["outcomes"], 5, "{status}");
+    // Two undated messages were left out of the delay.
+    let mut slow_sent = 0;
+    // Ten minutes in the fleet's queue, all accepted by SES: the p95 passes 5m.
+    while cutover(&relay).await["ses_percent"] == 100.0 {
+        assert!(slow_sent < 5, "no trip after {slow_sent} slow messages");
+        let reply = send(relay.addr, "news@goo.ne.jp", Some(600), "slow\r\n").await;
+        assert!(reply.starts_with("250"), "{reply}");
+        slow_sent += 1;
+    }
+    // 3 fresh + k slow: the p95 is over 5m once the slow ones reach the top 5 %.
+    let status = cutover(&relay).await;
+    assert_eq!(status["source"], "guard", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.starts_with("guard: delay p95 10m"), "{reason}");
+    assert!(reason.contains("> 5m over 1m"), "{reason}");
+    assert_eq!(sink.messages().len(), 0);
+    let reply = send(relay.addr, "news@goo.ne.jp", Some(600), "after\r\n").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(sink.messages().len(), 1, "after the trip, legacy takes it");
+    let metrics = ses_relay::metrics::render();
+    assert!(
+        metrics.contains("ses_relay_delivery_delay_seconds_bucket{route=\"ses\",le=\"600\"}"),
+        "{metrics}"
+    );
+    assert!(relay.stop().await);
+    drop(moto);
+}
+
+/// An SES event as the configuration set's destination publishes it.
+fn event(kind: &str, n: usize) -> String {
+    let mut event = serde_json::json!({
+        "eventType": kind,
+        "mail": { "messageId": format!("0106-{n}"), "source": "news@goo.ne.jp" },
+    });
+    if kind == "Bounce" {
+        event["bounce"] = serde_json::json!({
+            "bounceType": "Permanent",
+            "bounceSubType": "General",
+            "bouncedRecipients": [{ "emailAddress": "gone@example.net" }],
+        });
+    }
+    let raw = event.to_string();
+    if n.is_multiple_of(2) {
+        // SNS-wrapped, as without raw message delivery.
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": format!("sns-{n}"),
+            "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
+            "Message": raw,
+        })
+        .to_string()
+    } else {
+        raw
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted() {
+    if !moto_or_skip("bounce ratio") {
+        return;
+    }
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-bounce");
+    let mut config = guard_config(&moto.endpoint(), &sink, &dir, 50);
+    config.ses.region = "ap-northeast-1".into();
+    config.feedback.endpoint_url = moto.endpoint();
+    let sqs = ses_relay::feedback::client(&config, Some(credentials())).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name("ses-events")
+        .send()
+        .await
+        .expect("moto: create queue");
+    let queue_url = queue.queue_url().unwrap().to_string();
+    config.feedback.sqs_queue_url = queue_url.clone();
+    config.feedback.poll_interval = HumanDuration(Duration::from_secs(1));
+
+    // preflight: the queue answers; a queue that does not exist is a FAIL.
+    let resolver = ses_relay::dns::StaticResolver::default();
+    let findings = ses_relay::preflight::run(&config, &resolver, Some(credentials())).await;
+    let queue_line = findings
+        .iter()
+        .find(|f| f.check.starts_with("feedback queue"))
+        .unwrap();
+    assert_eq!(
+        queue_line.level,
+        ses_relay::preflight::Level::Pass,
+        "{queue_line}"
+    );
+    let mut missing = config.clone();
+    missing.feedback.sqs_queue_url = format!("{}/123456789012/nope", moto.endpoint());
+    missing.legacy = None;
+    let findings = ses_relay::preflight::run(&missing, &resolver, Some(credentials())).await;
+    let find = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f.check == check || f.check.starts_with(&format!("{check} ")))
+            .unwrap_or_else(|| panic!("no {check} in {findings:#?}"))
+            .clone()
+    };
+    assert_eq!(
+        find("feedback queue").level,
+        ses_relay::preflight::Level::Fail
+    );
+    let guard = find("guard");
+    assert!(guard.detail.contains("can only alert"), "{guard}");
+
+    let relay = RunningRelay::start(config).await;
+    // 100 sends, 10 permanent bounces, one poison message.
+    let mut bodies: Vec<String> = (0..100).map(|n| event("Send", n)).collect();
+    bodies.extend((0..10).map(|n| event("Bounce", n)));
+    bodies.push("{not an SES event".into());
+    for (b, chunk) in bodies.chunks(10).enumerate() {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("{b}-{i}"))
+                    .message_body(body)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        sqs.send_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("moto: send batch");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = cutover(&relay).await;
+        if status["source"] == "guard" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no trip: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["ses_percent"], 0.0, "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.starts_with("guard: bounce ratio "), "{reason}");
+    assert!(reason.contains("> 0.05 over 1m"), "{reason}");
+    // Every message is counted once and deleted, the poison one included.
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let attributes = attributes.attributes().unwrap();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        if count(A::ApproximateNumberOfMessages) == 0
+            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue not drained: {attributes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let figures = cutover(&relay).await["guard"].clone();
+    assert_eq!(
+        (figures["sends"].clone(), figures["bounces"].clone()),
+        (100.into(), 10.into()),
+        "{figures}"
+    );
+    let metrics = ses_relay::metrics::render();
+    assert_eq!(
+        metric(&metrics, "ses_relay_ses_events_total{type=\"malformed\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ses_relay_ses_events_total{type=\"bounce\"}"),
+        10.0
+    );
+    assert!(relay.stop().await);
+    drop(moto);
+}
+
+/// SES's account stop (played by the SES fake: moto never pauses an account).
+#[tokio::test]
+async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to_legacy() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Reject(
+        "SendingPausedException",
+        "Email sending is disabled for your account.",
+    ));
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-paused");
+    let relay = RunningRelay::start(guard_config(&ses.endpoint(), &sink, &dir, 200)).await;
+    let reply = send(relay.addr, "news@goo.ne.jp", None, "paused\r\n").await;
+    assert!(reply.starts_with("451 4.7.0"), "{reply}");
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 0.0, "{status}");
+    assert_eq!(status["source"], "guard", "{status}");
+    assert_eq!(
+        status["reason"], "guard: SES sending paused (SendingPausedException)",
+        "{status}"
+    );
+    // Postfix's retry of the same message goes to legacy.
+    let reply = send(relay.addr, "news@goo.ne.jp", None, "paused\r\n").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(ses.attempts(), 1, "one SES call, not retried");
+    assert!(relay.stop().await);
+}
+
+/// Without `[legacy]` the guard judges and alerts, but the share stays.
+#[tokio::test]
+async fn without_legacy_the_guard_only_alerts() {
+    let ses = SesFake::start().await;
+    ses.set_mode(Mode::Reject(
+        "MessageRejected",
+        "Email address is not verified.",
+    ));
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-alert-only");
+    let mut config = guard_config(&ses.endpoint(), &sink, &dir, 3);
+    config.legacy = None;
+    let relay = RunningRelay::start(config).await;
+    for _ in 0..4 {
+        let reply = send(relay.addr, "news@goo.ne.jp", None, "x\r\n").await;
+        assert!(reply.starts_with("554"), "{reply}");
+    }
+    let status = cutover(&relay).await;
+    assert_eq!(status["ses_percent"], 100.0, "{status}");
+    assert_ne!(status["source"], "guard", "{status}");
+    assert_eq!(status["guard"]["state"], "tripped", "{status}");
+    assert_eq!(status["guard"]["can_move_traffic"], false, "{status}");
+    assert!(relay.stop().await);
+}
