@@ -175,6 +175,9 @@ fn register_guard() {
     for kind in ["send", "bounce", "complaint"] {
         counter!(SES_EVENTS, "type" => kind).absolute(0);
     }
+    for route in ["ses", "legacy"] {
+        let _ = histogram!(DELIVERY_DELAY, "route" => route);
+    }
 }
 
 /// Records one delivery delay.
