@@ -473,6 +473,44 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(ses.attempts(), 1, "one SES call, not retried");
+    // Every condition's series exists (registered at 0 at startup), and the gauge.
+    let metrics = ses_relay::metrics::render();
+    for condition in [
+        "failure-ratio",
+        "delay",
+        "bounce-ratio",
+        "complaint-ratio",
+        "ses-paused",
+    ] {
+        let series = format!("ses_relay_guard_trips_total{{condition=\"{condition}\"}}");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("ses_relay_guard_tripped "), "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "ses_relay_guard_trips_total{condition=\"ses-paused\"}"
+        ) >= 1.0
+    );
+    // The status page shows the guard's state, the trip and the figures it watches.
+    let addr = relay.admin_addr.unwrap();
+    let page = tokio::task::spawn_blocking(move || request(addr, "GET", "/", None, None).unwrap())
+        .await
+        .unwrap()
+        .body;
+    assert!(page.contains("<h2>Rollback guard</h2>"), "{page}");
+    assert!(page.contains(">tripped<"), "{page}");
+    assert!(
+        page.contains("guard: SES sending paused (SendingPausedException)"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<td>failure ratio (SES upstream)</td><td>1.00</td><td>0.05</td><td>1 of 1</td>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("rollback guard (state file)"), "{page}");
     assert!(relay.stop().await);
 }
 
