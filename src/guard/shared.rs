@@ -1,0 +1,239 @@
+//! The guard's shared side: one per relay, behind a mutex, fed by the
+//! session (SES outcomes, delays), the feedback reader (SES events) and the
+//! admin API (re-arm), and the trip's effect on the cutover.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Condition, EventKind, Figures, Judge, Thresholds, Trip};
+use crate::config::GuardConfig;
+use crate::cutover::{Cutover, Source};
+use crate::route::Router;
+
+/// Armed (judging), tripped (judging stopped until an operator re-arms), or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// `guard.enabled = false`.
+    Disabled,
+    /// Judging.
+    Armed,
+    /// A condition held; an operator's `PUT /cutover` re-arms.
+    Tripped,
+}
+
+/// The guard's state for the status page and `GET /cutover`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Armed, tripped or disabled.
+    pub state: State,
+    /// Whether a trip can move traffic (a `[legacy]` route exists).
+    pub can_move_traffic: bool,
+    /// The window's figures now.
+    pub figures: Figures,
+    /// The last trip's reason.
+    pub last_trip: Option<String>,
+    /// The thresholds.
+    pub thresholds: Thresholds,
+}
+
+struct Inner {
+    judge: Judge,
+    state: State,
+    last_trip: Option<String>,
+}
+
+/// The shared guard: one per relay.
+pub struct Guard {
+    inner: Mutex<Inner>,
+    fallback_percent: f64,
+    can_move_traffic: bool,
+}
+
+impl Guard {
+    /// A guard that never judges (`guard.enabled = false`, tests).
+    pub fn disabled() -> Guard {
+        let mut guard = Guard::new(&GuardConfig::default(), false);
+        guard
+            .inner
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .state = State::Disabled;
+        guard
+    }
+
+    /// From `[guard]`; `can_move_traffic` when a `[legacy]` route exists.
+    pub fn new(config: &GuardConfig, can_move_traffic: bool) -> Guard {
+        Guard {
+            inner: Mutex::new(Inner {
+                judge: Judge::new(Thresholds::from(config)),
+                state: if config.enabled {
+                    State::Armed
+                } else {
+                    State::Disabled
+                },
+                last_trip: None,
+            }),
+            fallback_percent: config.fallback_percent,
+            can_move_traffic,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records, then judges when armed; a trip returned is to be [`Guard::enforce`]d.
+    fn observe(&self, record: impl FnOnce(&mut Judge, Instant)) -> Option<Trip> {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return None;
+        }
+        let now = Instant::now();
+        record(&mut inner.judge, now);
+        if inner.state != State::Armed {
+            return None;
+        }
+        let trip = inner.judge.judge(now)?;
+        inner.state = State::Tripped;
+        inner.last_trip = Some(trip.reason.clone());
+        Some(trip)
+    }
+
+    /// One SES-route upstream outcome (never a client's refusal).
+    pub fn upstream_outcome(&self, accepted: bool, delay: Option<Duration>) -> Option<Trip> {
+        self.observe(|judge, now| judge.outcome(now, accepted, delay))
+    }
+
+    /// One SES event from the feedback queue.
+    pub fn ses_event(&self, kind: EventKind) -> Option<Trip> {
+        self.observe(|judge, now| judge.event(now, kind))
+    }
+
+    /// SES said the account cannot send (`SendingPausedException`,
+    /// `AccountSuspendedException`): trips at once, whatever the volume.
+    pub fn ses_stopped(&self, code: &str) -> Option<Trip> {
+        let mut inner = self.lock();
+        if inner.state != State::Armed {
+            return None;
+        }
+        let what = if code.starts_with("AccountSuspended") {
+            "account suspended"
+        } else {
+            "sending paused"
+        };
+        let trip = Trip {
+            condition: Condition::SesPaused,
+            reason: format!("guard: SES {what} ({code})"),
+        };
+        inner.state = State::Tripped;
+        inner.last_trip = Some(trip.reason.clone());
+        Some(trip)
+    }
+
+    /// An operator set the percentage: judging starts again on an empty window.
+    pub fn rearm(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return;
+        }
+        let was = inner.state;
+        inner.state = State::Armed;
+        inner.judge.restart();
+        crate::metrics::guard_tripped(false);
+        if was == State::Tripped {
+            tracing::info!(
+                audit = "guard",
+                "rollback guard re-armed by an operator's change"
+            );
+        }
+    }
+
+    /// At startup, the cutover state came from a trip: stay tripped until an operator acts.
+    pub fn restore_trip(&self, reason: Option<String>) {
+        let mut inner = self.lock();
+        if inner.state == State::Disabled {
+            return;
+        }
+        inner.state = State::Tripped;
+        inner.last_trip = reason;
+        crate::metrics::guard_tripped(true);
+    }
+
+    /// State and figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut inner = self.lock();
+        let figures = inner.judge.figures(Instant::now());
+        Snapshot {
+            state: inner.state,
+            can_move_traffic: self.can_move_traffic,
+            figures,
+            last_trip: inner.last_trip.clone(),
+            thresholds: inner.judge.thresholds,
+        }
+    }
+
+    /// Acts on a trip: counts it, logs it, and (with a legacy route) lowers the
+    /// SES share to `fallback-percent` through the cutover path, persisted and
+    /// audited, in force for the next transaction. Never raises the share.
+    pub fn enforce(&self, trip: &Trip, cutover: &Cutover, router: &Router) {
+        crate::metrics::guard_trip(trip.condition.as_str());
+        crate::metrics::guard_tripped(true);
+        if !self.can_move_traffic {
+            tracing::error!(
+                audit = "guard",
+                condition = trip.condition.as_str(),
+                reason = %trip.reason,
+                "rollback guard tripped; no [legacy] route, so it can only alert"
+            );
+            return;
+        }
+        let percent = cutover.status().ses_percent.min(self.fallback_percent);
+        tracing::error!(
+            audit = "guard",
+            condition = trip.condition.as_str(),
+            reason = %trip.reason,
+            to = percent,
+            "rollback guard tripped; moving traffic to legacy"
+        );
+        if let Err(err) = cutover.set_by(router, percent, &trip.reason, Source::Guard) {
+            tracing::error!(error = %err, "rollback guard: cutover change not applied");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_trips_once_until_rearmed_and_ses_stops_trip_at_once() {
+        let config = GuardConfig {
+            enabled: true,
+            min_transactions: 3,
+            ..GuardConfig::default()
+        };
+        let guard = Guard::new(&config, true);
+        assert!(guard.upstream_outcome(false, None).is_none());
+        assert!(guard.upstream_outcome(false, None).is_none());
+        assert!(guard.upstream_outcome(false, None).is_some());
+        assert!(
+            guard.upstream_outcome(false, None).is_none(),
+            "already tripped"
+        );
+        assert!(guard.ses_stopped("SendingPausedException").is_none());
+        assert_eq!(guard.snapshot().state, State::Tripped);
+        guard.rearm();
+        assert_eq!(guard.snapshot().figures.outcomes, 0, "window restarted");
+        let trip = guard.ses_stopped("AccountSuspendedException").unwrap();
+        assert_eq!(trip.condition, Condition::SesPaused);
+        assert_eq!(
+            trip.reason,
+            "guard: SES account suspended (AccountSuspendedException)"
+        );
+        let off = Guard::disabled();
+        for _ in 0..10 {
+            assert!(off.upstream_outcome(false, None).is_none());
+        }
+        assert!(off.ses_stopped("SendingPausedException").is_none());
+    }
+}
