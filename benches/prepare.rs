@@ -73,6 +73,7 @@ fn envelope() -> Envelope {
         smtputf8: false,
         declared_size: 0,
         route: Route::Ses,
+        tags: Vec::new(),
     }
 }
 

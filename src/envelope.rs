@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+
 use crate::route::Route;
 
 /// What the client said about one message, apart from its content.
@@ -29,6 +31,42 @@ pub struct Envelope {
     pub declared_size: usize,
     /// The route chosen at the first RCPT.
     pub route: Route,
+    /// SES message tags (`EmailTags`): the `[ses] tags` defaults merged with
+    /// the message's own `X-SES-MESSAGE-TAGS`, set when the message is prepared.
+    pub tags: Vec<MessageTag>,
+}
+
+/// One SES message tag, serialized as SendEmail's `{"Name": .., "Value": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MessageTag {
+    /// Tag name.
+    pub name: String,
+    /// Tag value.
+    pub value: String,
+}
+
+/// Longest tag name or value SES accepts (SES v2 API reference, `MessageTag`).
+pub const MAX_TAG_LENGTH: usize = 256;
+
+/// Most tags one message may carry; the rest are dropped.
+pub const MAX_TAGS: usize = 50;
+
+/// Why SES would refuse a tag name or value, if it would: SES accepts only
+/// ASCII letters, digits, `_` and `-`, 1 to 256 of them.
+pub fn tag_text_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("is empty")
+    } else if text.len() > MAX_TAG_LENGTH {
+        Some("is longer than 256 characters")
+    } else if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Some("may hold only ASCII letters, digits, '_' and '-'")
+    } else {
+        None
+    }
 }
 
 /// Makes transaction ids: 16 hex digits, milliseconds since the epoch then a
@@ -53,6 +91,23 @@ impl TransactionIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_text_follows_the_ses_rules() {
+        assert_eq!(tag_text_problem("campaign_2026-12"), None);
+        assert_eq!(tag_text_problem(&"a".repeat(256)), None);
+        for bad in [
+            "",
+            "a b",
+            "a.b",
+            "a=b",
+            "ses:from",
+            "\u{3042}",
+            &"a".repeat(257),
+        ] {
+            assert!(tag_text_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_are_unique_and_fixed_width() {

@@ -199,7 +199,8 @@ pub fn build_live(config: &Config) -> Result<Live, StartError> {
             dkim,
             &config.ses.configuration_set,
             legacy_signs,
-        ),
+        )
+        .with_default_tags(&config.ses.tags),
         rules: config.cutover.rules.clone(),
         admin_token,
     })

@@ -1,5 +1,6 @@
 //! The config file's sections as typed structs, each field with its default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -105,6 +106,9 @@ pub struct SesConfig {
     pub max_send_rate: f64,
     /// Where `outbox` mode writes `<id>.eml` and `<id>.json`.
     pub outbox_dir: PathBuf,
+    /// Message tags (`EmailTags`) sent with every SES message, name to value;
+    /// they win over a message's own `X-SES-MESSAGE-TAGS` of the same name.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Log output format.
@@ -210,6 +214,7 @@ impl Default for SesConfig {
             timeout: HumanDuration(std::time::Duration::from_secs(30)),
             max_send_rate: 0.0,
             outbox_dir: PathBuf::from("/var/lib/ses-relay/outbox"),
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -343,6 +348,10 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// File with the bearer token that `PUT /cutover` requires; empty = changes refused.
     pub token_file: PathBuf,
+    /// File with the bearer token for reads (`GET /cutover`, `/metrics`, `/`).
+    /// Required when `listen` is not a loopback address; when set, reads need
+    /// it (or the write token) wherever the API listens.
+    pub read_token_file: PathBuf,
 }
 
 impl Default for AdminConfig {
@@ -350,6 +359,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9925))),
             token_file: PathBuf::new(),
+            read_token_file: PathBuf::new(),
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use crate::envelope::{MAX_TAGS, tag_text_problem};
+use crate::log::canonical_ip;
+
 use super::{
     Config, ConfigError, LegacyMode, NEVER_SIGNED_HEADERS, Problem, SES_MAX_MESSAGE_SIZE,
     SES_MAX_RECIPIENTS, SesMode,
@@ -141,6 +144,24 @@ impl Config {
         if ses.mode == SesMode::Outbox && ses.outbox_dir.as_os_str().is_empty() {
             bad("ses.outbox-dir", "outbox mode needs a directory".into());
         }
+        for (name, value) in &ses.tags {
+            let key = format!("ses.tags.{name}");
+            if let Some(problem) = tag_text_problem(name) {
+                bad(&key, format!("the tag name {problem} (SES refuses it)"));
+            }
+            if let Some(problem) = tag_text_problem(value) {
+                bad(
+                    &key,
+                    format!("the value `{value}` {problem} (SES refuses it)"),
+                );
+            }
+        }
+        if ses.tags.len() > MAX_TAGS {
+            bad(
+                "ses.tags",
+                format!("{} tags; SES takes at most {MAX_TAGS}", ses.tags.len()),
+            );
+        }
         if let Err(err) = self
             .log
             .level
@@ -228,6 +249,17 @@ impl Config {
         if !self.admin.token_file.as_os_str().is_empty() {
             check_readable(bad, "admin.token-file", &self.admin.token_file);
         }
+        if !self.admin.read_token_file.as_os_str().is_empty() {
+            check_readable(bad, "admin.read-token-file", &self.admin.read_token_file);
+        } else if let Some(addr) = self.admin.listen.filter(|a| !is_loopback(a.ip())) {
+            bad(
+                "admin.read-token-file",
+                format!(
+                    "admin.listen {addr} is not a loopback address: set a read token, \
+                     or metrics and cutover state would be open to the network"
+                ),
+            );
+        }
     }
 
     /// Things that work but should not be so: private keys readable by other users.
@@ -249,6 +281,12 @@ impl Config {
         }
         if !self.admin.token_file.as_os_str().is_empty() {
             keys.push(("admin.token-file".into(), self.admin.token_file.as_path()));
+        }
+        if !self.admin.read_token_file.as_os_str().is_empty() {
+            keys.push((
+                "admin.read-token-file".into(),
+                self.admin.read_token_file.as_path(),
+            ));
         }
         if let Some(legacy) = self
             .legacy
@@ -279,6 +317,11 @@ fn readable_by_others(path: &Path) -> bool {
 #[cfg(not(unix))]
 fn readable_by_others(_path: &Path) -> bool {
     false
+}
+
+/// Loopback, IPv4-mapped IPv6 (`::ffff:127.0.0.1`) included.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    canonical_ip(ip).is_loopback()
 }
 
 fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {

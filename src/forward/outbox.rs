@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Accepted, BoxFuture, DeliveryError, Forwarder};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, MessageTag};
 
 /// Writes messages to `dir`.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ struct EnvelopeFile<'a> {
     tls: bool,
     size: usize,
     received_at: String,
+    /// The `EmailTags` SES would have received.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    email_tags: &'a [MessageTag],
 }
 
 impl Outbox {
@@ -62,6 +65,7 @@ impl Outbox {
             tls: envelope.tls,
             size: message.len(),
             received_at: now.to_rfc3339(),
+            email_tags: &envelope.tags,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
         // The message first: a .json present means its .eml is complete.

@@ -71,9 +71,10 @@ fn trim_end(bytes: &[u8]) -> &[u8] {
     &bytes[..len]
 }
 
-/// The `d=` tag of a DKIM-Signature field value, lowercased.
+/// The `d=` tag of a DKIM-Signature field value, lowercased. A byte that is
+/// not UTF-8 elsewhere in the value does not hide the tag.
 pub fn dkim_domain(value: &[u8]) -> Option<String> {
-    let value = std::str::from_utf8(value).ok()?;
+    let value = String::from_utf8_lossy(value);
     value.split(';').find_map(|tag| {
         let (name, val) = tag.split_once('=')?;
         (name.trim() == "d").then(|| {
@@ -116,5 +117,9 @@ mod tests {
             Some("goo.ne.jp")
         );
         assert_eq!(dkim_domain(b" v=1; s=x"), None);
+        assert_eq!(
+            dkim_domain(b" v=1; d=goo.ne.jp; z=\xff\xfe; b=x").as_deref(),
+            Some("goo.ne.jp")
+        );
     }
 }

@@ -30,6 +30,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         smtputf8: false,
         declared_size: 0,
         route: Route::Ses,
+        tags: Vec::new(),
     }
 }
 
@@ -103,12 +104,143 @@ fn client_configuration_set_is_replaced() {
 }
 
 #[test]
-fn earlier_signature_of_our_domain_is_removed_others_kept() {
-    let msg = "DKIM-Signature: v=1; a=rsa-sha256; d=goo.ne.jp; s=old;\r\n b=AAAA\r\nDKIM-Signature: v=1; d=example.org; s=x; b=BBBB\r\nFrom: a@goo.ne.jp\r\n\r\nx\r\n";
-    let (out, _) = prepare(msg, &["b@example.com"]);
+fn every_earlier_signature_is_removed_on_the_ses_route() {
+    // Ours, a foreign one, one with a non-UTF-8 byte, a folded one in odd
+    // case, one with white space before the colon.
+    let msg = b"DKIM-Signature: v=1; a=rsa-sha256; d=goo.ne.jp; s=old;\r\n b=AAAA\r\n\
+DKIM-Signature: v=1; d=example.org; s=x; b=BBBB\r\n\
+DKIM-Signature: v=1; d=goo.ne.jp; s=bin\xff; b=CCCC\r\n\
+dkim-SIGNATURE:\r\n v=1; d=evil.example;\r\n\ts=folded; b=DDDD\r\n\
+From: a@goo.ne.jp\r\n\
+DKIM-Signature \t: v=1; d=spaced.example; s=y; b=EEEE\r\n\r\nx\r\n"
+        .to_vec();
+    let prepared = preparer()
+        .prepare(&envelope(&["b@example.com"]), msg)
+        .unwrap();
+    let (fields, _) = headers::split(&prepared.message);
+    let signatures: Vec<_> = fields.iter().filter(|f| f.is("DKIM-Signature")).collect();
+    assert_eq!(
+        signatures.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&prepared.message)
+    );
+    let ours = String::from_utf8_lossy(signatures[0].value()).replace(char::is_whitespace, "");
+    assert!(
+        ours.contains("d=goo.ne.jp;") && ours.contains("s=gooid-21-prod;"),
+        "{ours}"
+    );
+    for gone in ["BBBB", "CCCC", "DDDD", "EEEE", "s=old"] {
+        assert!(
+            !String::from_utf8_lossy(&prepared.message).contains(gone),
+            "{gone}"
+        );
+    }
+}
+
+#[test]
+fn legacy_route_keeps_todays_rule_for_signatures() {
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    let msg = b"DKIM-Signature: v=1; a=rsa-sha256; d=goo.ne.jp; s=old;\r\n b=AAAA\r\nDKIM-Signature: v=1; d=example.org; s=x; b=BBBB\r\nFrom: a@goo.ne.jp\r\n\r\nx\r\n";
+    let out = String::from_utf8(preparer().prepare(&env, msg.to_vec()).unwrap().message).unwrap();
     assert!(!out.contains("s=old"));
     assert!(out.contains("d=example.org"));
     assert_eq!(out.matches("d=goo.ne.jp").count(), 1);
+}
+
+#[test]
+fn without_our_key_one_signature_stays_and_more_are_refused() {
+    let one = "DKIM-Signature: v=1; d=example.com; s=x; b=AAAA\r\nFrom: x@example.com\r\n\r\nx\r\n";
+    let (out, prepared) = prepare(one, &["b@example.com"]);
+    assert!(prepared.signed_by.is_none());
+    assert_eq!(out.matches("DKIM-Signature:").count(), 1);
+    let two = "DKIM-Signature: v=1; d=example.com; s=x; b=AAAA\r\ndkim-signature : v=1; d=example.net; s=y; b=BBBB\r\nFrom: x@example.com\r\n\r\nx\r\n";
+    let err = preparer()
+        .prepare(&envelope(&["b@example.com"]), two.as_bytes().to_vec())
+        .unwrap_err();
+    let PrepareError::Refused(refusal) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(refusal, Refusal::Signatures(2));
+    let reply = refusal.reply();
+    assert_eq!((reply.code, reply.status), (554, Some([5, 6, 0])));
+    assert!(reply.text.contains("DKIM-Signature"), "{}", reply.text);
+    // The legacy route passes them on as before.
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    assert!(preparer().prepare(&env, two.as_bytes().to_vec()).is_ok());
+}
+
+#[test]
+fn exactly_one_from_on_the_ses_route() {
+    let refused = |msg: &str| match preparer()
+        .prepare(&envelope(&["b@example.com"]), msg.as_bytes().to_vec())
+    {
+        Err(PrepareError::Refused(refusal)) => refusal,
+        other => panic!("{msg:?}: {other:?}"),
+    };
+    // The attack of the issue: the key used to follow the last From.
+    let two = "From: ceo@bank.example\r\nFrom: e@goo.ne.jp\r\n\r\nx\r\n";
+    assert_eq!(refused(two), Refusal::FromCount(2));
+    for variant in [
+        "From: ceo@bank.example\r\nfrom: e@goo.ne.jp\r\n\r\nx\r\n",
+        "FROM: ceo@bank.example\r\nFrom : e@goo.ne.jp\r\n\r\nx\r\n",
+        "From:\r\n ceo@bank.example\r\nfRoM\t: e@goo.ne.jp\r\n\r\nx\r\n",
+    ] {
+        assert_eq!(refused(variant), Refusal::FromCount(2), "{variant:?}");
+    }
+    let none = refused("Subject: no from\r\nX-From: a@goo.ne.jp\r\n\r\nx\r\n");
+    assert_eq!(none, Refusal::FromCount(0));
+    let reply = none.reply();
+    assert_eq!((reply.code, reply.status), (550, Some([5, 6, 0])));
+    // One From, however written, is fine and chooses the key.
+    let (_, prepared) = prepare("from :  <a@goo.ne.jp>\r\n\r\nx\r\n", &["b@example.com"]);
+    assert_eq!(prepared.signed_by.unwrap().0, "goo.ne.jp");
+    // Legacy: not refused, but two Froms get no signature of ours.
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    let legacy = preparer().prepare(&env, two.as_bytes().to_vec()).unwrap();
+    assert!(legacy.signed_by.is_none());
+}
+
+#[test]
+fn client_ses_headers_are_removed_and_tags_carried_over() {
+    let msg = "X-SES-Configuration-Set: attacker-set\r\n\
+x-ses-source-arn: arn:aws:ses:ap-northeast-1:1:identity/evil.example\r\n\
+X-SES-FROM-ARN : arn:x\r\n\
+X-Ses-Tenant-Name: other\r\n\
+X-SES-LIST-MANAGEMENT-OPTIONS: list; topic=t\r\n\
+x-SES-message-TAGS: campaign=winter, service=attacker,\r\n bad tag=x\r\n\
+From: a@goo.ne.jp\r\n\
+X-Sesame: stays\r\n\r\nx\r\n";
+    let mut defaults = std::collections::BTreeMap::new();
+    defaults.insert("service".to_string(), "goo-mail".to_string());
+    let preparer = preparer().with_default_tags(&defaults);
+    let prepared = preparer
+        .prepare(&envelope(&["b@example.com"]), msg.as_bytes().to_vec())
+        .unwrap();
+    let out = String::from_utf8(prepared.message).unwrap();
+    let names = header_names(out.as_bytes());
+    let ses: Vec<_> = names
+        .iter()
+        .filter(|n| n.to_ascii_lowercase().starts_with("x-ses-"))
+        .collect();
+    assert_eq!(ses, ["X-SES-CONFIGURATION-SET"], "{out}");
+    assert!(out.starts_with("X-SES-CONFIGURATION-SET: prod-set\r\n"));
+    assert!(out.contains("X-Sesame: stays"));
+    let tags: Vec<(&str, &str)> = prepared
+        .tags
+        .iter()
+        .map(|t| (t.name.as_str(), t.value.as_str()))
+        .collect();
+    assert_eq!(tags, [("service", "goo-mail"), ("campaign", "winter")]);
+    assert_eq!(
+        prepared.dropped_tags.len(),
+        2,
+        "{:?}",
+        prepared.dropped_tags
+    );
 }
 
 #[test]
@@ -117,9 +249,13 @@ fn unsigned_when_no_key_for_the_from_domain() {
     let (out, prepared) = prepare(msg, &["b@example.com"]);
     assert!(prepared.signed_by.is_none());
     assert!(!out.contains("DKIM-Signature"));
-    let (out, prepared) = prepare("Subject: no from\r\n\r\nx\r\n", &["b@example.com"]);
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    let prepared = preparer()
+        .prepare(&env, b"Subject: no from\r\n\r\nx\r\n".to_vec())
+        .unwrap();
     assert!(prepared.signed_by.is_none());
-    assert!(out.contains("Received: from mx1.goo.ne.jp"));
+    assert!(String::from_utf8_lossy(&prepared.message).contains("Received: from mx1.goo.ne.jp"));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use super::{Session, State};
 use crate::envelope::Envelope;
 use crate::forward::{DeliveryError, Retry};
 use crate::metrics;
+use crate::prepare::PrepareError;
 use crate::smtp::{DataEnd, Reply};
 
 impl Session {
@@ -66,7 +67,7 @@ impl Session {
                 (envelope, (prepared, first_taken))
             })
             .await;
-        let Some((envelope, (prepared, first_taken))) = prepared else {
+        let Some((mut envelope, (prepared, first_taken))) = prepared else {
             // The job panicked (a bug): nothing went upstream, so Postfix may retry.
             tracing::error!("message preparation panicked");
             let reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
@@ -74,12 +75,24 @@ impl Session {
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
+            // Not in a shape SES takes: the client's to fix, refused before any call.
+            Err(PrepareError::Refused(refusal)) => {
+                return self.finish(&envelope, Outcome::refused(refusal.reply()), started);
+            }
             Err(err) => {
                 tracing::error!(id = %envelope.id, error = %err, "message not prepared");
                 let reply = DeliveryError::temporary([4, 3, 0], "dkim", err.to_string()).reply();
                 return self.finish(&envelope, Outcome::refused(reply), started);
             }
         };
+        for dropped in &prepared.dropped_tags {
+            tracing::warn!(
+                id = %envelope.id,
+                tag = %self.relay.masker.text(dropped),
+                "X-SES-MESSAGE-TAGS tag not sent to SES"
+            );
+        }
+        envelope.tags = prepared.tags;
         if let Some((domain, selector)) = &prepared.signed_by {
             metrics::dkim_signature(domain, selector, prepared.sign_time.as_secs_f64());
         }

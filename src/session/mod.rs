@@ -300,6 +300,7 @@ impl Session {
             smtputf8: tx.mail.smtputf8,
             declared_size: tx.mail.size,
             route: tx.route.unwrap_or(Route::Ses),
+            tags: Vec::new(),
         };
         (envelope, proxy)
     }

@@ -253,7 +253,7 @@ async fn pipelined_commands_get_their_replies_in_order() {
     s.expect("250 2.1.5").await;
     s.expect("250 2.1.5").await;
     s.expect("354").await;
-    s.send("Subject: 8bit \u{65e5}\u{672c}\r\n\r\n\u{672c}\u{6587}\r\n.\r\nRSET\r\nNOOP\r\n")
+    s.send("From: a@goo.ne.jp\r\nSubject: 8bit \u{65e5}\u{672c}\r\n\r\n\u{672c}\u{6587}\r\n.\r\nRSET\r\nNOOP\r\n")
         .await;
     s.expect("250 2.0.0 Ok: queued").await;
     s.expect("250 2.0.0").await;

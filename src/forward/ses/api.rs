@@ -22,7 +22,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, MessageTag};
 
 /// SigV4 service name of SES (v1 and v2 alike).
 const SIGNING_NAME: &str = "ses";
@@ -125,6 +125,9 @@ struct EnvelopeFields<'a> {
     /// Absent for the null sender: SES then takes the From header.
     #[serde(skip_serializing_if = "Option::is_none")]
     from_email_address: Option<&'a str>,
+    /// `[ses] tags` and the message's own `X-SES-MESSAGE-TAGS`, already checked.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    email_tags: &'a [MessageTag],
 }
 
 #[derive(Serialize)]
@@ -143,6 +146,7 @@ pub fn envelope_fields(envelope: &Envelope, configuration_set: &str) -> Vec<u8> 
         },
         configuration_set_name: configuration_set,
         from_email_address: (!envelope.mail_from.is_empty()).then_some(envelope.mail_from.as_str()),
+        email_tags: &envelope.tags,
     };
     let mut json = serde_json::to_vec(&fields).expect("strings always serialize");
     json.pop();
@@ -267,6 +271,7 @@ mod tests {
             smtputf8: false,
             declared_size: 0,
             route: Route::Ses,
+            tags: Vec::new(),
         }
     }
 
@@ -293,6 +298,32 @@ mod tests {
         );
         assert_eq!(json["ConfigurationSetName"], "set");
         assert_eq!(json["FromEmailAddress"], "a\"q\"@goo.ne.jp");
+    }
+
+    #[test]
+    fn tags_are_email_tags_and_absent_when_there_are_none() {
+        let mut env = envelope("a@goo.ne.jp", &["b@example.com"]);
+        let json = |env: &Envelope| -> serde_json::Value {
+            serde_json::from_slice(&send_email_body(&envelope_fields(env, "set"), b"x")).unwrap()
+        };
+        assert!(json(&env).get("EmailTags").is_none());
+        env.tags = vec![
+            MessageTag {
+                name: "service".into(),
+                value: "goo-mail".into(),
+            },
+            MessageTag {
+                name: "campaign".into(),
+                value: "winter".into(),
+            },
+        ];
+        assert_eq!(
+            json(&env)["EmailTags"],
+            serde_json::json!([
+                {"Name": "service", "Value": "goo-mail"},
+                {"Name": "campaign", "Value": "winter"}
+            ])
+        );
     }
 
     #[test]
