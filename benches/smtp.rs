@@ -49,6 +49,7 @@ fn relay() -> Arc<Relay> {
         tls: None,
         rules: Vec::new(),
         admin_token: None,
+        admin_read_token: None,
     };
     let router = Router::new(Arc::new(Accept), None, Vec::new(), 100.0);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();

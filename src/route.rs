@@ -2,8 +2,9 @@
 //!
 //! The route is picked at the first RCPT, from the client address, the
 //! envelope sender and the first recipient, because a proxying route must
-//! know it before it can pass RCPT on. Rules come first, in order; otherwise
-//! the percentage split:
+//! know it before it can pass RCPT on. The built-in rules come first (SES
+//! cannot deliver some transactions at all, whatever the operator's rules
+//! say), then the configured rules, in order; otherwise the percentage split:
 //!
 //! ```text
 //! bucket = xxh3_64(lowercase(sender) + "\0" + lowercase(first recipient), SPLIT_SEED) mod 10000
@@ -72,6 +73,29 @@ pub fn bucket(sender: &str, first_recipient: &str) -> u32 {
 pub fn threshold(ses_percent: f64) -> u32 {
     (ses_percent.clamp(0.0, 100.0) * 100.0).round() as u32
 }
+
+/// A rule of the relay itself, applied before the configured ones whenever a
+/// legacy route exists, and shown by `GET /cutover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BuiltInRule {
+    /// Short name.
+    pub name: &'static str,
+    /// What it matches, for people.
+    pub matches: &'static str,
+    /// Where it sends what it matches.
+    pub route: Route,
+}
+
+/// SES does not deliver SMTPUTF8 (non-ASCII) addresses, so such a transaction
+/// goes where it can be delivered.
+pub const INTERNATIONALIZED: BuiltInRule = BuiltInRule {
+    name: "internationalized-addresses",
+    matches: "the sender or the first recipient is not ASCII (SMTPUTF8); SES does not deliver such addresses",
+    route: Route::Legacy,
+};
+
+/// Every built-in rule, in the order applied.
+pub const BUILT_IN_RULES: &[BuiltInRule] = &[INTERNATIONALIZED];
 
 /// An override: matches when any of its lists matches.
 #[derive(Debug, Clone)]
@@ -148,6 +172,9 @@ impl Router {
     pub fn choose(&self, client: IpAddr, sender: &str, first_recipient: &str) -> Route {
         if self.legacy.is_none() {
             return Route::Ses;
+        }
+        if !sender.is_ascii() || !first_recipient.is_ascii() {
+            return INTERNATIONALIZED.route;
         }
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(rule) = rules

@@ -43,6 +43,8 @@ pub struct Live {
     pub rules: Vec<RuleConfig>,
     /// The admin bearer token; `None` refuses every change.
     pub admin_token: Option<String>,
+    /// `admin.read-token-file`'s token: reads need it (or the write token) when set.
+    pub admin_read_token: Option<String>,
 }
 
 /// What every session shares.
@@ -178,18 +180,8 @@ pub fn build_live(config: &Config) -> Result<Live, StartError> {
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
-    let admin_token = if config.admin.token_file.as_os_str().is_empty() {
-        None
-    } else {
-        let token = std::fs::read_to_string(&config.admin.token_file).map_err(|source| {
-            StartError::File {
-                key: "admin.token-file",
-                path: config.admin.token_file.clone(),
-                source,
-            }
-        })?;
-        Some(token.trim().to_string()).filter(|t| !t.is_empty())
-    };
+    let admin_token = read_token(&config.admin.token_file, "admin.token-file")?;
+    let admin_read_token = read_token(&config.admin.read_token_file, "admin.read-token-file")?;
     let legacy_signs = config.legacy.as_ref().is_some_and(|l| l.dkim_sign);
     Ok(Live {
         smtp: config.smtp.clone(),
@@ -203,7 +195,22 @@ pub fn build_live(config: &Config) -> Result<Live, StartError> {
         .with_default_tags(&config.ses.tags),
         rules: config.cutover.rules.clone(),
         admin_token,
+        admin_read_token,
     })
+}
+
+/// A bearer token from its file (trailing newline ignored); none when the
+/// key is empty. An empty file gives no token, which refuses every request.
+fn read_token(path: &std::path::Path, key: &'static str) -> Result<Option<String>, StartError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(path).map_err(|source| StartError::File {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 fn outbox(

@@ -6,7 +6,12 @@
 //!   it re-arms the rollback guard;
 //! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable;
 //! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
+//!
+//! Off loopback (or with `admin.read-token-file`), everything but the probes
+//! needs a bearer token; connections are capped and must send their request
+//! head in time (see [`access`]).
 
+pub mod access;
 pub mod client;
 mod status;
 
@@ -17,11 +22,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use self::access::{Limits, Need};
 
 use crate::cutover::CutoverError;
 use crate::server::Relay;
@@ -31,6 +39,21 @@ const MAX_BODY: usize = 16 * 1024;
 
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
+    serve_with(listener, relay, Limits::default()).await
+}
+
+/// Answer to a connection past the cap, written without waiting: the client
+/// learns why, and nothing is held for it.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// [`serve`] with these bounds.
+pub async fn serve_with(listener: TcpListener, relay: Arc<Relay>, limits: Limits) {
+    // Fixed for the listener's life: a reload cannot open a listener that is off loopback.
+    let off_loopback = listener
+        .local_addr()
+        .map_or(true, |addr| access::reads_guarded(addr, None));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = relay.shutdown.triggered() => return,
@@ -40,14 +63,22 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let _ = stream.try_write(BUSY);
+            tracing::debug!("admin connection refused: {} open", limits.max_connections);
+            continue;
+        };
         let relay = relay.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| handle(relay.clone(), request));
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |request| {
+                handle(relay.clone(), off_loopback, request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
         });
     }
 }
@@ -75,7 +106,14 @@ fn error(status: StatusCode, message: &str) -> Reply {
     json(status, serde_json::json!({ "error": message }))
 }
 
-async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Reply, Infallible> {
+async fn handle(
+    relay: Arc<Relay>,
+    off_loopback: bool,
+    request: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    if let Some(refused) = refuse_read(&relay, off_loopback, &request) {
+        return Ok(refused);
+    }
     let reply = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/metrics") => text(
@@ -94,6 +132,31 @@ async fn handle(relay: Arc<Relay>, request: Request<Incoming>) -> Result<Reply, 
     Ok(reply)
 }
 
+/// The 401 for a read without a valid token, when reads are guarded.
+/// Changes are checked by their handler, which audit-logs a refusal.
+fn refuse_read(relay: &Relay, off_loopback: bool, request: &Request<Incoming>) -> Option<Reply> {
+    if access::need(request.method(), request.uri().path()) != Need::Read {
+        return None;
+    }
+    let live = relay.live();
+    let read = live.admin_read_token.as_deref();
+    if !off_loopback && read.is_none() {
+        return None;
+    }
+    let given = access::presented(request.headers());
+    if access::matches_any(given, &[read, live.admin_token.as_deref()]) {
+        return None;
+    }
+    let mut reply = error(
+        StatusCode::UNAUTHORIZED,
+        "a valid 'Authorization: Bearer <token>' header is required (admin.read-token-file)",
+    );
+    reply
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(reply)
+}
+
 fn cutover_status(relay: &Relay) -> Reply {
     let status = relay.cutover.status();
     let rules = relay.live().rules.clone();
@@ -107,6 +170,12 @@ fn cutover_status(relay: &Relay) -> Reply {
             "legacy_route": relay.router.has_legacy(),
             "rules": rules,
             "guard": status::guard_json(&relay.guard.snapshot()),
+            // Applied before `rules`, and only when there is a legacy route to send to.
+            "built_in_rules": if relay.router.has_legacy() {
+                crate::route::BUILT_IN_RULES
+            } else {
+                &[]
+            },
         }),
     )
 }
@@ -120,16 +189,8 @@ struct Change {
 }
 
 async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let authorized = match (relay.live().admin_token.as_deref(), presented) {
-        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
-        _ => false,
-    };
+    let given = access::presented(request.headers());
+    let authorized = access::matches_any(given, &[relay.live().admin_token.as_deref()]);
     if !authorized {
         tracing::warn!(audit = "cutover", "change refused: missing or wrong token");
         return error(
@@ -215,7 +276,5 @@ async fn readyz(relay: &Relay) -> Reply {
     )
 }
 
-/// Compares without an early exit, so the time taken does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+#[cfg(test)]
+mod tests;

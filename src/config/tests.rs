@@ -254,3 +254,61 @@ fn cutover_and_legacy_validation() {
     assert_eq!(with.configured_ses_percent(), 0.0);
     assert_eq!(Config::default().configured_ses_percent(), 100.0);
 }
+
+#[test]
+fn ses_tags_are_read_as_written_and_checked_with_their_key() {
+    let config = Config::load_str(
+        "[ses]\nconfiguration-set = \"cs\"\n[ses.tags]\nService = \"goo-mail\"\nteam_2 = \"mail-ops\"\n",
+        no_env(),
+    )
+    .unwrap();
+    let tags: Vec<(&str, &str)> = config
+        .ses
+        .tags
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(tags, [("Service", "goo-mail"), ("team_2", "mail-ops")]);
+    assert_eq!(problems(&config), Vec::<String>::new());
+    let config = Config::load_str(
+        "[ses]\nconfiguration-set = \"cs\"\ntags = { ok = \"1\", \"ses:x\" = \"y\", bad = \"a b\", empty = \"\" }\n",
+        no_env(),
+    )
+    .unwrap();
+    let mut keys = problems(&config);
+    keys.sort();
+    assert_eq!(keys, ["ses.tags.bad", "ses.tags.empty", "ses.tags.ses:x"]);
+}
+
+#[test]
+fn admin_off_loopback_needs_a_read_token_file() {
+    let base = "[ses]\nconfiguration-set = \"cs\"\n[admin]\n";
+    for listen in ["0.0.0.0:9925", "10.0.0.5:9925", "[::]:9925"] {
+        let config = Config::load_str(&format!("{base}listen = \"{listen}\"\n"), no_env()).unwrap();
+        assert_eq!(problems(&config), ["admin.read-token-file"], "{listen}");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+    }
+    for listen in [
+        "127.0.0.1:9925",
+        "127.0.0.2:9925",
+        "[::1]:9925",
+        "[::ffff:127.0.0.1]:9925",
+    ] {
+        let config = Config::load_str(&format!("{base}listen = \"{listen}\"\n"), no_env()).unwrap();
+        assert_eq!(problems(&config), Vec::<String>::new(), "{listen}");
+    }
+    let missing =
+        format!("{base}listen = \"0.0.0.0:9925\"\nread-token-file = \"/nonexistent/read\"\n");
+    let config = Config::load_str(&missing, no_env()).unwrap();
+    assert_eq!(problems(&config), ["admin.read-token-file"]);
+    let file = std::env::temp_dir().join(format!("ses-relay-read-token-{}", std::process::id()));
+    std::fs::write(&file, "r\n").unwrap();
+    let present = format!(
+        "{base}listen = \"0.0.0.0:9925\"\nread-token-file = \"{}\"\n",
+        file.display()
+    );
+    let config = Config::load_str(&present, no_env()).unwrap();
+    assert_eq!(problems(&config), Vec::<String>::new());
+    std::fs::remove_file(&file).ok();
+}

@@ -139,3 +139,28 @@ fn without_a_legacy_route_everything_goes_to_ses() {
     );
     assert_eq!(r.choose(CLIENT, "a@goo.ne.jp", "b@example.com"), Route::Ses);
 }
+
+#[test]
+fn internationalized_addresses_go_to_legacy_whatever_the_percentage_and_rules() {
+    let ses_rule = rule("clients = [\"10.99.0.0/16\"]\nroute = \"ses\"");
+    let r = router(vec![ses_rule], 100.0);
+    assert_eq!(r.choose(CLIENT, "a@goo.ne.jp", "b@example.com"), Route::Ses);
+    for (sender, first) in [
+        ("\u{5c71}\u{7530}@goo.ne.jp", "b@example.com"),
+        ("a@goo.ne.jp", "\u{3042}@example.jp"),
+        ("a@goo.ne.jp", "b@\u{4f8b}\u{3048}.jp"),
+    ] {
+        assert_eq!(
+            r.choose(CLIENT, sender, first),
+            Route::Legacy,
+            "{sender} {first}"
+        );
+    }
+    // Without a legacy route there is nowhere else: SES, where RCPT refuses it.
+    let only_ses = Router::new(Arc::new(Nowhere), None, Vec::new(), 100.0);
+    assert_eq!(
+        only_ses.choose(CLIENT, "a@goo.ne.jp", "\u{3042}@example.jp"),
+        Route::Ses
+    );
+    assert_eq!(BUILT_IN_RULES[0].route, Route::Legacy);
+}

@@ -209,6 +209,16 @@ impl Session {
         let route = *tx
             .route
             .get_or_insert_with(|| relay.router.choose(client, &tx.mail.from, &to.address));
+        // SES does not deliver SMTPUTF8 addresses; with a legacy route the
+        // router sent such a transaction there, unless only a later recipient is.
+        if route == crate::route::Route::Ses && !(to.address.is_ascii() && tx.mail.from.is_ascii())
+        {
+            return Ok(Reply::new(
+                553,
+                [5, 6, 7],
+                "SES does not deliver internationalized (non-ASCII) addresses",
+            ));
+        }
         if matches!(tx.upstream, Upstream::Unopened) {
             match relay.router.forwarder(route).open(&tx.mail).await {
                 Ok(Some(proxy)) => tx.upstream = Upstream::Proxy(proxy),

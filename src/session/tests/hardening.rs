@@ -24,6 +24,7 @@ fn live_with(smtp: SmtpConfig) -> Live {
         tls: None,
         rules: Vec::new(),
         admin_token: None,
+        admin_read_token: None,
     }
 }
 

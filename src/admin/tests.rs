@@ -1,0 +1,180 @@
+//! The admin listener over real sockets on 127.0.0.1: tokens, the connection
+//! cap and the header-read timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::access::Limits;
+use crate::config::{DkimConfig, SmtpConfig};
+use crate::cutover::Cutover;
+use crate::forward::Unreachable;
+use crate::log::Masker;
+use crate::prepare::Preparer;
+use crate::prepare::dkim::DkimKeys;
+use crate::route::Router;
+use crate::server::{Live, Relay};
+
+const READ: &str = "read-token";
+const WRITE: &str = "write-token";
+
+fn relay(read_token: Option<&str>) -> Arc<Relay> {
+    let live = Live {
+        smtp: SmtpConfig::default(),
+        tls: None,
+        preparer: Preparer::new(
+            "relay.test",
+            DkimKeys::load(&DkimConfig::default()).unwrap(),
+            "set",
+            false,
+        ),
+        rules: Vec::new(),
+        admin_token: Some(WRITE.into()),
+        admin_read_token: read_token.map(str::to_string),
+    };
+    let router = Router::new(
+        Arc::new(Unreachable),
+        Some(Arc::new(Unreachable)),
+        Vec::new(),
+        0.0,
+    );
+    let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
+    Arc::new(Relay::new(live, router, cutover, Masker::new(true)))
+}
+
+async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(super::serve_with(listener, relay, limits));
+    addr
+}
+
+/// One request with `Connection: close`; the status code and the whole answer.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_all(&mut stream).await;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the admin API answers and closes in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn with_a_read_token_only_probes_are_open() {
+    let addr = start(relay(Some(READ)), Limits::default()).await;
+    for path in ["/cutover", "/metrics", "/", "/unknown"] {
+        let (status, answer) = request(addr, "GET", path, None, "").await;
+        assert_eq!(status, 401, "{path}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{answer}"
+        );
+        assert_eq!(request(addr, "GET", path, Some("wrong"), "").await.0, 401);
+    }
+    for token in [READ, WRITE] {
+        for path in ["/cutover", "/metrics", "/"] {
+            let (status, answer) = request(addr, "GET", path, Some(token), "").await;
+            assert_eq!(status, 200, "{path} with {token}: {answer}");
+        }
+    }
+    let (_, cutover) = request(addr, "GET", "/cutover", Some(READ), "").await;
+    assert!(cutover.contains("internationalized-addresses"), "{cutover}");
+    for path in ["/healthz", "/readyz"] {
+        let (status, answer) = request(addr, "GET", path, None, "").await;
+        assert!(status == 200 || status == 503, "{path}: {answer}");
+    }
+    // The read token does not change anything; the write token does.
+    let change = r#"{"ses_percent": 10, "reason": "test"}"#;
+    assert_eq!(
+        request(addr, "PUT", "/cutover", Some(READ), change).await.0,
+        401
+    );
+    let (status, answer) = request(addr, "PUT", "/cutover", Some(WRITE), change).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn on_loopback_without_a_read_token_reads_stay_open() {
+    let addr = start(relay(None), Limits::default()).await;
+    assert_eq!(request(addr, "GET", "/cutover", None, "").await.0, 200);
+    assert_eq!(request(addr, "GET", "/metrics", None, "").await.0, 200);
+    let change = r#"{"ses_percent": 10, "reason": "test"}"#;
+    assert_eq!(request(addr, "PUT", "/cutover", None, change).await.0, 401);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503_and_a_freed_slot_serves_again() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let addr = start(relay(None), limits).await;
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    // Both are accepted (and hold a slot) before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, answer) = request(addr, "GET", "/healthz", None, "").await;
+    assert_eq!(status, 503, "{answer}");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = request(addr, "GET", "/healthz", None, "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_at_the_header_read_timeout() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let addr = start(relay(None), limits).await;
+    for partial in ["", "GET /metrics HTTP/1.1\r\nHost: admin\r\n"] {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(partial.as_bytes()).await.unwrap();
+        let answer = read_all(&mut stream).await;
+        // Closed (hyper may say 408 first) well before the 60 s connection bound.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{partial:?}: {answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{partial:?}: {:?}",
+            started.elapsed()
+        );
+    }
+}
