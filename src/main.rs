@@ -232,7 +232,8 @@ fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
     };
     let answer = match action {
         CutoverAction::Status => {
-            ses_relay::admin::client::request(addr, "GET", "/cutover", None, None)
+            let token = ses_relay::admin::client::read_token(&config.admin);
+            ses_relay::admin::client::request(addr, "GET", "/cutover", token.as_deref(), None)
         }
         CutoverAction::Set { percent, reason } => {
             let token = match std::fs::read_to_string(&config.admin.token_file) {

@@ -5,6 +5,20 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::config::AdminConfig;
+
+/// The token to read with: `admin.read-token-file`'s, else `admin.token-file`'s
+/// (the write token reads too), the first file that is readable and not
+/// empty. None: the request goes without, which a guarded API answers 401.
+pub fn read_token(config: &AdminConfig) -> Option<String> {
+    [&config.read_token_file, &config.token_file]
+        .into_iter()
+        .filter(|path| !path.as_os_str().is_empty())
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|token| token.trim().to_string())
+        .find(|token| !token.is_empty())
+}
+
 /// An HTTP answer: status code and body.
 #[derive(Debug)]
 pub struct Answer {

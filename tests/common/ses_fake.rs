@@ -37,6 +37,8 @@ pub struct SendEmail {
     pub configuration_set: Option<String>,
     pub raw: Vec<u8>,
     pub authorization: bool,
+    /// `EmailTags` as `(Name, Value)`, in order.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -229,5 +231,16 @@ fn parse(body: &[u8], authorization: bool) -> Option<SendEmail> {
         configuration_set: json["ConfigurationSetName"].as_str().map(String::from),
         raw,
         authorization,
+        tags: json["EmailTags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| {
+                        let text = |k: &str| t[k].as_str().unwrap_or("").to_string();
+                        (text("Name"), text("Value"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
