@@ -1,5 +1,5 @@
 # Build: docker build -t ses-relay .
-# Run:   docker run -p 2525:2525 -v /etc/ses-relay:/etc/ses-relay:ro ses-relay
+# Run:   docker run -p 2525:2525 -p 127.0.0.1:9925:9925 -v /etc/ses-relay:/etc/ses-relay:ro ses-relay
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
@@ -15,8 +15,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && mkdir -p /var/lib/ses-relay /etc/ses-relay && chown ses-relay: /var/lib/ses-relay
 COPY --from=build /src/target/release/ses-relay /usr/local/bin/ses-relay
 USER ses-relay
-# SMTP, and the admin API (metrics, health, cutover): set admin.listen = "0.0.0.0:9925" in the
-# container's config and keep the port on a management network.
+# SMTP, and the admin API (metrics, health, cutover): with admin.listen = "0.0.0.0:9925" in the
+# container's config, admin.read-token-file is required (reads and /metrics need a bearer token,
+# PUT the admin.token-file one); publish the port only on a management network.
 EXPOSE 2525 9925
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
