@@ -13,7 +13,8 @@
 //!                   │ (or forward::outbox, dry run)│ prepare → legacy DATA
 //!                   └───────────────────────────────────────────────┘
 //!         prepare = Received header + DKIM signature (+ X-SES-CONFIGURATION-SET on SES),
-//!                   on the signing pool (one thread per core)
+//!                   on the signing pool (one thread per core); on SES exactly one From and
+//!                   one DKIM-Signature leave, client X-SES-* headers do not (tags → EmailTags)
 //!         every SES outcome → guard (failure ratio, delay; SES events via feedback)
 //!         side rooms: config, metrics, admin HTTP, log (PII masking), tls, shutdown
 //! ```
@@ -22,12 +23,13 @@
 //! - [`session`]: one SMTP connection: states, one handler per command.
 //! - [`listener`]: accepting connections, admission (allowed networks, connection cap).
 //! - [`route`]: which upstream a transaction takes.
-//! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers, and the
-//!   threads that do it ([`prepare::pool`]).
+//! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers, message
+//!   tags ([`prepare::tags`]), and the threads that do it ([`prepare::pool`]).
 //! - [`forward`]: the upstreams ([`forward::ses`]: SendEmail as signed HTTP;
 //!   [`forward::legacy`]: the SMTP proxy; [`forward::outbox`]: the dry run) and
 //!   the one mapping of upstream failures to SMTP replies.
-//! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page).
+//! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page;
+//!   tokens and connection bounds in [`admin::access`]).
 //! - [`guard`]: the rollback guard (the plan's rollback conditions over a window, the trip);
 //!   [`feedback`]: SES's events from SQS for it; [`received`]: when the fleet first took a message.
 //! - [`preflight`], [`dns`]: the checks before each cutover step.
