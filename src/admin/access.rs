@@ -66,9 +66,14 @@ pub fn need(method: &hyper::Method, path: &str) -> Need {
     }
 }
 
-/// Whether reads need a token on a listener bound to `addr` with this read token.
-pub fn reads_guarded(addr: SocketAddr, read_token: Option<&str>) -> bool {
-    read_token.is_some() || !crate::config::is_loopback(addr.ip())
+/// Whether a listener bound to `addr` is reachable from other hosts.
+pub fn off_loopback(addr: SocketAddr) -> bool {
+    !crate::config::is_loopback(addr.ip())
+}
+
+/// Whether reads need a token: off loopback, or whenever a read token is set.
+pub fn reads_guarded(off_loopback: bool, read_token: Option<&str>) -> bool {
+    off_loopback || read_token.is_some()
 }
 
 /// The token in `Authorization: Bearer <token>` (scheme in any case, RFC 9110 section 11.1).
@@ -116,8 +121,9 @@ mod tests {
 
     #[test]
     fn reads_are_guarded_off_loopback_or_with_a_read_token() {
-        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let at = |a: &str| off_loopback(a.parse::<SocketAddr>().unwrap());
         assert!(!reads_guarded(at("127.0.0.1:9925"), None));
+        assert!(!reads_guarded(at("127.0.0.2:9925"), None));
         assert!(!reads_guarded(at("[::1]:9925"), None));
         assert!(!reads_guarded(at("[::ffff:127.0.0.1]:9925"), None));
         assert!(reads_guarded(at("127.0.0.1:9925"), Some("r")));

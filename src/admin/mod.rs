@@ -50,9 +50,7 @@ const BUSY: &[u8] =
 /// [`serve`] with these bounds.
 pub async fn serve_with(listener: TcpListener, relay: Arc<Relay>, limits: Limits) {
     // Fixed for the listener's life: a reload cannot open a listener that is off loopback.
-    let off_loopback = listener
-        .local_addr()
-        .map_or(true, |addr| access::reads_guarded(addr, None));
+    let off_loopback = listener.local_addr().map_or(true, access::off_loopback);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -134,13 +132,13 @@ async fn handle(
 
 /// The 401 for a read without a valid token, when reads are guarded.
 /// Changes are checked by their handler, which audit-logs a refusal.
-fn refuse_read(relay: &Relay, off_loopback: bool, request: &Request<Incoming>) -> Option<Reply> {
+fn refuse_read<B>(relay: &Relay, off_loopback: bool, request: &Request<B>) -> Option<Reply> {
     if access::need(request.method(), request.uri().path()) != Need::Read {
         return None;
     }
     let live = relay.live();
     let read = live.admin_read_token.as_deref();
-    if !off_loopback && read.is_none() {
+    if !access::reads_guarded(off_loopback, read) {
         return None;
     }
     let given = access::presented(request.headers());

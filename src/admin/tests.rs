@@ -178,3 +178,30 @@ async fn a_slow_request_head_is_cut_at_the_header_read_timeout() {
         );
     }
 }
+
+#[test]
+fn off_loopback_reads_need_a_token_even_without_a_read_token_file() {
+    let relay = relay(None);
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = hyper::Request::get(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(()).unwrap();
+        super::refuse_read(&relay, true, &request).map(|reply| reply.status().as_u16())
+    };
+    for path in ["/cutover", "/metrics", "/"] {
+        assert_eq!(get(path, None), Some(401), "{path}");
+        assert_eq!(get(path, Some("guess")), Some(401), "{path}");
+        assert_eq!(
+            get(path, Some(WRITE)),
+            None,
+            "{path}: the write token reads"
+        );
+    }
+    assert_eq!(get("/healthz", None), None);
+    assert_eq!(get("/readyz", None), None);
+    // The same relay on loopback: open, as before.
+    let request = hyper::Request::get("/metrics").body(()).unwrap();
+    assert!(super::refuse_read(&relay, false, &request).is_none());
+}
