@@ -1,29 +1,51 @@
 //! The cutover knob: the SES percentage operators turn at runtime, where it
-//! came from, and its persistence in `cutover.state-file` (written atomically:
-//! temporary file, fsync, rename, fsync of the directory), which wins over the
-//! config value at startup so a restart keeps the operators' last word.
+//! came from, and where it is kept. Two stores (`cutover.store`):
+//!
+//! - `file` (one relay): `cutover.state-file` (written atomically: temporary
+//!   file, fsync, rename, fsync of the directory), which wins over the config
+//!   value at startup so a restart keeps the operators' last word;
+//! - `ssm` (a fleet): one SSM parameter ([`ssm`], the client; `shared`, the
+//!   start and the refresh) shared by every relay, read every
+//!   `refresh-interval`; SSM's version number orders the changes. The
+//!   state file then caches the last value seen, for a start while SSM is
+//!   unreachable.
+//!
+//! Every change, whoever makes it (`PUT /cutover`, the rollback guard, the
+//! refresh that brings another relay's change), goes through
+//! [`Cutover::set`] or the refresh and ends in one audit log line.
+
+mod shared;
+pub mod ssm;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::CutoverStore;
 use crate::route::Router;
+pub use ssm::{ParameterValue, SsmStore, StoreError, Versioned};
 
-/// Where the percentage in force came from.
+/// SSM errors are logged at most this often (each one is counted).
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the percentage in force came from, or who changed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
-    /// `cutover.ses-percent` in the config file (or its default).
+    /// `cutover.ses-percent` in the config file (or its default); with the SSM
+    /// store, the relay that created the parameter from it.
     Config,
-    /// The state file written by `PUT /cutover`.
+    /// The state file written by `PUT /cutover` (file store).
     StateFile,
     /// The rollback guard lowered it (see [`crate::guard`]).
     Guard,
+    /// An operator through `PUT /cutover` or `ses-relay cutover set` (SSM store).
+    Api,
 }
 
-/// The state file's content.
+/// The state file's content (with the SSM store: the local cache of the parameter).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
     /// SES share, 0 to 100.
@@ -32,9 +54,16 @@ pub struct SavedState {
     pub updated_at: String,
     /// Why, as the operator said.
     pub reason: String,
-    /// Who set it, when not an operator (the rollback guard); absent in older files.
+    /// Who set it, when not an operator (the rollback guard), or with the SSM
+    /// store who wrote the parameter; absent in older files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// SSM parameter version this value had (SSM store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// Host name of the relay that made the change (SSM store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 /// The percentage in force and its provenance (`GET /cutover`).
@@ -42,12 +71,20 @@ pub struct SavedState {
 pub struct Status {
     /// SES share applied to new transactions.
     pub ses_percent: f64,
-    /// `config` or `state-file`.
+    /// `config` or `state-file` (file store); `api`, `guard` or `config` (SSM store: who wrote it).
     pub source: Source,
     /// When it was last changed at runtime, if ever.
     pub updated_at: Option<String>,
     /// The operator's reason for that change.
     pub reason: Option<String>,
+    /// `file` or `ssm`.
+    pub store: CutoverStore,
+    /// SSM parameter version in force (SSM store).
+    pub version: Option<i64>,
+    /// When the parameter was last read from SSM (SSM store; `None` until the first read).
+    pub refreshed_at: Option<String>,
+    /// Host name of the relay that made the change (SSM store).
+    pub updated_by: Option<String>,
 }
 
 /// Why a cutover change or load failed.
@@ -72,16 +109,26 @@ pub enum CutoverError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The SSM parameter cannot be written; the change was not applied.
+    #[error("{0}; the change was not applied")]
+    Store(#[from] StoreError),
 }
 
 /// The knob: current status, persisted on every change.
 pub struct Cutover {
     state_file: PathBuf,
-    status: Mutex<Status>,
+    ssm: Option<SsmStore>,
+    /// `updated_by` of this relay's changes.
+    hostname: String,
+    status: Arc<Mutex<Status>>,
+    /// One change at a time: the store's write and the local apply stay in order.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    /// When an SSM error was last logged.
+    last_error_log: Mutex<Option<Instant>>,
 }
 
 impl Cutover {
-    /// The status at startup: the state file if there is one, else the config's value.
+    /// The file store's status at startup: the state file if there is one, else the config's value.
     pub fn load(state_file: &Path, configured: f64) -> Result<Cutover, CutoverError> {
         let status = match read_state(state_file)? {
             Some(saved) => Status {
@@ -89,30 +136,36 @@ impl Cutover {
                 source: saved.source.unwrap_or(Source::StateFile),
                 updated_at: Some(saved.updated_at),
                 reason: Some(saved.reason),
+                ..Status::configured(configured, CutoverStore::File)
             },
-            None => Status {
-                ses_percent: configured,
-                source: Source::Config,
-                updated_at: None,
-                reason: None,
-            },
+            None => Status::configured(configured, CutoverStore::File),
         };
-        Ok(Cutover {
+        Ok(Cutover::with(state_file, None, String::new(), status))
+    }
+
+    fn with(state_file: &Path, ssm: Option<SsmStore>, hostname: String, status: Status) -> Cutover {
+        Cutover {
             state_file: state_file.to_path_buf(),
-            status: Mutex::new(status),
-        })
+            ssm,
+            hostname,
+            status: Arc::new(Mutex::new(status)),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
+            last_error_log: Mutex::new(None),
+        }
     }
 
     /// The status now.
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Validates, persists, then applies a new percentage to `router`. Nothing
     /// changes if the state file cannot be written: a restart must not undo it.
+    /// With the SSM store, see [`Cutover::set_by`].
     pub fn set(
         &self,
         router: &Router,
@@ -124,6 +177,12 @@ impl Cutover {
 
     /// [`Cutover::set`] on behalf of `source` (the rollback guard passes
     /// [`Source::Guard`]), which the state file keeps so a restart shows it.
+    ///
+    /// With the SSM store the change applies here at once and is written to
+    /// the parameter right after, on a task of its own (this path cannot
+    /// wait: the guard calls it from where it judges), so the whole fleet
+    /// follows within `refresh-interval`. If SSM refuses it the change stays
+    /// on this relay only, counted and logged, until a newer version arrives.
     pub fn set_by(
         &self,
         router: &Router,
@@ -134,12 +193,17 @@ impl Cutover {
         if !ses_percent.is_finite() || !(0.0..=100.0).contains(&ses_percent) {
             return Err(CutoverError::OutOfRange(ses_percent));
         }
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = &self.ssm {
+            return Ok(self.set_through(store, router, ses_percent, reason, source));
+        }
+        let mut status = self.lock();
         let saved = SavedState {
             ses_percent,
             updated_at: now_rfc3339(),
             reason: reason.to_string(),
             source: (source == Source::Guard).then_some(source),
+            version: None,
+            updated_by: None,
         };
         if !self.state_file.as_os_str().is_empty() {
             write_state(&self.state_file, &saved).map_err(|source| CutoverError::Write {
@@ -155,6 +219,7 @@ impl Cutover {
             source,
             updated_at: Some(saved.updated_at),
             reason: Some(saved.reason),
+            ..Status::configured(ses_percent, CutoverStore::File)
         };
         tracing::info!(
             audit = "cutover",
@@ -165,6 +230,54 @@ impl Cutover {
             "SES percentage changed"
         );
         Ok(status.clone())
+    }
+
+    /// `PUT /cutover`'s path: validates, then with the SSM store writes the
+    /// parameter first and applies it here once SSM has taken it (SSM not
+    /// answering: [`CutoverError::Store`], nothing changes anywhere); with the
+    /// file store, [`Cutover::set_by`]. `source` says who asks (`Api` for an
+    /// operator, which the file store shows as `state-file`, as it always has).
+    pub async fn change(
+        &self,
+        router: &Router,
+        ses_percent: f64,
+        reason: &str,
+        source: Source,
+    ) -> Result<Status, CutoverError> {
+        if !ses_percent.is_finite() || !(0.0..=100.0).contains(&ses_percent) {
+            return Err(CutoverError::OutOfRange(ses_percent));
+        }
+        let Some(store) = &self.ssm else {
+            let source = if source == Source::Api {
+                Source::StateFile
+            } else {
+                source
+            };
+            return self.set_by(router, ses_percent, reason, source);
+        };
+        let _one_at_a_time = self.writing.lock().await;
+        let value = self.value(ses_percent, reason, source);
+        let version = store.put(&value).await.inspect_err(|err| {
+            crate::metrics::cutover_store_error();
+            tracing::error!(error = %err, "cutover change not written to SSM");
+        })?;
+        self.apply(router, Versioned { value, version }, "set");
+        Ok(self.status())
+    }
+}
+
+impl Status {
+    fn configured(ses_percent: f64, store: CutoverStore) -> Status {
+        Status {
+            ses_percent,
+            source: Source::Config,
+            updated_at: None,
+            reason: None,
+            store,
+            version: None,
+            refreshed_at: None,
+            updated_by: None,
+        }
     }
 }
 

@@ -42,6 +42,10 @@ pub const DKIM_DNS_CONSISTENT: &str = "ses_relay_dkim_dns_consistent";
 /// Bytes of message data held by all sessions (received, not yet delivered),
 /// against `smtp.max-data-memory`.
 pub const DATA_MEMORY: &str = "ses_relay_data_memory_bytes";
+/// Failed reads and writes of the shared cutover store (SSM); routing stays on the last value.
+pub const CUTOVER_STORE_ERRORS: &str = "ses_relay_cutover_store_errors_total";
+/// SSM parameter version of the cutover value in force (compare across the fleet).
+pub const CUTOVER_STORE_VERSION: &str = "ses_relay_cutover_store_version";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
 /// From the oldest `Received:` date (the Postfix fleet first took the message)
@@ -164,6 +168,14 @@ pub fn describe() {
         SES_EVENTS,
         "SES events read from the feedback queue by type"
     );
+    describe_counter!(
+        CUTOVER_STORE_ERRORS,
+        "Failed reads and writes of the shared cutover store (SSM)"
+    );
+    describe_gauge!(
+        CUTOVER_STORE_VERSION,
+        "SSM parameter version of the cutover value in force"
+    );
 }
 
 /// The guard's series at 0, so dashboards and alerts see them before the first trip.
@@ -276,6 +288,21 @@ pub fn legacy_error(kind: &'static str) {
 /// Publishes the SES percentage in force.
 pub fn cutover_percent(percent: f64) {
     gauge!(CUTOVER_SES_PERCENT).set(percent);
+}
+
+/// Counts `n` failed calls to the shared cutover store (0 makes the series visible).
+pub fn cutover_store_errors(n: u64) {
+    counter!(CUTOVER_STORE_ERRORS).increment(n);
+}
+
+/// Counts one failed call to the shared cutover store.
+pub fn cutover_store_error() {
+    cutover_store_errors(1);
+}
+
+/// Publishes the SSM parameter version in force.
+pub fn cutover_store_version(version: i64) {
+    gauge!(CUTOVER_STORE_VERSION).set(version as f64);
 }
 
 /// Publishes the DNS check of one key.

@@ -146,6 +146,9 @@ pub async fn run(
         )),
         SesMode::Api => ses_checks(config, credentials.clone(), &mut out).await,
     }
+    if config.cutover.store == crate::config::CutoverStore::Ssm {
+        out.push(ssm_check(config, credentials.clone()).await);
+    }
     guard_checks(config, credentials, &mut out).await;
     if let Some(legacy) = &config.legacy {
         if legacy.mode == LegacyMode::Smtp {
@@ -365,6 +368,43 @@ async fn guard_checks(
             ),
         ),
     });
+}
+
+/// `ssm:GetParameter` on the shared cutover parameter: allowed, and a value
+/// the relays can use (absent is fine: the first relay creates it).
+async fn ssm_check(config: &Config, credentials: Option<SharedCredentialsProvider>) -> Finding {
+    let cutover = &config.cutover;
+    let check = format!("ssm parameter {}", cutover.ssm_parameter);
+    let store = crate::cutover::SsmStore::new(
+        &cutover.ssm_parameter,
+        &config.ses.region,
+        &cutover.endpoint_url,
+        credentials,
+    )
+    .await;
+    match store.get().await {
+        Ok(Some(shared)) => finding(
+            Level::Pass,
+            check,
+            format!(
+                "GetParameter allowed: version {}, ses_percent {} ({} by {}, {})",
+                shared.version,
+                shared.value.ses_percent,
+                serde_json::to_value(shared.value.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                shared.value.updated_by,
+                shared.value.updated_at
+            ),
+        ),
+        Ok(None) => finding(
+            Level::Warn,
+            check,
+            "GetParameter allowed, parameter absent: the first relay creates it from cutover.ses-percent (needs ssm:PutParameter)",
+        ),
+        Err(err) => finding(Level::Fail, check, err.to_string()),
+    }
 }
 
 async fn legacy_check(relay: &str, helo: &str, timeout: Duration) -> Finding {

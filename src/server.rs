@@ -154,7 +154,7 @@ pub enum StartError {
 /// Options that are not configuration (injected by tests).
 #[derive(Default)]
 pub struct ServerOptions {
-    /// Replaces the AWS credential chain (tests against a local SES fake).
+    /// Replaces the AWS credential chain for SES and SSM (tests against local fakes).
     pub ses_credentials: Option<SharedCredentialsProvider>,
     /// Replaces the system resolver for the DKIM DNS check.
     pub txt_resolver: Option<Arc<dyn TxtResolver>>,
@@ -169,6 +169,7 @@ pub struct Server {
     grace: Duration,
     /// The SES event queue's reader: client, queue URL, long-poll wait.
     feedback: Option<(aws_sdk_sqs::Client, String, Duration)>,
+    cutover_refresh: Option<Duration>,
 }
 
 /// Builds the reloadable part: loads keys, certificates and the admin token.
@@ -254,7 +255,7 @@ impl Server {
                 &config.smtp.hostname,
             )?)),
         };
-        let cutover = Cutover::load(&config.cutover.state_file, config.configured_ses_percent())?;
+        let cutover = Cutover::open(config, options.ses_credentials.clone()).await?;
         let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
         let router = Router::new(ses, legacy, rules, cutover.status().ses_percent);
         crate::metrics::cutover_percent(router.ses_percent());
@@ -324,6 +325,8 @@ impl Server {
                 .map(|r| (interval, r)),
             grace: config.smtp.shutdown_grace.0,
             feedback,
+            cutover_refresh: (config.cutover.store == crate::config::CutoverStore::Ssm)
+                .then_some(config.cutover.refresh_interval.0),
         })
     }
 
@@ -364,8 +367,13 @@ impl Server {
                 slots.clone(),
             ));
         }
-        if let Some(admin) = self.admin {
-            accepting.spawn(crate::admin::serve(admin, self.relay.clone()));
+        // The admin API outlives the listeners: during the drain `/readyz`
+        // answers 503, so the load balancer stops sending new connections.
+        let admin = self
+            .admin
+            .map(|admin| tokio::spawn(crate::admin::serve(admin, self.relay.clone())));
+        if let Some(interval) = self.cutover_refresh {
+            accepting.spawn(refresh_cutover_periodically(self.relay.clone(), interval));
         }
         if let Some((interval, resolver)) = self.dns_check {
             accepting.spawn(check_dns_periodically(
@@ -391,6 +399,9 @@ impl Server {
             .is_ok();
         if !drained {
             tracing::warn!(open = tracker.len(), "shutdown-grace over, sessions cut");
+        }
+        if let Some(admin) = admin {
+            admin.abort();
         }
         drained
     }
@@ -444,6 +455,18 @@ pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     relay.router.set_rules(rules);
     relay.replace_live(live);
     Ok(())
+}
+
+/// Reads the shared cutover store every `interval` until shutdown.
+async fn refresh_cutover_periodically(relay: Arc<Relay>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = relay.shutdown.triggered() => return,
+            _ = ticks.tick() => relay.cutover.refresh(&relay.router).await,
+        }
+    }
 }
 
 /// Checks every DKIM key's DNS record now and then every `interval`, setting

@@ -4,7 +4,8 @@
 //! - `PUT /cutover` with `Authorization: Bearer <token>` and `{"ses_percent": 50, "reason": "week 2"}`:
 //!   validated, persisted to the state file, applied to the next transactions, audit-logged;
 //!   it re-arms the rollback guard;
-//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable;
+//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable,
+//!   503 from the moment a SIGTERM drain starts (the load balancer's health check);
 //! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
 //!
 //! Off loopback (or with `admin.read-token-file`), everything but the probes
@@ -31,13 +32,14 @@ use tokio::sync::Semaphore;
 
 use self::access::{Limits, Need};
 
-use crate::cutover::CutoverError;
+use crate::cutover::{CutoverError, Source};
 use crate::server::Relay;
 
 /// Largest request body accepted (a cutover change is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
 
-/// Serves the admin API until shutdown.
+/// Serves the admin API until the task is dropped: through the drain too,
+/// so that `/readyz` can answer 503 while transactions finish.
 pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
     serve_with(listener, relay, Limits::default()).await
 }
@@ -53,10 +55,7 @@ pub async fn serve_with(listener: TcpListener, relay: Arc<Relay>, limits: Limits
     let off_loopback = listener.local_addr().map_or(true, access::off_loopback);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let accepted = tokio::select! {
-            _ = relay.shutdown.triggered() => return,
-            accepted = listener.accept() => accepted,
-        };
+        let accepted = listener.accept().await;
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -174,6 +173,10 @@ fn cutover_status(relay: &Relay) -> Reply {
             } else {
                 &[]
             },
+            "store": status.store,
+            "version": status.version,
+            "refreshed_at": status.refreshed_at,
+            "updated_by": status.updated_by,
         }),
     )
 }
@@ -223,7 +226,13 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
     }
     match relay
         .cutover
-        .set(&relay.router, change.ses_percent, change.reason.trim())
+        .change(
+            &relay.router,
+            change.ses_percent,
+            change.reason.trim(),
+            Source::Api,
+        )
+        .await
     {
         Ok(_) => {
             // An operator's word re-arms the rollback guard on a fresh window.
@@ -231,6 +240,9 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
             cutover_status(relay)
         }
         Err(err @ CutoverError::OutOfRange(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
+        Err(err @ CutoverError::Store(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
+        }
         Err(err) => {
             tracing::error!(error = %err, "cutover change not applied");
             error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())

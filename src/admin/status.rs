@@ -164,7 +164,7 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <p>up {hours}h {minutes}m · sessions in flight: <b>{sessions}</b>{shutting}</p>
 <h2>Cutover</h2>
 <p class="big">{percent} % to SES</p>
-<p>source: {source}{change}</p>
+<p>source: {source}{change}{store}</p>
 <ol>{rules}</ol>
 <h2>Rollback guard</h2>
 {guard}
@@ -184,15 +184,29 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
             ""
         },
         percent = status.ses_percent,
-        source = match status.source {
-            crate::cutover::Source::Config => "config file",
-            crate::cutover::Source::StateFile => "state file (set at runtime)",
-            crate::cutover::Source::Guard => "rollback guard (state file)",
+        source = match (status.source, status.store) {
+            (crate::cutover::Source::Config, _) => "config file",
+            (crate::cutover::Source::StateFile, _) => "state file (set at runtime)",
+            (crate::cutover::Source::Api, _) => "admin API (shared through SSM)",
+            (crate::cutover::Source::Guard, crate::config::CutoverStore::File) => {
+                "rollback guard (state file)"
+            }
+            (crate::cutover::Source::Guard, crate::config::CutoverStore::Ssm) => {
+                "rollback guard (shared through SSM)"
+            }
         },
         guard = guard_section(&relay.guard.snapshot()),
         change = match (&status.updated_at, &status.reason) {
             (Some(at), Some(reason)) => format!(" · changed {} — {}", escape(at), escape(reason)),
             _ => String::new(),
+        },
+        store = match (status.store, status.version) {
+            (crate::config::CutoverStore::Ssm, version) => format!(
+                " · shared through SSM, version {}, last read {}",
+                version.map_or("none".to_string(), |v| v.to_string()),
+                escape(status.refreshed_at.as_deref().unwrap_or("never"))
+            ),
+            (crate::config::CutoverStore::File, _) => String::new(),
         },
     )
 }

@@ -40,6 +40,12 @@ pub struct SmtpConfig {
     pub shutdown_grace: HumanDuration,
     /// Certificate and key for STARTTLS and `listen-tls`; absent = no TLS.
     pub tls: Option<TlsConfig>,
+    /// Behind a load balancer: connections from `proxy-trusted` must start
+    /// with a PROXY protocol v1 or v2 header, whose source address is the
+    /// client; any other peer is refused with `554 5.7.1`.
+    pub proxy_protocol: bool,
+    /// The load balancers' networks, trusted to send a PROXY header.
+    pub proxy_trusted: Vec<IpNet>,
 }
 
 /// `[smtp.tls]`: PEM files for the server certificate.
@@ -158,6 +164,8 @@ impl Default for SmtpConfig {
             max_session_duration: HumanDuration(std::time::Duration::from_secs(3600)),
             shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
             tls: None,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
         }
     }
 }
@@ -311,6 +319,25 @@ pub struct CutoverConfig {
     pub state_file: PathBuf,
     /// Overrides, first match wins.
     pub rules: Vec<RuleConfig>,
+    /// Where the percentage is kept: `file` (`state-file`, one relay) or `ssm`
+    /// (one SSM parameter shared by a fleet; `state-file` then caches it).
+    pub store: CutoverStore,
+    /// The SSM parameter (`store = "ssm"`), e.g. `/ses-relay/prod/cutover`.
+    pub ssm_parameter: String,
+    /// How often each relay reads the SSM parameter and applies a newer version.
+    pub refresh_interval: HumanDuration,
+    /// Override of the SSM endpoint (tests, VPC endpoints); empty = AWS.
+    pub endpoint_url: String,
+}
+
+/// `[cutover] store`: where the percentage is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CutoverStore {
+    /// `cutover.state-file`, this relay only.
+    File,
+    /// An SSM Parameter Store parameter shared by every relay.
+    Ssm,
 }
 
 impl Default for CutoverConfig {
@@ -319,6 +346,10 @@ impl Default for CutoverConfig {
             ses_percent: None,
             state_file: PathBuf::from("/var/lib/ses-relay/cutover.json"),
             rules: Vec::new(),
+            store: CutoverStore::File,
+            ssm_parameter: String::new(),
+            refresh_interval: HumanDuration(std::time::Duration::from_secs(10)),
+            endpoint_url: String::new(),
         }
     }
 }

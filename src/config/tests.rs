@@ -312,3 +312,66 @@ fn admin_off_loopback_needs_a_read_token_file() {
     assert_eq!(problems(&config), Vec::<String>::new());
     std::fs::remove_file(&file).ok();
 }
+
+#[test]
+fn fleet_keys_parse_and_bad_ones_name_the_key() {
+    let text = r#"
+        [smtp]
+        proxy-protocol = true
+        proxy-trusted = ["10.0.0.0/8"]
+        [cutover]
+        store = "ssm"
+        ssm-parameter = "/ses-relay/prod/cutover"
+        refresh-interval = "1s"
+        endpoint-url = "http://127.0.0.1:5000"
+        [ses]
+        configuration-set = "cs"
+    "#;
+    let config = Config::load_str(text, no_env()).unwrap();
+    assert!(config.smtp.proxy_protocol);
+    assert_eq!(
+        config.smtp.proxy_trusted,
+        vec!["10.0.0.0/8".parse().unwrap()]
+    );
+    assert_eq!(config.cutover.store, CutoverStore::Ssm);
+    assert_eq!(config.cutover.refresh_interval.0.as_secs(), 1);
+    assert!(
+        !problems(&config)
+            .iter()
+            .any(|k| k.starts_with("cutover.") || k.starts_with("smtp.proxy"))
+    );
+    let defaults = Config::load_str("", no_env()).unwrap();
+    assert!(!defaults.smtp.proxy_protocol);
+    assert_eq!(defaults.cutover.store, CutoverStore::File);
+    assert_eq!(defaults.cutover.refresh_interval.0.as_secs(), 10);
+    let text = r#"
+        [smtp]
+        proxy-protocol = true
+        [cutover]
+        store = "ssm"
+        ssm-parameter = "ses relay"
+        refresh-interval = "0s"
+        endpoint-url = "ftp://x"
+        [ses]
+        configuration-set = "cs"
+    "#;
+    let keys = problems(&Config::load_str(text, no_env()).unwrap());
+    for expected in [
+        "smtp.proxy-trusted",
+        "cutover.ssm-parameter",
+        "cutover.refresh-interval",
+        "cutover.endpoint-url",
+    ] {
+        assert!(
+            keys.contains(&expected.to_string()),
+            "{expected} missing from {keys:?}"
+        );
+    }
+    let missing = "[cutover]\nstore = \"ssm\"\n[ses]\nconfiguration-set = \"cs\"\n";
+    let keys = problems(&Config::load_str(missing, no_env()).unwrap());
+    assert!(
+        keys.contains(&"cutover.ssm-parameter".to_string()),
+        "{keys:?}"
+    );
+    assert!(Config::load_str("[cutover]\nstore = \"redis\"\n", no_env()).is_err());
+}

@@ -6,8 +6,8 @@ use crate::envelope::{MAX_TAGS, tag_text_problem};
 use crate::log::canonical_ip;
 
 use super::{
-    Config, ConfigError, LegacyMode, NEVER_SIGNED_HEADERS, Problem, SES_MAX_MESSAGE_SIZE,
-    SES_MAX_RECIPIENTS, SesMode,
+    Config, ConfigError, CutoverStore, LegacyMode, NEVER_SIGNED_HEADERS, Problem,
+    SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS, SesMode,
 };
 
 impl Config {
@@ -64,6 +64,12 @@ impl Config {
                     "{} is outside 1..=50 (SES accepts at most 50)",
                     smtp.max_recipients
                 ),
+            );
+        }
+        if smtp.proxy_protocol && smtp.proxy_trusted.is_empty() {
+            bad(
+                "smtp.proxy-trusted",
+                "empty while proxy-protocol is on: every connection would be refused".into(),
             );
         }
         if smtp.max_connections == 0 {
@@ -260,9 +266,54 @@ impl Config {
                 ),
             );
         }
+        self.validate_cutover_store(bad);
     }
 
-    /// Things that work but should not be so: private keys readable by other users.
+    /// `[cutover] store`, `ssm-parameter`, `refresh-interval`, `endpoint-url`.
+    fn validate_cutover_store(&self, bad: &mut impl FnMut(&str, String)) {
+        let cutover = &self.cutover;
+        let url = &cutover.endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            bad(
+                "cutover.endpoint-url",
+                format!("`{url}` is not an http(s) URL"),
+            );
+        }
+        if cutover.store != CutoverStore::Ssm {
+            return;
+        }
+        let name = &cutover.ssm_parameter;
+        // SSM's rules for parameter names: letters, digits and `_.-/`, at most
+        // 2048 characters, a hierarchy starting with `/`, no `aws`/`ssm` prefix.
+        let lower = name.trim_start_matches('/').to_ascii_lowercase();
+        if name.is_empty() {
+            bad(
+                "cutover.ssm-parameter",
+                "empty: store = \"ssm\" needs the parameter's name".into(),
+            );
+        } else if name.len() > 2048
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+            || (name.contains('/') && !name.starts_with('/'))
+            || lower.starts_with("aws")
+            || lower.starts_with("ssm")
+        {
+            bad(
+                "cutover.ssm-parameter",
+                format!("`{name}` is not an SSM parameter name (e.g. /ses-relay/prod/cutover)"),
+            );
+        }
+        if cutover.refresh_interval.0.is_zero() {
+            bad(
+                "cutover.refresh-interval",
+                "must be longer than zero".into(),
+            );
+        }
+    }
+
+    /// Things that work but should not be so: private keys readable by other users,
+    /// a shared cutover without a local cache.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut keys: Vec<(String, &Path)> = self
             .dkim
@@ -298,13 +349,24 @@ impl Config {
                 legacy.auth_password_file.as_path(),
             ));
         }
-        keys.into_iter()
+        let mut warnings: Vec<Problem> = keys
+            .into_iter()
             .filter(|(_, path)| readable_by_others(path))
             .map(|(key, path)| Problem {
                 key,
                 message: format!("{} is readable by other users (chmod 600)", path.display()),
             })
-            .collect()
+            .collect();
+        if self.cutover.store == CutoverStore::Ssm && self.cutover.state_file.as_os_str().is_empty()
+        {
+            warnings.push(Problem {
+                key: "cutover.state-file".into(),
+                message: "empty with store = \"ssm\": no local cache, a start while SSM is down \
+                          falls back to cutover.ses-percent"
+                    .into(),
+            });
+        }
+        warnings
     }
 }
 
