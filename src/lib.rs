@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! ```text
-//! Postfix ──SMTP──▶ listener ──▶ session (state machine, one per connection)
+//! Postfix ──SMTP──▶ listener (PROXY header, allow-list, cap) ──▶ session (state machine, one per connection)
 //!                                   │  first RCPT: router picks the route
 //!                                   ▼
 //!                   ┌──────────────── route::Route ─────────────────┐
@@ -16,19 +16,22 @@
 //!                   on the signing pool (one thread per core); on SES exactly one From and
 //!                   one DKIM-Signature leave, client X-SES-* headers do not (tags → EmailTags)
 //!         every SES outcome → guard (failure ratio, delay; SES events via feedback)
-//!         side rooms: config, metrics, admin HTTP, log (PII masking), tls, shutdown
+//!         side rooms: config, cutover store (file | SSM), metrics, admin HTTP,
+//!                     log (PII masking), tls, shutdown
 //! ```
 //!
 //! - [`smtp`]: the protocol without I/O: command framing, DATA receiving, replies.
 //! - [`session`]: one SMTP connection: states, one handler per command.
-//! - [`listener`]: accepting connections, admission (allowed networks, connection cap).
+//! - [`listener`]: accepting connections, admission (allowed networks, connection cap);
+//!   [`proxy`]: the PROXY protocol header a load balancer sends first.
 //! - [`route`]: which upstream a transaction takes.
 //! - [`prepare`]: Received, DKIM ([`prepare::dkim`]), route headers, message
 //!   tags ([`prepare::tags`]), and the threads that do it ([`prepare::pool`]).
 //! - [`forward`]: the upstreams ([`forward::ses`]: SendEmail as signed HTTP;
 //!   [`forward::legacy`]: the SMTP proxy; [`forward::outbox`]: the dry run) and
 //!   the one mapping of upstream failures to SMTP replies.
-//! - [`cutover`], [`admin`]: the runtime knob and the operators' HTTP API (metrics, status page;
+//! - [`cutover`], [`admin`]: the runtime knob (kept in a state file, or shared by a
+//!   fleet in SSM: [`cutover::ssm`]) and the operators' HTTP API (metrics, status page;
 //!   tokens and connection bounds in [`admin::access`]).
 //! - [`guard`]: the rollback guard (the plan's rollback conditions over a window, the trip);
 //!   [`feedback`]: SES's events from SQS for it; [`received`]: when the fleet first took a message.
@@ -50,6 +53,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod prepare;
+pub mod proxy;
 pub mod received;
 pub mod route;
 pub mod server;

@@ -93,7 +93,18 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         };
         let _ = stream.set_nodelay(true);
         let live = relay.live();
-        if !live.smtp.admits(peer.ip()) {
+        // Behind a balancer only the balancer may connect; the client it names is checked in `serve`.
+        let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
+        if live.smtp.proxy_protocol && !proxied {
+            metrics::connection("denied");
+            tracing::warn!(peer = %relay.masker.ip(peer.ip()), "peer not in proxy-trusted, refused");
+            refuse(
+                stream,
+                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
+            );
+            continue;
+        }
+        if !proxied && !live.smtp.admits(peer.ip()) {
             metrics::connection("denied");
             tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
             refuse(
@@ -111,12 +122,20 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
             );
             continue;
         };
-        metrics::connection("accepted");
+        if !proxied {
+            metrics::connection("accepted");
+        }
         let relay = relay.clone();
         let implicit_tls = listener.implicit_tls;
         relay.shutdown.tracker().clone().spawn(async move {
             metrics::sessions(1);
-            serve(stream, peer, relay, implicit_tls).await;
+            let admitted = match proxied {
+                true => crate::proxy::admit(stream, peer, &relay).await,
+                false => Some((stream, peer)),
+            };
+            if let Some((stream, client)) = admitted {
+                serve(stream, client, relay, implicit_tls).await;
+            }
             metrics::sessions(-1);
             drop(permit);
         });
@@ -139,7 +158,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
     }
 }
 
-fn refuse(mut stream: TcpStream, reply: Reply) {
+/// Writes `reply` and closes, on a task of its own.
+pub fn refuse(mut stream: TcpStream, reply: Reply) {
     tokio::spawn(async move {
         let mut wire = Vec::new();
         reply.write_to(&mut wire);
