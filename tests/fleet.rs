@@ -1,0 +1,442 @@
+//! A fleet of two relays sharing one cutover through a real SSM emulator
+//! (moto), with moto's SES v2 as the SES route and an SMTP sink as the
+//! legacy relay: a change through either relay's API is in force on the other
+//! within `refresh-interval`; a restarted relay starts from the shared value;
+//! SSM stopped mid-run leaves routing on the last value, and a relay started
+//! while SSM is down starts from its cached copy, not from its config.
+//!
+//! Skips with the reason printed when moto is missing, unless
+//! `SES_RELAY_REQUIRE_PEERS=1` (as `.ci/run` sets).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::peers::{Moto, moto_missing};
+use common::smtp_sink::SmtpSink;
+use common::{RunningRelay, TempDir, test_config};
+use ses_relay::admin::client::{Answer, request};
+use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
+
+const TOKEN: &str = "fleet-token";
+const PARAMETER: &str = "/ses-relay/test/cutover";
+const CONFIG_SET: &str = "ses-migration-production-config-set";
+const REFRESH: Duration = Duration::from_secs(1);
+
+fn moto_or_skip(test: &str) -> bool {
+    let Some(why) = moto_missing() else {
+        println!("system test {test}: running with moto (SSM, SES v2)");
+        return true;
+    };
+    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{test}: peers required but missing: {why}");
+    }
+    println!("SKIPPED {test}: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+fn fleet_config(
+    ses: &str,
+    ssm: &str,
+    legacy: SocketAddr,
+    dir: &TempDir,
+    configured: f64,
+) -> Config {
+    let mut config = test_config(ses);
+    config.legacy = Some(LegacyConfig {
+        relay: legacy.to_string(),
+        tls: LegacyTls::None,
+        connect_timeout: HumanDuration(Duration::from_secs(2)),
+        ..LegacyConfig::default()
+    });
+    config.cutover.ses_percent = Some(configured);
+    config.cutover.store = CutoverStore::Ssm;
+    config.cutover.ssm_parameter = PARAMETER.into();
+    config.cutover.refresh_interval = HumanDuration(REFRESH);
+    config.cutover.endpoint_url = ssm.into();
+    config.cutover.state_file = dir.path("state/cutover.json");
+    std::fs::write(dir.path("token"), TOKEN).unwrap();
+    config.admin.token_file = dir.path("token");
+    config
+}
+
+async fn admin(
+    relay: &RunningRelay,
+    method: &'static str,
+    path: &'static str,
+    body: Option<String>,
+) -> Answer {
+    let addr = relay.admin_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let token = (method == "PUT").then_some(TOKEN);
+        request(addr, method, path, token, body.as_deref()).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn cutover(relay: &RunningRelay) -> serde_json::Value {
+    let answer = admin(relay, "GET", "/cutover", None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    serde_json::from_str(&answer.body).unwrap()
+}
+
+async fn set(relay: &RunningRelay, percent: f64, reason: &str) -> Answer {
+    let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
+    admin(relay, "PUT", "/cutover", Some(body)).await
+}
+
+/// Polls `relay` until its percentage is `percent`; returns how long it took.
+async fn until_percent(relay: &RunningRelay, percent: f64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = cutover(relay).await;
+        if status["ses_percent"].as_f64() == Some(percent) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{percent}% not in force after {within:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends one message tagged `tag` through `relay`; the final reply.
+async fn send(relay: &RunningRelay, tag: &str) -> String {
+    let commands: Vec<String> = [
+        "EHLO postfix.test",
+        "MAIL FROM:<news@goo.ne.jp>",
+        "RCPT TO:<user@example.com>",
+        "DATA",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let message =
+        format!("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: {tag}\r\n\r\nfleet\r\n");
+    let replies = common::smtp(relay.addr, &commands, Some(&message)).await;
+    replies.last().unwrap().clone()
+}
+
+/// Where the message tagged `tag` went: `ses` (moto), `legacy` (the sink), or nowhere.
+fn route_of(ses: &Moto, legacy: &SmtpSink, tag: &str) -> &'static str {
+    let subject = format!("Subject: {tag}\r\n");
+    if ses.sent().iter().any(|m| m.raw.contains(&subject)) {
+        "ses"
+    } else if legacy
+        .messages()
+        .iter()
+        .any(|m| String::from_utf8_lossy(&m.data).contains(&subject))
+    {
+        "legacy"
+    } else {
+        "nowhere"
+    }
+}
+
+async fn prepare_ses(endpoint: &str) {
+    let config = aws_sdk_sesv2::Config::builder()
+        .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+        .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    let client = aws_sdk_sesv2::Client::from_conf(config);
+    client
+        .create_email_identity()
+        .email_identity("goo.ne.jp")
+        .send()
+        .await
+        .expect("moto: create identity");
+    client
+        .create_configuration_set()
+        .configuration_set_name(CONFIG_SET)
+        .send()
+        .await
+        .expect("moto: create configuration set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_one_cutover_through_ssm() {
+    if !moto_or_skip("two_relays_share_one_cutover_through_ssm") {
+        return;
+    }
+    // SSM and SES in separate moto processes, so SSM can be stopped alone.
+    let (ssm, ses) = tokio::task::spawn_blocking(|| (Moto::start(), Moto::start()))
+        .await
+        .unwrap();
+    prepare_ses(&ses.endpoint()).await;
+    let legacy = SmtpSink::start().await;
+    let (dir_a, dir_b) = (TempDir::new("fleet-a"), TempDir::new("fleet-b"));
+
+    // The first relay creates the parameter from its config; the second,
+    // configured otherwise, takes the shared value.
+    let a = RunningRelay::start(fleet_config(
+        &ses.endpoint(),
+        &ssm.endpoint(),
+        legacy.addr,
+        &dir_a,
+        0.0,
+    ))
+    .await;
+    let b = RunningRelay::start(fleet_config(
+        &ses.endpoint(),
+        &ssm.endpoint(),
+        legacy.addr,
+        &dir_b,
+        100.0,
+    ))
+    .await;
+    for relay in [&a, &b] {
+        let status = cutover(relay).await;
+        assert_eq!(status["store"], "ssm", "{status}");
+        assert_eq!(status["ses_percent"].as_f64(), Some(0.0), "{status}");
+        assert_eq!(status["version"].as_i64(), Some(1), "{status}");
+        assert_eq!(status["source"], "config", "{status}");
+        assert!(status["refreshed_at"].is_string(), "{status}");
+    }
+
+    // A change through A is in force on B within refresh-interval, and routes there.
+    let answer = set(&a, 100.0, "week 3").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let status: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        (status["ses_percent"].as_f64(), status["version"].as_i64()),
+        (Some(100.0), Some(2))
+    );
+    assert_eq!(status["source"], "api");
+    let took = until_percent(&b, 100.0, REFRESH * 3).await;
+    println!("A's change in force on B after {took:?}");
+    assert!(took <= REFRESH + Duration::from_millis(800), "{took:?}");
+    let status = cutover(&b).await;
+    assert_eq!(
+        (status["version"].as_i64(), status["reason"].as_str()),
+        (Some(2), Some("week 3")),
+        "{status}"
+    );
+    assert!(send(&b, "via-b-100").await.starts_with("250"));
+    assert_eq!(route_of(&ses, &legacy, "via-b-100"), "ses");
+
+    // And the other way round.
+    let answer = set(&b, 0.0, "roll back").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let took = until_percent(&a, 0.0, REFRESH * 3).await;
+    assert!(took <= REFRESH + Duration::from_millis(800), "{took:?}");
+    assert!(send(&a, "via-a-0").await.starts_with("250"));
+    assert_eq!(route_of(&ses, &legacy, "via-a-0"), "legacy");
+    assert_eq!(cutover(&a).await["version"].as_i64(), Some(3));
+
+    // A restarted relay (config 50, no cache) starts from the shared value at once.
+    a.stop().await;
+    let fresh = TempDir::new("fleet-a2");
+    let a = RunningRelay::start(fleet_config(
+        &ses.endpoint(),
+        &ssm.endpoint(),
+        legacy.addr,
+        &fresh,
+        50.0,
+    ))
+    .await;
+    let status = cutover(&a).await;
+    assert_eq!(
+        (status["ses_percent"].as_f64(), status["version"].as_i64()),
+        (Some(0.0), Some(3)),
+        "{status}"
+    );
+    assert_eq!(a.relay.router.ses_percent(), 0.0);
+
+    // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
+    let ssm_endpoint = ssm.endpoint();
+    drop(ssm);
+    tokio::time::sleep(REFRESH * 3).await;
+    let status = cutover(&a).await;
+    assert_eq!(
+        (status["ses_percent"].as_f64(), status["version"].as_i64()),
+        (Some(0.0), Some(3)),
+        "{status}"
+    );
+    assert!(send(&a, "ssm-down").await.starts_with("250"));
+    assert_eq!(route_of(&ses, &legacy, "ssm-down"), "legacy");
+    assert_eq!(admin(&a, "GET", "/readyz", None).await.status, 200);
+    let metrics = ses_relay::metrics::render();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 2.0, "refreshes failed and were counted: {errors}");
+    // A change cannot reach the fleet: refused, nothing changes here either.
+    let answer = set(&a, 100.0, "while SSM is down").await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(a.relay.router.ses_percent(), 0.0);
+
+    // B restarted while SSM is down: from its cached copy (version 3, 0%), not its config's 100%.
+    b.stop().await;
+    let cache: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_b.path("state/cutover.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (cache["ses_percent"].as_f64(), cache["version"].as_i64()),
+        (Some(0.0), Some(3)),
+        "{cache}"
+    );
+    let b = RunningRelay::start(fleet_config(
+        &ses.endpoint(),
+        &ssm_endpoint,
+        legacy.addr,
+        &dir_b,
+        100.0,
+    ))
+    .await;
+    let status = cutover(&b).await;
+    assert_eq!(
+        (status["ses_percent"].as_f64(), status["version"].as_i64()),
+        (Some(0.0), Some(3)),
+        "{status}"
+    );
+    assert!(
+        status["refreshed_at"].is_null(),
+        "never read from SSM: {status}"
+    );
+    assert!(send(&b, "cached").await.starts_with("250"));
+    assert_eq!(route_of(&ses, &legacy, "cached"), "legacy");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_finishes() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let ses = common::ses_fake::SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.shutdown_grace = HumanDuration(Duration::from_secs(10));
+    let relay = RunningRelay::start(config).await;
+    assert_eq!(admin(&relay, "GET", "/readyz", None).await.status, 200);
+    // A transaction in flight keeps the drain going.
+    let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let mut read = BufReader::new(stream);
+    let mut line = String::new();
+    for command in [
+        "",
+        "EHLO postfix.test\r\n",
+        "MAIL FROM:<news@goo.ne.jp>\r\n",
+    ] {
+        read.get_mut().write_all(command.as_bytes()).await.unwrap();
+        loop {
+            line.clear();
+            read.read_line(&mut line).await.unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        assert!(line.starts_with('2'), "{line}");
+    }
+    relay.shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = admin(&relay, "GET", "/readyz", None).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["shutting_down"], true, "{body}");
+    // /healthz still answers: the process is alive, only draining.
+    assert_eq!(admin(&relay, "GET", "/healthz", None).await.status, 200);
+    // New SMTP connections are no longer accepted.
+    assert!(
+        tokio::net::TcpStream::connect(relay.addr).await.is_err(),
+        "listener closed during the drain"
+    );
+    read.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    assert!(relay.stop().await, "drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_checks_get_parameter_on_the_shared_parameter() {
+    use ses_relay::preflight::Level;
+    if !moto_or_skip("preflight_checks_get_parameter_on_the_shared_parameter") {
+        return;
+    }
+    let ssm = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let dir = TempDir::new("fleet-preflight");
+    let legacy = SmtpSink::start().await;
+    let mut config = fleet_config("", &ssm.endpoint(), legacy.addr, &dir, 10.0);
+    config.ses.mode = ses_relay::config::SesMode::Outbox;
+    config.ses.outbox_dir = dir.path("outbox");
+    let credentials = Some(aws_sdk_sesv2::config::SharedCredentialsProvider::new(
+        aws_sdk_sesv2::config::Credentials::new("test", "test", None, None, "test"),
+    ));
+    let resolver = ses_relay::dns::StaticResolver::default();
+    let ssm_line = |findings: Vec<ses_relay::preflight::Finding>| {
+        findings
+            .into_iter()
+            .find(|f| f.check == format!("ssm parameter {PARAMETER}"))
+            .expect("an ssm parameter line")
+    };
+    // Absent: allowed to read, the first relay will create it.
+    let absent = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+    assert_eq!(absent.level, Level::Warn, "{absent}");
+    // Present: PASS with its version and value.
+    let relay = RunningRelay::start(config.clone()).await;
+    relay.stop().await;
+    let present =
+        ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+    assert_eq!(present.level, Level::Pass, "{present}");
+    assert!(
+        present.detail.contains("version 1") && present.detail.contains("ses_percent 10"),
+        "{present}"
+    );
+    // SSM gone: FAIL naming the call.
+    drop(ssm);
+    let down = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials).await);
+    assert_eq!(down.level, Level::Fail, "{down}");
+    assert!(down.detail.contains("GetParameter"), "{down}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_trip_on_one_relay_moves_the_fleet() {
+    use ses_relay::cutover::Source;
+    if !moto_or_skip("a_guard_trip_on_one_relay_moves_the_fleet") {
+        return;
+    }
+    let ssm = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let legacy = SmtpSink::start().await;
+    let (dir_a, dir_b) = (TempDir::new("guard-a"), TempDir::new("guard-b"));
+    let a = RunningRelay::start(fleet_config(
+        "http://127.0.0.1:9",
+        &ssm.endpoint(),
+        legacy.addr,
+        &dir_a,
+        100.0,
+    ))
+    .await;
+    let b = RunningRelay::start(fleet_config(
+        "http://127.0.0.1:9",
+        &ssm.endpoint(),
+        legacy.addr,
+        &dir_b,
+        100.0,
+    ))
+    .await;
+    assert_eq!(b.relay.router.ses_percent(), 100.0);
+    // The guard's path: synchronous, in force here at once, written to SSM right after.
+    let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
+    let status = a
+        .relay
+        .cutover
+        .set_by(&a.relay.router, 0.0, reason, Source::Guard)
+        .unwrap();
+    assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
+    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    until_percent(&b, 0.0, REFRESH * 3).await;
+    let status = cutover(&b).await;
+    assert_eq!(status["source"], "guard", "{status}");
+    assert_eq!(status["reason"], reason, "{status}");
+    assert_eq!(status["version"].as_i64(), Some(2), "{status}");
+    // A records the version SSM gave its change.
+    assert_eq!(cutover(&a).await["version"].as_i64(), Some(2));
+    a.stop().await;
+    b.stop().await;
+}
