@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the system tests talk to: Postfix (Debian package),
 # promtool (package prometheus, for the alert rules) and a Python venv with
-# moto (SES v2 emulator) and dkimpy (DKIM verifier).
+# moto (SES v2, SSM and SQS emulator), dkimpy (DKIM verifier) and cfn-lint
+# (the fleet's CloudFormation template).
 # Safe to run again: it only installs what is missing. Needs root for apt.
 set -euo pipefail
 
@@ -31,5 +32,9 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import dkim, mot
     echo "peers: creating $venv (moto[server], dkimpy)"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'dkimpy>=1.1,<2'
+fi
+if [ ! -x "$venv/bin/cfn-lint" ]; then
+    echo "peers: installing cfn-lint into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'cfn-lint>=1,<2'
 fi
 echo "peers: postfix $(postconf -d mail_version 2>/dev/null | cut -d' ' -f3), $("$venv/bin/python" -c 'import moto; print("moto", moto.__version__)'), venv $venv"
