@@ -93,6 +93,16 @@ pub enum CutoverError {
     /// Not a percentage.
     #[error("ses_percent must be a number from 0 to 100, got {0}")]
     OutOfRange(f64),
+    /// Below zero.
+    #[error("ses_percent {0} is negative: the SES percentage is 0 to 100 (0 = all legacy)")]
+    Negative(f64),
+    /// Above 100.
+    #[error("ses_percent {0} is above 100: the SES percentage is 0 to 100 (100 = all SES)")]
+    Above100(f64),
+    /// Finer than the router's 0.01 % buckets: refused rather than rounded, so
+    /// the value set is the value every place shows.
+    #[error("ses_percent {0} has more than two decimals: the split resolves 0.01 % (e.g. 12.34)")]
+    TooPrecise(f64),
     /// The state file exists but cannot be read or parsed.
     #[error("cutover.state-file {path}: {reason}")]
     Corrupt {
@@ -190,9 +200,7 @@ impl Cutover {
         reason: &str,
         source: Source,
     ) -> Result<Status, CutoverError> {
-        if !ses_percent.is_finite() || !(0.0..=100.0).contains(&ses_percent) {
-            return Err(CutoverError::OutOfRange(ses_percent));
-        }
+        check_percent(ses_percent)?;
         if let Some(store) = &self.ssm {
             return Ok(self.set_through(store, router, ses_percent, reason, source));
         }
@@ -244,9 +252,7 @@ impl Cutover {
         reason: &str,
         source: Source,
     ) -> Result<Status, CutoverError> {
-        if !ses_percent.is_finite() || !(0.0..=100.0).contains(&ses_percent) {
-            return Err(CutoverError::OutOfRange(ses_percent));
-        }
+        check_percent(ses_percent)?;
         let Some(store) = &self.ssm else {
             let source = if source == Source::Api {
                 Source::StateFile
@@ -279,6 +285,25 @@ impl Status {
             updated_by: None,
         }
     }
+}
+
+/// Checks a percentage before it is applied: a finite number from 0 to 100
+/// with at most two decimals.
+pub fn check_percent(ses_percent: f64) -> Result<(), CutoverError> {
+    if !ses_percent.is_finite() {
+        return Err(CutoverError::OutOfRange(ses_percent));
+    }
+    if ses_percent < 0.0 {
+        return Err(CutoverError::Negative(ses_percent));
+    }
+    if ses_percent > 100.0 {
+        return Err(CutoverError::Above100(ses_percent));
+    }
+    let hundredths = ses_percent * 100.0;
+    if (hundredths - hundredths.round()).abs() > 1e-6 {
+        return Err(CutoverError::TooPrecise(ses_percent));
+    }
+    Ok(())
 }
 
 fn read_state(path: &Path) -> Result<Option<SavedState>, CutoverError> {

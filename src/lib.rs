@@ -38,10 +38,15 @@
 //! - [`preflight`], [`dns`]: the checks before each cutover step.
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
 //! - [`server`]: wires it all together for `ses-relay run`.
+//! - [`build_info`], [`aws_error`], [`cutover_cli`]: what the operator's commands
+//!   print (version line, one-sentence AWS errors, the cutover table).
 
 pub mod admin;
+pub mod aws_error;
+pub mod build_info;
 pub mod config;
 pub mod cutover;
+pub mod cutover_cli;
 pub mod dns;
 pub mod envelope;
 pub mod feedback;

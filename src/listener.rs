@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::log::canonical_ip;
+use crate::log::{LogThrottle, canonical_ip};
 use crate::metrics;
 use crate::server::Relay;
 use crate::session::Session;
@@ -19,6 +19,10 @@ use crate::smtp::Reply;
 
 /// How long a refusal may take to write before the socket is dropped.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refusals logged: at most 10 lines per minute per reason (the metric counts all).
+static DENIED_LOG: LogThrottle = LogThrottle::new(10, Duration::from_secs(60));
+static OVERLOADED_LOG: LogThrottle = LogThrottle::new(10, Duration::from_secs(60));
 
 /// A bound SMTP listener.
 pub struct Listener {
@@ -106,7 +110,13 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         }
         if !proxied && !live.smtp.admits(peer.ip()) {
             metrics::connection("denied");
-            tracing::warn!(client = %relay.masker.ip(peer.ip()), "client not in allowed-clients, refused");
+            if let Some(suppressed) = DENIED_LOG.admit() {
+                tracing::warn!(
+                    client = %relay.masker.ip(peer.ip()),
+                    suppressed,
+                    "client not in allowed-clients, refused"
+                );
+            }
             refuse(
                 stream,
                 Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
@@ -115,7 +125,13 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         }
         let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
             metrics::connection("overloaded");
-            tracing::warn!(client = %relay.masker.ip(peer.ip()), "max-connections reached, refused");
+            if let Some(suppressed) = OVERLOADED_LOG.admit() {
+                tracing::warn!(
+                    client = %relay.masker.ip(peer.ip()),
+                    suppressed,
+                    "max-connections reached, refused"
+                );
+            }
             refuse(
                 stream,
                 Reply::new(421, [4, 3, 2], "Too many connections, try again later"),

@@ -3,7 +3,10 @@
 //! `[log] mask-pii = false`.
 
 use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -14,14 +17,73 @@ pub fn init(config: &LogConfig) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     // Logs go to stderr (journald and `docker logs` take both); stdout stays for command output.
+    // Colour codes only for a person at a terminal: journald and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Lets through at most `burst` log lines per `window` for one kind of event
+/// (refused connections): a scanner or a misconfigured fleet must not flood
+/// the journal. The counters (`ses_relay_smtp_connections_total`) still see
+/// every event; the next line let through says how many were left out.
+#[derive(Debug)]
+pub struct LogThrottle {
+    burst: u32,
+    window: Duration,
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Debug)]
+struct ThrottleState {
+    started: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    /// At most `burst` lines per `window`.
+    pub const fn new(burst: u32, window: Duration) -> LogThrottle {
+        LogThrottle {
+            burst,
+            window,
+            state: Mutex::new(ThrottleState {
+                started: None,
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` when this event may be logged, `n` being the events left out
+    /// since the last line; `None` when it is to be left out.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let expired = state
+            .started
+            .is_none_or(|started| now.duration_since(started) >= self.window);
+        if expired {
+            state.started = Some(now);
+            state.logged = 0;
+        }
+        if state.logged < self.burst {
+            state.logged += 1;
+            Some(std::mem::take(&mut state.suppressed))
+        } else {
+            state.suppressed += 1;
+            None
+        }
+    }
 }
 
 /// Applies (or not) the masking rule.
@@ -122,6 +184,20 @@ mod tests {
         assert_eq!(mask_address("postmaster"), "p***");
         assert_eq!(mask_address("x@localhost"), "x***@loc***");
         assert_eq!(mask_address("山田@例え.jp"), "山***@例え***.***");
+    }
+
+    #[test]
+    fn throttle_lets_a_burst_through_then_counts_what_it_left_out() {
+        let throttle = LogThrottle::new(2, Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(throttle.admit_at(t0), Some(0));
+        assert_eq!(throttle.admit_at(t0), Some(0));
+        for _ in 0..100 {
+            assert_eq!(throttle.admit_at(t0 + Duration::from_secs(1)), None);
+        }
+        // A new window: the first line tells how many were left out.
+        assert_eq!(throttle.admit_at(t0 + Duration::from_secs(10)), Some(100));
+        assert_eq!(throttle.admit_at(t0 + Duration::from_secs(11)), Some(0));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use ses_relay::config::{Config, ConfigError, EMBEDDED_DEV_CONFIG};
+use clap::{CommandFactory, Parser, Subcommand};
+use ses_relay::config::{Config, ConfigError};
 use ses_relay::server::{Server, ServerOptions};
 use ses_relay::shutdown::{Signal, Signals};
 
@@ -12,7 +12,7 @@ const DEFAULT_CONFIG: &str = "/etc/ses-relay/ses-relay.toml";
 
 /// SMTP relay from Postfix to Amazon SES, with DKIM signing and a staged cutover from a legacy relay.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = ses_relay::build_info::LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +40,9 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Check the embedded development config (offline checks only; its demo key is never in DNS).
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
     },
     /// DKIM tooling.
     Dkim {
@@ -48,12 +51,18 @@ enum Command {
         /// Configuration file.
         #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Use the embedded development config.
+        #[arg(long, global = true, conflicts_with = "config")]
+        dev: bool,
     },
     /// Exit 0 if the running relay's admin API answers /healthz (for container health checks).
     Healthcheck {
         /// Configuration file (for the admin address).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Use the embedded development config (a relay started with `run --dev`).
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
     },
     /// Show or change the SES percentage of a running relay (through its admin API).
     Cutover {
@@ -62,7 +71,17 @@ enum Command {
         /// Configuration file (for the admin address and token file).
         #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Use the embedded development config (a relay started with `run --dev`).
+        #[arg(long, global = true, conflicts_with = "config")]
+        dev: bool,
     },
+    /// Print a shell completion script (bash: `ses-relay completions bash > /etc/bash_completion.d/ses-relay`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), as installed in man section 8.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -74,11 +93,16 @@ enum DkimAction {
 #[derive(Subcommand)]
 enum CutoverAction {
     /// Print the percentage in force, its source, the last change and the rules.
-    Status,
+    Status {
+        /// Print the admin API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send this share of new transactions to SES (0 = all legacy, 100 = all SES).
     Set {
-        /// Percentage, 0 to 100; fractions allowed (0.5).
-        percent: f64,
+        /// Percentage, 0 to 100, at most two decimals (0.25).
+        #[arg(allow_negative_numbers = true)]
+        percent: String,
         /// Why (goes into the audit log and the state file).
         #[arg(long)]
         reason: String,
@@ -86,12 +110,24 @@ enum CutoverAction {
 }
 
 fn load(config: Option<&Path>) -> Result<Config, ConfigError> {
-    let config = match config {
-        Some(path) => Config::load_file(path)?,
-        None => Config::load_str(EMBEDDED_DEV_CONFIG, std::env::vars())?,
-    };
+    let config = read_config(config)?;
     config.validate()?;
     Ok(config)
+}
+
+/// The file at `path`, or the embedded dev config when None; not validated.
+fn read_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load_file(path),
+        None => Config::load_dev(std::env::vars()),
+    }
+}
+
+/// What a command names its config by in messages.
+fn config_name(path: Option<&Path>) -> String {
+    path.map_or("the embedded dev config".to_string(), |p| {
+        p.display().to_string()
+    })
 }
 
 fn print_problems(err: &ConfigError) {
@@ -121,13 +157,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Cutover { action, config } => cutover(&config, action),
-        Command::Preflight { config } => preflight(&config),
+        Command::Cutover {
+            action,
+            config,
+            dev,
+        } => cutover((!dev).then_some(config.as_path()), action),
+        Command::Preflight { config, dev } => preflight((!dev).then_some(config.as_path())),
         Command::Dkim {
             action: DkimAction::DnsRecord,
             config,
-        } => dns_record(&config),
-        Command::Healthcheck { config } => healthcheck(&config),
+            dev,
+        } => dns_record((!dev).then_some(config.as_path())),
+        Command::Healthcheck { config, dev } => healthcheck((!dev).then_some(config.as_path())),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ses-relay",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command()).section("8");
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("cannot write the manual page: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, dev } => {
             let path = (!dev).then_some(config);
             let config = match load(path.as_deref()) {
@@ -151,8 +211,8 @@ fn main() -> ExitCode {
             match runtime.block_on(run(config, path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    tracing::error!("{err:#}");
-                    eprintln!("ses-relay: {err:#}");
+                    // Once, on stderr (the log): every error's text carries its cause.
+                    tracing::error!("cannot start: {err}");
                     ExitCode::FAILURE
                 }
             }
@@ -215,8 +275,8 @@ fn reload(relay: &ses_relay::server::Relay, path: Option<&Path>) {
 }
 
 /// `ses-relay cutover status|set`.
-fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
-    let config = match Config::load_file(path) {
+fn cutover(path: Option<&Path>, action: CutoverAction) -> ExitCode {
+    let config = match read_config(path) {
         Ok(config) => config,
         Err(err) => {
             print_problems(&err);
@@ -226,16 +286,26 @@ fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
     let Some(addr) = config.admin.listen else {
         eprintln!(
             "admin.listen is not set in {}: no admin API to talk to",
-            path.display()
+            config_name(path)
         );
         return ExitCode::FAILURE;
     };
+    let table;
     let answer = match action {
-        CutoverAction::Status => {
+        CutoverAction::Status { json } => {
+            table = !json;
             let token = ses_relay::admin::client::read_token(&config.admin);
             ses_relay::admin::client::request(addr, "GET", "/cutover", token.as_deref(), None)
         }
         CutoverAction::Set { percent, reason } => {
+            let percent = match ses_relay::cutover_cli::parse_percent(&percent) {
+                Ok(percent) => percent,
+                Err(err) => {
+                    eprintln!("{err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            table = true;
             let token = match std::fs::read_to_string(&config.admin.token_file) {
                 Ok(token) => token.trim().to_string(),
                 Err(err) => {
@@ -252,7 +322,10 @@ fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
     };
     match answer {
         Ok(answer) if answer.status == 200 => {
-            print!("{}", answer.body);
+            match serde_json::from_str::<serde_json::Value>(&answer.body) {
+                Ok(status) if table => print!("{}", ses_relay::cutover_cli::status_table(&status)),
+                _ => print!("{}", answer.body),
+            }
             ExitCode::SUCCESS
         }
         Ok(answer) => {
@@ -267,9 +340,20 @@ fn cutover(path: &Path, action: CutoverAction) -> ExitCode {
 }
 
 /// `ses-relay preflight`: one line per check, exit 1 on any FAIL.
-fn preflight(path: &Path) -> ExitCode {
-    let config = match Config::load_file(path) {
+fn preflight(path: Option<&Path>) -> ExitCode {
+    let config = match read_config(path) {
         Ok(config) => config,
+        Err(ConfigError::Invalid(problems)) => {
+            for problem in problems {
+                let finding = ses_relay::preflight::Finding {
+                    level: ses_relay::preflight::Level::Fail,
+                    check: format!("config {}", problem.key),
+                    detail: problem.message,
+                };
+                println!("{finding}");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             println!("FAIL  config: {err}");
             return ExitCode::FAILURE;
@@ -311,8 +395,8 @@ fn preflight(path: &Path) -> ExitCode {
 }
 
 /// `ses-relay dkim dns-record`: what to hand to the DNS team.
-fn dns_record(path: &Path) -> ExitCode {
-    let config = match Config::load_file(path) {
+fn dns_record(path: Option<&Path>) -> ExitCode {
+    let config = match read_config(path) {
         Ok(config) => config,
         Err(err) => {
             print_problems(&err);
@@ -344,10 +428,10 @@ fn dns_record(path: &Path) -> ExitCode {
 }
 
 /// `ses-relay healthcheck`.
-fn healthcheck(path: &Path) -> ExitCode {
-    let addr = Config::load_file(path).ok().and_then(|c| c.admin.listen);
+fn healthcheck(path: Option<&Path>) -> ExitCode {
+    let addr = read_config(path).ok().and_then(|c| c.admin.listen);
     let Some(addr) = addr else {
-        eprintln!("no admin.listen in {}", path.display());
+        eprintln!("no admin.listen in {}", config_name(path));
         return ExitCode::FAILURE;
     };
     match ses_relay::admin::client::request(addr, "GET", "/healthz", None, None) {

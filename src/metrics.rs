@@ -17,8 +17,12 @@ pub const SMTP_CONNECTIONS: &str = "ses_relay_smtp_connections_total";
 pub const SMTP_SESSIONS: &str = "ses_relay_smtp_sessions";
 /// Replies sent, by code class (`2xx`, `4xx`, `5xx`) and command.
 pub const SMTP_REPLIES: &str = "ses_relay_smtp_replies_total";
-/// Transactions by `route` (`ses`, `legacy`) and `result` (`delivered`, `deferred`, `rejected`).
+/// Transactions by `route` (`ses`, `legacy`) and `result` (`delivered`, `deferred`,
+/// `rejected`, `refused`). `refused` is the client's own mistake (bare CR/LF,
+/// oversize): it is kept out of every success ratio.
 pub const TRANSACTIONS: &str = "ses_relay_transactions_total";
+/// The `result` label of a transaction refused for the client's own mistake.
+pub const RESULT_REFUSED: &str = "refused";
 /// Recipients by `route` and `result`.
 pub const RECIPIENTS: &str = "ses_relay_recipients_total";
 /// Size of the message sent upstream, by `route`.
@@ -46,7 +50,7 @@ pub const DATA_MEMORY: &str = "ses_relay_data_memory_bytes";
 pub const CUTOVER_STORE_ERRORS: &str = "ses_relay_cutover_store_errors_total";
 /// SSM parameter version of the cutover value in force (compare across the fleet).
 pub const CUTOVER_STORE_VERSION: &str = "ses_relay_cutover_store_version";
-/// Always 1, labelled with the running `version`.
+/// Always 1, labelled with the running `version`, git `commit` and `build_date`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
 /// From the oldest `Received:` date (the Postfix fleet first took the message)
 /// to the upstream's acceptance, by `route`; messages without a parseable date are left out.
@@ -98,16 +102,32 @@ pub fn install() -> &'static PrometheusHandle {
         // Another recorder (a test harness) may already be installed; ours still renders what it gets.
         let _ = metrics::set_global_recorder(recorder);
         describe();
-        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!(
+            BUILD_INFO,
+            "version" => crate::build_info::VERSION,
+            "commit" => crate::build_info::COMMIT,
+            "build_date" => crate::build_info::BUILD_DATE
+        )
+        .set(1.0);
+        process_collector().describe();
         gauge!(DATA_MEMORY).set(0.0);
         register_guard();
         handle
     })
 }
 
+/// The standard process metrics (`process_resident_memory_bytes`,
+/// `process_cpu_seconds_total`, `process_open_fds`, `process_start_time_seconds`, ...),
+/// read from /proc at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
     let handle = install();
+    process_collector().collect();
     handle.run_upkeep();
     handle.render()
 }
@@ -327,10 +347,13 @@ pub struct RouteTotals {
     pub deferred: u64,
     /// Answered 5xx.
     pub rejected: u64,
+    /// Refused for the client's own mistake; not in the success ratio.
+    pub refused: u64,
 }
 
 impl RouteTotals {
-    /// delivered / all, or None without traffic.
+    /// delivered / (delivered + deferred + rejected), or None without such traffic:
+    /// refused transactions say nothing about the route.
     pub fn success_ratio(&self) -> Option<f64> {
         let all = self.delivered + self.deferred + self.rejected;
         (all > 0).then(|| self.delivered as f64 / all as f64)
@@ -372,6 +395,7 @@ impl RecentWindow {
             match *result {
                 "delivered" => totals.delivered += n,
                 "deferred" => totals.deferred += n,
+                RESULT_REFUSED => totals.refused += n,
                 _ => totals.rejected += n,
             }
         }
@@ -406,6 +430,23 @@ mod tests {
     }
 
     #[test]
+    fn refused_stays_out_of_the_success_ratio() {
+        let window = RecentWindow::default();
+        window.record_at(200, "ses", "delivered");
+        window.record_at(200, "ses", RESULT_REFUSED);
+        window.record_at(200, "ses", RESULT_REFUSED);
+        let totals = window.totals_at(200, "ses");
+        assert_eq!(
+            (totals.delivered, totals.refused, totals.rejected),
+            (1, 2, 0)
+        );
+        assert_eq!(totals.success_ratio(), Some(1.0));
+        // A night with only a client's mistake: no ratio at all, not 0 %.
+        window.record_at(200, "legacy", RESULT_REFUSED);
+        assert_eq!(window.totals_at(200, "legacy").success_ratio(), None);
+    }
+
+    #[test]
     fn render_has_help_and_explicit_buckets() {
         install();
         histogram!(DELIVERY_DURATION, "route" => "ses").record(0.02);
@@ -419,5 +460,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ses_relay_build_info{version="), "{text}");
+        let build_info = format!(
+            "commit=\"{}\",build_date=\"{}\"",
+            crate::build_info::COMMIT,
+            crate::build_info::BUILD_DATE
+        );
+        assert!(text.contains(&build_info), "{text}");
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing: {text}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
-use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sesv2::error::ProvideErrorMetadata;
 
 use crate::config::{Config, LegacyMode, SesMode};
 use crate::dns::TxtResolver;
@@ -33,14 +33,19 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// Longest report line: one sentence an operator reads at a glance.
+pub const MAX_LINE: usize = 199;
+
 impl fmt::Display for Finding {
+    /// `LEVEL  check: detail`, one line of at most [`MAX_LINE`] characters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level = match self.level {
             Level::Pass => "PASS",
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
         };
-        write!(f, "{level}  {}: {}", self.check, self.detail)
+        let line = format!("{level}  {}: {}", self.check, self.detail);
+        f.write_str(&crate::aws_error::shorten(&line, MAX_LINE))
     }
 }
 
@@ -111,6 +116,14 @@ pub async fn run(
                 ));
                 let key = &keys.keys()[0];
                 let dns = format!("dkim dns {}", key.record_name());
+                if config.dev {
+                    out.push(finding(
+                        Level::Pass,
+                        dns,
+                        "demo key of --dev: never published, not looked up",
+                    ));
+                    continue;
+                }
                 match check_dkim_record(key, resolver).await {
                     Ok(()) => out.push(finding(
                         Level::Pass,
@@ -177,18 +190,7 @@ async fn ses_checks(
     out: &mut Vec<Finding>,
 ) {
     let client = crate::forward::ses::client(&config.ses, credentials).await;
-    fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
-        err: &aws_sdk_sesv2::error::SdkError<E, aws_sdk_sesv2::config::http::HttpResponse>,
-    ) -> String {
-        match (err.code(), err.message(), err.raw_response()) {
-            (Some(code), Some(message), _) => format!("{code}: {message}"),
-            (Some(code), None, _) => code.to_string(),
-            (None, _, Some(raw)) => {
-                format!("HTTP {} with an unreadable body", raw.status().as_u16())
-            }
-            _ => format!("{}", DisplayErrorContext(err)),
-        }
-    }
+    use crate::aws_error::summarize;
     match client.get_account().send().await {
         Ok(account) => {
             out.push(if account.sending_enabled {
@@ -227,11 +229,11 @@ async fn ses_checks(
             }
         }
         Err(err) => {
-            let detail = api_error(&err);
+            tracing::debug!(error = %aws_sdk_sesv2::error::DisplayErrorContext(&err), "GetAccount");
             out.push(finding(
                 Level::Fail,
                 "ses account",
-                format!("GetAccount failed: {detail}"),
+                summarize("ses:GetAccount", &err),
             ));
         }
     }
@@ -247,7 +249,11 @@ async fn ses_checks(
                 if identity.verified_for_sending_status {
                     out.push(finding(Level::Pass, &check, "verified for sending"));
                 } else {
-                    out.push(finding(Level::Fail, &check, "not verified for sending"));
+                    out.push(finding(
+                        Level::Fail,
+                        &check,
+                        "identity not verified for sending (its DNS records are not confirmed yet)",
+                    ));
                 }
                 let (status, origin) = identity
                     .dkim_attributes
@@ -274,14 +280,16 @@ async fn ses_checks(
                     format!("status {status}, signing origin {origin} (BYODKIM shows EXTERNAL)"),
                 ));
             }
-            Err(err) => {
-                let detail = api_error(&err);
-                out.push(finding(
-                    Level::Fail,
-                    check,
-                    format!("GetEmailIdentity failed: {detail}"),
-                ));
-            }
+            Err(err) if err.code() == Some("NotFoundException") => out.push(finding(
+                Level::Fail,
+                check,
+                "identity not verified: not an SES identity in this account and region",
+            )),
+            Err(err) => out.push(finding(
+                Level::Fail,
+                check,
+                summarize("ses:GetEmailIdentity", &err),
+            )),
         }
     }
     let name = &config.ses.configuration_set;
@@ -297,7 +305,7 @@ async fn ses_checks(
                 }
             }
             Err(err) => {
-                found = Err(api_error(&err));
+                found = Err(summarize("ses:ListConfigurationSets", &err));
                 break;
             }
         }
@@ -309,11 +317,7 @@ async fn ses_checks(
             check,
             "does not exist in this account and region",
         ),
-        Err(detail) => finding(
-            Level::Fail,
-            check,
-            format!("ListConfigurationSets failed: {detail}"),
-        ),
+        Err(detail) => finding(Level::Fail, check, detail),
     });
 }
 

@@ -216,7 +216,7 @@ fn read_token(path: &std::path::Path, key: &'static str) -> Result<Option<String
 
 fn outbox(
     dir: &std::path::Path,
-    configuration_set: &str,
+    configuration_set: Option<&str>,
     key: &'static str,
 ) -> Result<Arc<dyn Forwarder>, StartError> {
     Outbox::new(dir, configuration_set)
@@ -239,17 +239,16 @@ impl Server {
             }
             SesMode::Outbox => outbox(
                 &config.ses.outbox_dir,
-                &config.ses.configuration_set,
+                Some(&config.ses.configuration_set),
                 "ses.outbox-dir",
             )?,
         };
         let legacy: Option<Arc<dyn Forwarder>> = match &config.legacy {
             None => None,
-            Some(legacy) if legacy.mode == LegacyMode::Outbox => Some(outbox(
-                &legacy.outbox_dir,
-                &config.ses.configuration_set,
-                "legacy.outbox-dir",
-            )?),
+            // The legacy relay knows no configuration set: its .json says none.
+            Some(legacy) if legacy.mode == LegacyMode::Outbox => {
+                Some(outbox(&legacy.outbox_dir, None, "legacy.outbox-dir")?)
+            }
             Some(legacy) => Some(Arc::new(LegacyForwarder::new(
                 legacy,
                 &config.smtp.hostname,

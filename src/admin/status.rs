@@ -1,7 +1,8 @@
 //! `GET /`: a small status page for people (plain HTML, no external assets):
 //! version, uptime, the cutover percentage and rules, per-route transactions
-//! and success ratio over the last five minutes, sessions in flight, and the
-//! rollback guard's state with the figures it watches.
+//! and success ratio over the last five minutes (transactions refused for the
+//! client's own mistake shown apart, outside the ratio), sessions in flight,
+//! and the rollback guard's state with the figures it watches.
 
 use crate::guard::{Snapshot, State, format_duration, format_ratio};
 use crate::metrics;
@@ -108,8 +109,8 @@ pub fn page(relay: &Relay) -> String {
             .success_ratio()
             .map_or("–".to_string(), |r| format!("{:.2} %", r * 100.0));
         routes.push_str(&format!(
-            "<tr><td>{route}</td><td>{}</td><td>{}</td><td>{}</td><td>{ratio}</td></tr>\n",
-            t.delivered, t.deferred, t.rejected
+            "<tr><td>{route}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ratio}</td></tr>\n",
+            t.delivered, t.deferred, t.rejected, t.refused
         ));
     }
     let rules: String = relay
@@ -169,7 +170,7 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <h2>Rollback guard</h2>
 {guard}
 <h2>Last 5 minutes</h2>
-<table><tr><th>route</th><th>delivered</th><th>deferred (4xx)</th><th>rejected (5xx)</th><th>success</th></tr>
+<table><tr><th>route</th><th>delivered</th><th>deferred (4xx)</th><th>rejected (5xx)</th><th>refused (client)</th><th>success</th></tr>
 {routes}</table>
 <p><a href="/metrics">/metrics</a> · <a href="/cutover">/cutover</a> · <a href="/readyz">/readyz</a></p>
 </body></html>

@@ -4,6 +4,7 @@
 //! `load_*` only parses; [`Config::validate`] checks meaning (networks, files,
 //! limits). `ses-relay check-config` runs exactly these two steps.
 
+mod check;
 mod guard;
 mod sections;
 mod units;
@@ -52,6 +53,12 @@ pub struct Config {
     pub guard: GuardConfig,
     /// Where SES's events (bounces, complaints) are read from.
     pub feedback: FeedbackConfig,
+    /// Loaded from the embedded dev config (`--dev`): its demo files are
+    /// exempt from the file mode warning (git does not keep modes) and its
+    /// demo key is never looked up in DNS (it is never published). Not a key
+    /// of the file.
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 impl Config {
@@ -94,8 +101,20 @@ impl Config {
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| ConfigError::Parse(format!("cannot read {}: {err}", path.display())))?;
-        Self::load_str(&text, std::env::vars())
-            .map_err(|err| ConfigError::Parse(format!("{}: {err}", path.display())))
+        Self::load_str(&text, std::env::vars()).map_err(|err| match err {
+            // Every problem named by its key already.
+            ConfigError::Invalid(problems) => ConfigError::Invalid(problems),
+            ConfigError::Parse(err) => ConfigError::Parse(format!("{}: {err}", path.display())),
+        })
+    }
+
+    /// The embedded dev config (`--dev`), with `SES_RELAY__*` overrides.
+    pub fn load_dev(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Self::load_str(EMBEDDED_DEV_CONFIG, env)?;
+        config.dev = true;
+        Ok(config)
     }
 
     /// Parses TOML text with the given environment (injectable for tests).
@@ -109,8 +128,29 @@ impl Config {
             .add_source(config::File::from_str(&overrides, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|err| ConfigError::Parse(err.to_string()))
+            .map_err(|err| {
+                // serde stopped at the first problem: list them all, each with its key.
+                let problems = structural_problems(text, &overrides);
+                if problems.is_empty() {
+                    ConfigError::Parse(err.to_string())
+                } else {
+                    ConfigError::Invalid(problems)
+                }
+            })
     }
+}
+
+/// Every unknown key, wrong type and bad value of the file with its overlay;
+/// empty when the text is not TOML at all (the parser's message says where).
+fn structural_problems(text: &str, overrides: &str) -> Vec<Problem> {
+    let (Ok(mut base), Ok(overlay)) = (
+        toml::from_str::<toml::Table>(text),
+        toml::from_str::<toml::Table>(overrides),
+    ) else {
+        return Vec::new();
+    };
+    check::merge(&mut base, overlay);
+    check::problems(toml::Value::Table(base))
 }
 
 /// Turns `SES_RELAY__SMTP__MAX_RECIPIENTS=20` into a TOML overlay `[smtp]\nmax-recipients = 20`.

@@ -16,7 +16,8 @@ use crate::envelope::{Envelope, MessageTag};
 #[derive(Debug, Clone)]
 pub struct Outbox {
     dir: PathBuf,
-    configuration_set: String,
+    /// The SES configuration set SES would have applied; None on the legacy route.
+    configuration_set: Option<String>,
 }
 
 /// The `<id>.json` beside each message.
@@ -26,7 +27,8 @@ struct EnvelopeFile<'a> {
     route: &'a str,
     mail_from: &'a str,
     rcpt_to: &'a [String],
-    configuration_set: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configuration_set: Option<&'a str>,
     client: String,
     helo: &'a str,
     tls: bool,
@@ -38,12 +40,13 @@ struct EnvelopeFile<'a> {
 }
 
 impl Outbox {
-    /// An outbox in `dir`, created if missing.
-    pub fn new(dir: &Path, configuration_set: &str) -> std::io::Result<Outbox> {
+    /// An outbox in `dir`, created if missing; `configuration_set` is written
+    /// into each `.json` (the SES route's; None for the legacy route).
+    pub fn new(dir: &Path, configuration_set: Option<&str>) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
         Ok(Outbox {
             dir: dir.to_path_buf(),
-            configuration_set: configuration_set.to_string(),
+            configuration_set: configuration_set.map(str::to_string),
         })
     }
 
@@ -59,7 +62,7 @@ impl Outbox {
             route: envelope.route.as_str(),
             mail_from: &envelope.mail_from,
             rcpt_to: &envelope.rcpt_to,
-            configuration_set: &self.configuration_set,
+            configuration_set: self.configuration_set.as_deref(),
             client: envelope.client.ip().to_string(),
             helo: &envelope.helo,
             tls: envelope.tls,

@@ -4,7 +4,10 @@ use smtp_proto::{
     MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom, RcptTo, Request,
 };
 
+use std::time::Duration;
+
 use super::{Flow, Session, State, Transaction, Upstream};
+use crate::envelope::Envelope;
 use crate::forward::MailRequest;
 use crate::smtp::{Command, MessageReceiver, Reply};
 
@@ -166,6 +169,7 @@ impl Session {
             rcpts_refused: 0,
             route: None,
             upstream: Upstream::Unopened,
+            open_failed: false,
         });
         self.ok(Reply::new(250, [2, 1, 0], "Ok"), "MAIL")
     }
@@ -223,7 +227,31 @@ impl Session {
             match relay.router.forwarder(route).open(&tx.mail).await {
                 Ok(Some(proxy)) => tx.upstream = Upstream::Proxy(proxy),
                 Ok(None) => tx.upstream = Upstream::Local,
-                Err(reply) => return Ok(reply),
+                Err(reply) => {
+                    // The route is down (legacy relay unreachable): Postfix will
+                    // give up on this transaction without DATA, so it is counted
+                    // and logged here, once per transaction, or an outage would
+                    // never reach the success ratio and its alerts.
+                    if !tx.open_failed {
+                        tx.open_failed = true;
+                        let envelope = Envelope {
+                            id: tx.id.clone(),
+                            client: self.peer,
+                            helo: self.helo.clone(),
+                            tls: self.tls,
+                            esmtp: self.esmtp,
+                            mail_from: tx.mail.from.clone(),
+                            rcpt_to: vec![to.address.clone()],
+                            smtputf8: tx.mail.smtputf8,
+                            declared_size: tx.mail.size,
+                            route,
+                            tags: Vec::new(),
+                        };
+                        let outcome = super::data::Outcome::local_failure(reply.clone());
+                        super::data::record(&relay, &envelope, &outcome, Duration::ZERO);
+                    }
+                    return Ok(reply);
+                }
             }
         }
         let reply = match &mut tx.upstream {

@@ -10,6 +10,7 @@ use crate::envelope::Envelope;
 use crate::forward::{DeliveryError, Retry};
 use crate::metrics;
 use crate::prepare::PrepareError;
+use crate::server::Relay;
 use crate::smtp::{DataEnd, Reply};
 
 impl Session {
@@ -82,7 +83,7 @@ impl Session {
             Err(err) => {
                 tracing::error!(id = %envelope.id, error = %err, "message not prepared");
                 let reply = DeliveryError::temporary([4, 3, 0], "dkim", err.to_string()).reply();
-                return self.finish(&envelope, Outcome::refused(reply), started);
+                return self.finish(&envelope, Outcome::local_failure(reply), started);
             }
         };
         for dropped in &prepared.dropped_tags {
@@ -195,43 +196,10 @@ impl Session {
     }
 
     /// Sends the final reply (with the transaction id), counts it and logs the transaction line.
-    fn finish(&mut self, envelope: &Envelope, outcome: Outcome, started: Instant) {
-        let Outcome {
-            mut reply,
-            result,
-            size,
-            upstream_seconds,
-            upstream_id,
-            dkim,
-        } = outcome;
-        reply.text = Cow::Owned(format!("{} [id {}]", reply.text, envelope.id));
-        let route = envelope.route.as_str();
-        let total = started.elapsed();
-        metrics::transaction(
-            route,
-            result,
-            envelope.rcpt_to.len(),
-            size,
-            upstream_seconds,
-            total.as_secs_f64(),
-        );
-        let masker = self.relay.masker;
-        let reply_text = reply.to_string();
-        tracing::info!(
-            id = %envelope.id,
-            client = %masker.ip(envelope.client.ip()),
-            from = %masker.address(&envelope.mail_from),
-            rcpts = envelope.rcpt_to.len(),
-            size,
-            route,
-            result,
-            upstream_id = upstream_id.as_deref().unwrap_or(""),
-            dkim = dkim.as_deref().unwrap_or("none"),
-            reply = %masker.text(&reply_text),
-            duration_ms = total.as_millis() as u64,
-            "transaction"
-        );
-        self.write_reply(reply, "DATA");
+    fn finish(&mut self, envelope: &Envelope, mut outcome: Outcome, started: Instant) {
+        outcome.reply.text = Cow::Owned(format!("{} [id {}]", outcome.reply.text, envelope.id));
+        record(&self.relay, envelope, &outcome, started.elapsed());
+        self.write_reply(outcome.reply, "DATA");
     }
 }
 
@@ -243,10 +211,42 @@ fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
     Some(Duration::from_secs(now.saturating_sub(first_taken)))
 }
 
+/// Counts one finished transaction and writes its transaction log line: the
+/// one place both happen, at the end of DATA or when the route could not be
+/// opened at the first RCPT.
+pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, total: Duration) {
+    let route = envelope.route.as_str();
+    metrics::transaction(
+        route,
+        outcome.result,
+        envelope.rcpt_to.len(),
+        outcome.size,
+        outcome.upstream_seconds,
+        total.as_secs_f64(),
+    );
+    let masker = relay.masker;
+    let reply_text = outcome.reply.to_string();
+    tracing::info!(
+        id = %envelope.id,
+        client = %masker.ip(envelope.client.ip()),
+        from = %masker.address(&envelope.mail_from),
+        rcpts = envelope.rcpt_to.len(),
+        size = outcome.size,
+        route,
+        result = outcome.result,
+        upstream_id = outcome.upstream_id.as_deref().unwrap_or(""),
+        dkim = outcome.dkim.as_deref().unwrap_or("none"),
+        reply = %masker.text(&reply_text),
+        duration_ms = total.as_millis() as u64,
+        "transaction"
+    );
+}
+
 /// How a transaction ended, for the reply, the metrics and the log line.
-struct Outcome {
+pub(super) struct Outcome {
     reply: Reply,
-    /// `delivered`, `deferred` or `rejected`.
+    /// `delivered`, `deferred`, `rejected` (by the upstream, or a local failure
+    /// of ours), or `refused` (the client's own mistake: bare LF, oversize).
     result: &'static str,
     size: usize,
     upstream_seconds: f64,
@@ -256,8 +256,23 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Refused before anything went upstream.
+    /// Refused because of what the client sent (bare CR/LF, oversize): nothing
+    /// went upstream, and no success ratio, alert or rollback guard may move.
     fn refused(reply: Reply) -> Outcome {
+        Outcome {
+            reply,
+            result: metrics::RESULT_REFUSED,
+            size: 0,
+            upstream_seconds: 0.0,
+            upstream_id: None,
+            dkim: None,
+        }
+    }
+
+    /// Failed on our side or the route's before the message went upstream
+    /// (preparation, the route could not be opened): this counts against the
+    /// route like an upstream failure.
+    pub(super) fn local_failure(reply: Reply) -> Outcome {
         let result = if reply.is_transient() {
             "deferred"
         } else {

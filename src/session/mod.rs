@@ -49,6 +49,9 @@ struct Transaction {
     /// Decided at the first RCPT.
     route: Option<Route>,
     upstream: Upstream,
+    /// Opening the route failed once and that was counted as a deferred
+    /// transaction: later RCPTs retry but are not counted again.
+    open_failed: bool,
 }
 
 /// The route's side of a transaction.
@@ -142,10 +145,13 @@ impl Session {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return,
                 ReadOutcome::TimedOut => {
-                    self.write_reply(
-                        Reply::new(421, [4, 4, 2], "Idle timeout, closing connection"),
-                        "TIMEOUT",
-                    );
+                    // The read is bounded by both limits: say which one cut it.
+                    let text = if Instant::now() >= self.deadline {
+                        "Session time limit exceeded, closing connection"
+                    } else {
+                        "Idle timeout, closing connection"
+                    };
+                    self.write_reply(Reply::new(421, [4, 4, 2], text), "TIMEOUT");
                     return self.close().await;
                 }
                 ReadOutcome::ShuttingDown => {
