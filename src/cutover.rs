@@ -418,12 +418,23 @@ mod tests {
         let path = temp("range");
         let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 10.0);
         let cutover = Cutover::load(&path, 10.0).unwrap();
-        for bad in [101.0, -1.0, f64::NAN] {
+        for bad in [101.0, -1.0, f64::NAN, 12.345, 0.001] {
             assert!(matches!(
                 cutover.set(&router, bad, "x"),
-                Err(CutoverError::OutOfRange(_))
+                Err(CutoverError::OutOfRange(_)
+                    | CutoverError::Negative(_)
+                    | CutoverError::Above100(_)
+                    | CutoverError::TooPrecise(_))
             ));
         }
+        assert!(matches!(
+            cutover.set(&router, 12.345, "x"),
+            Err(CutoverError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            cutover.set(&router, -5.0, "x"),
+            Err(CutoverError::Negative(_))
+        ));
         assert_eq!(router.ses_percent(), 10.0);
         assert!(!path.exists());
     }

@@ -80,6 +80,50 @@ fn environment_overrides_really_apply() {
 }
 
 #[test]
+fn every_structural_problem_is_reported_in_one_pass() {
+    let text = r#"
+        [smtp]
+        listen-on = ["127.0.0.1:25"]
+        max-recipients = "many"
+        idle-timeout = "soon"
+        [smpt]
+        [[dkim.keys]]
+        domain = "goo.ne.jp"
+        [[dkim.keys]]
+        domain = 5
+        selector = "s"
+        private-key = "/nonexistent.pem"
+        [cutover]
+        ses-percent = 12.345
+    "#;
+    let Err(ConfigError::Invalid(problems)) =
+        Config::load_str(text, env(&[("SES_RELAY__ADMIN__NO_SUCH", "1")]))
+    else {
+        panic!("expected every problem");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "smtp.listen-on",
+        "smtp.max-recipients",
+        "smtp.idle-timeout",
+        "smpt",
+        "dkim.keys[0].selector",
+        "dkim.keys[1].domain",
+        "admin.no-such",
+        "cutover.ses-percent",
+        "ses.configuration-set",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported: {problems:#?}");
+    }
+    // A wrong type is one problem, not also a missing key.
+    assert_eq!(
+        keys.iter().filter(|k| **k == "dkim.keys[1].domain").count(),
+        1
+    );
+    assert!(problems.iter().all(|p| !p.message.contains('\n')));
+}
+
+#[test]
 fn environment_override_of_an_unknown_key_is_an_error() {
     let err = Config::load_str("", env(&[("SES_RELAY__SMTP__NO_SUCH_KEY", "1")])).unwrap_err();
     assert!(err.to_string().contains("no-such-key"), "{err}");
@@ -141,7 +185,12 @@ fn shipped_configs_parse() {
     let dev = Config::load_str(EMBEDDED_DEV_CONFIG, no_env()).unwrap();
     assert_eq!(dev.ses.mode, SesMode::Outbox);
     assert_eq!(dev.legacy.as_ref().unwrap().mode, LegacyMode::Outbox);
-    assert_eq!(prod_percent(&dev), 50.0);
+    // The README's first example takes the SES route; legacy.example takes legacy.
+    assert_eq!(prod_percent(&dev), 100.0);
+    assert_eq!(dev.cutover.rules[0].recipient_domains, ["legacy.example"]);
+    assert!(dev.dkim.dns_check_interval.0.is_zero());
+    let dev = Config::load_dev(no_env()).unwrap();
+    assert!(dev.dev && dev.warnings().is_empty(), "{:?}", dev.warnings());
     let prod_text = include_str!("../../etc/ses-relay.toml");
     let prod = Config::load_str(prod_text, no_env()).unwrap();
     assert_eq!(
