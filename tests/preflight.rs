@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
-use common::peers::{Moto, moto_missing};
+use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{demo_txt, test_config};
 use ses_relay::config::{LegacyConfig, LegacyTls, SesMode};
@@ -84,11 +84,7 @@ async fn dns_and_legacy_checks_without_ses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_checks_against_moto() {
-    if let Some(why) = moto_missing() {
-        if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("peers required but missing: {why}");
-        }
-        println!("SKIPPED ses_checks_against_moto: {why}");
+    if !run_or_skip("ses_checks_against_moto", moto_missing()) {
         return;
     }
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();

@@ -13,23 +13,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{
-    Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, wait_for_port,
+    Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, run_or_skip,
+    wait_for_port,
 };
 use common::{TempDir, demo_key, demo_txt};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
 
 fn peers_or_skip(test: &str) -> bool {
-    let Some(why) = postfix_missing().or_else(moto_missing) else {
-        println!("system test {test}: running with real Postfix and moto");
-        return true;
-    };
-    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{test}: peers required but missing: {why}");
-    }
-    println!("SKIPPED {test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    run_or_skip(test, postfix_missing().or_else(moto_missing))
 }
 
 /// The relay binary, killed when dropped.
@@ -161,7 +153,7 @@ fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
 
 #[test]
 fn postfix_through_ses_relay_into_moto_signed_and_complete() {
-    if !peers_or_skip("postfix_through_ses_relay_into_moto") {
+    if !peers_or_skip("postfix_through_ses_relay_into_moto_signed_and_complete") {
         return;
     }
     let dir = TempDir::new("system");
@@ -316,7 +308,9 @@ fn message_id(text: &str) -> Option<String> {
 
 #[test]
 fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice() {
-    if !peers_or_skip("postfix_split_between_moto_and_smtp_sink") {
+    if !peers_or_skip(
+        "postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice",
+    ) {
         return;
     }
     let dir = TempDir::new("system-split");
