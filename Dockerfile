@@ -3,7 +3,11 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
-COPY Cargo.toml Cargo.lock ./
+# No .git in the build context: pass the commit for --version and ses_relay_build_info
+# (docker build --build-arg SES_RELAY_GIT_COMMIT=$(git rev-parse --short HEAD) .).
+ARG SES_RELAY_GIT_COMMIT=unknown
+ENV SES_RELAY_GIT_COMMIT=$SES_RELAY_GIT_COMMIT
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY etc ./etc
 COPY benches ./benches

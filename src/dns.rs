@@ -32,7 +32,7 @@ impl TxtResolver for SystemResolver {
                 .0
                 .txt_lookup(name)
                 .await
-                .map_err(|err| lookup_error(name, &err.to_string()))?;
+                .map_err(|err| lookup_error(&err.to_string()))?;
             Ok(lookup
                 .answers()
                 .iter()
@@ -52,15 +52,16 @@ impl TxtResolver for SystemResolver {
 
 /// hickory's message in a short sentence: it quotes the whole query
 /// (`no records found for Query { name: Name(…), query_type: TXT, … }`).
-fn lookup_error(name: &str, message: &str) -> String {
+/// The callers name the record already.
+fn lookup_error(message: &str) -> String {
     let lower = message.to_ascii_lowercase();
     if lower.contains("no records found") || lower.contains("nxdomain") {
-        format!("{name}: no TXT record (NXDOMAIN or empty)")
+        "no TXT record (NXDOMAIN or empty)".to_string()
     } else if lower.contains("timed out") || lower.contains("timeout") {
-        format!("{name}: DNS lookup timed out")
+        "DNS lookup timed out".to_string()
     } else {
         format!(
-            "{name}: DNS lookup failed: {}",
+            "DNS lookup failed: {}",
             crate::aws_error::shorten(message, 100)
         )
     }
