@@ -111,6 +111,10 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     ));
     let replies = smtp(relay.addr, &transaction("b@example.com"), Some(MESSAGE)).await;
     assert!(replies[5].starts_with("554"), "{replies:?}");
+    // A client's own mistake (bare LF): counted refused, outside the ratio.
+    let bare_lf = "From: a@goo.ne.jp\r\nSubject: m\r\n\r\nbare\nLF";
+    let replies = smtp(relay.addr, &transaction("b@example.com"), Some(bare_lf)).await;
+    assert!(replies[5].starts_with("550 5.5.2"), "{replies:?}");
 
     let after = get(admin, "/metrics").await;
     for file in [
@@ -149,6 +153,13 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     assert_eq!(
         sample(
             &after,
+            "ses_relay_transactions_total{route=\"ses\",result=\"refused\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
             "ses_relay_ses_errors_total{error=\"MessageRejected\"}"
         ),
         1.0
@@ -179,7 +190,7 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     assert!(page.contains("100 % to SES"), "{page}");
     assert!(page.contains("legacy.example"), "rules listed: {page}");
     assert!(
-        page.contains("<td>ses</td><td>3</td><td>0</td><td>1</td><td>75.00 %</td>"),
+        page.contains("<td>ses</td><td>3</td><td>0</td><td>1</td><td>1</td><td>75.00 %</td>"),
         "{page}"
     );
     assert!(

@@ -175,7 +175,7 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <p><a href="/metrics">/metrics</a> · <a href="/cutover">/cutover</a> · <a href="/readyz">/readyz</a></p>
 </body></html>
 "#,
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::build_info::LONG_VERSION,
         hours = uptime / 3600,
         minutes = uptime % 3600 / 60,
         sessions = metrics::open_sessions(),

@@ -51,7 +51,8 @@ impl Session {
                     [4, 3, 1],
                     "Insufficient system storage, try again later",
                 );
-                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
+                // Ours, not the client's: counted deferred, against the route.
+                return self.finish(&envelope, Outcome::local_failure(reply), Instant::now());
             }
             DataEnd::Pending => unreachable!("end_of_data is called with an ended message"),
         };
