@@ -176,7 +176,8 @@ pub async fn check_queue(client: &aws_sdk_sqs::Client, queue_url: &str) -> Resul
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await
-        .map_err(|err| sqs_error(&err))?;
+        // A preflight line: one short sentence naming the cause.
+        .map_err(|err| crate::aws_error::summarize("sqs:GetQueueAttributes", &err))?;
     let waiting = answer
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))

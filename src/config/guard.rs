@@ -170,8 +170,9 @@ poll-interval = "5s"
             ]
         );
         let err = Config::load_str("[guard]\nmax-ratio = 1\n", Vec::new()).unwrap_err();
+        // Structural problems come back all at once, each with its key.
         assert!(
-            matches!(err, ConfigError::Parse(ref m) if m.contains("max-ratio")),
+            matches!(err, ConfigError::Invalid(ref p) if p.iter().any(|p| p.key == "guard.max-ratio")),
             "{err}"
         );
     }

@@ -1,0 +1,116 @@
+//! Session tests of how transactions are counted and cut: a client's own
+//! mistake is `refused`, a legacy outage one deferred legacy transaction, the
+//! session deadline says so.
+
+use super::*;
+
+/// Renders what the session counted: a recorder of this thread only, so
+/// tests running side by side do not see each other's counts.
+fn counted(recorder: &metrics_exporter_prometheus::PrometheusRecorder) -> String {
+    recorder.handle().render()
+}
+
+fn local_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder()
+}
+
+#[tokio::test]
+async fn client_mistakes_are_counted_refused_not_rejected() {
+    let recorder = local_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let upstream = Upstream::new();
+    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    s.ehlo().await;
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    s.data("Subject: x\r\n\r\nbare\nLF\r\n", "550 5.5.2").await;
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    let big = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(20_000));
+    s.data(&big, "552 5.3.4").await;
+    let text = counted(&recorder);
+    assert!(
+        text.contains(r#"ses_relay_transactions_total{route="ses",result="refused"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"result="rejected""#), "{text}");
+    assert!(!text.contains(r#"result="deferred""#), "{text}");
+    assert_eq!(upstream.count(), 0);
+}
+
+/// A legacy route whose relay cannot be reached: every RCPT gets its 451.
+struct Unreachable;
+
+impl Forwarder for Unreachable {
+    fn open<'a>(
+        &'a self,
+        _mail: &'a crate::forward::MailRequest,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn crate::forward::Proxy>>, crate::smtp::Reply>> {
+        Box::pin(async {
+            Err(crate::smtp::Reply::new(
+                451,
+                [4, 4, 1],
+                "Legacy relay unreachable, try again later",
+            ))
+        })
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _envelope: &'a Envelope,
+        _message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+        unreachable!("a proxying route delivers through its proxy")
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
+    let recorder = local_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let live = live(smtp_config());
+    let router = Router::new(
+        Upstream::new(),
+        Some(Arc::new(Unreachable)),
+        Vec::new(),
+        0.0,
+    );
+    let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
+    let relay = Arc::new(Relay::new(live, router, cutover, Masker::new(true)));
+    let mut s = TestSession::start(relay).await;
+    s.ehlo().await;
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "451 4.4.1").await;
+    s.rcpt_to("c@example.com", "451 4.4.1").await;
+    s.cmd("RSET", "250").await;
+    let text = counted(&recorder);
+    // One per transaction, not per RCPT.
+    assert!(
+        text.contains(r#"ses_relay_transactions_total{route="legacy",result="deferred"} 1"#),
+        "{text}"
+    );
+    // A second transaction is a second deferred one.
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "451 4.4.1").await;
+    let text = counted(&recorder);
+    assert!(
+        text.contains(r#"ses_relay_transactions_total{route="legacy",result="deferred"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_session_deadline_says_so() {
+    let smtp = SmtpConfig {
+        idle_timeout: HumanDuration(Duration::from_secs(300)),
+        max_session_duration: HumanDuration(Duration::from_secs(60)),
+        ..smtp_config()
+    };
+    let mut s = TestSession::start(relay(smtp, Upstream::new())).await;
+    s.ehlo().await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let reply = s.expect("421 4.4.2").await;
+    assert!(reply.contains("Session time limit exceeded"), "{reply}");
+    assert!(!reply.contains("Idle"), "{reply}");
+    s.closed().await;
+}
