@@ -263,22 +263,29 @@ fn cutover_cli_and_sighup_reload() {
     ));
     assert!(wait_for_greeting(smtp, "220").starts_with("220"));
 
-    let (code, stdout, stderr) = ses_relay(&["cutover", "status", "--config", config_arg]);
+    let (code, stdout, stderr) =
+        ses_relay(&["cutover", "status", "--json", "--config", config_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"ses_percent\": 10.0"), "{stdout}");
+    let (code, stdout, stderr) = ses_relay(&["cutover", "status", "--config", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("percentage") && stdout.contains("10 % to SES, 90 % to legacy"),
+        "{stdout}"
+    );
     let (code, stdout, stderr) = ses_relay(&[
         "cutover", "set", "30", "--reason", "week 1", "--config", config_arg,
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("\"ses_percent\": 30.0") && stdout.contains("week 1"),
+        stdout.contains("30 % to SES") && stdout.contains("week 1"),
         "{stdout}"
     );
     let (code, _, stderr) = ses_relay(&[
         "cutover", "set", "101", "--reason", "oops", "--config", config_arg,
     ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("HTTP 400"), "{stderr}");
+    assert!(stderr.contains("above 100"), "{stderr}");
     let state = std::fs::read_to_string(dir.path("cutover.json")).unwrap();
     assert!(
         state.contains("30.0") && state.contains("week 1"),
