@@ -11,6 +11,7 @@
 
 use std::error::Error;
 
+use aws_sdk_sesv2::config::http::HttpResponse;
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// Longest summary returned; a preflight line adds its check name in front.
@@ -22,15 +23,15 @@ pub const CREDENTIALS_CHAIN: &str =
 
 /// Summarizes `err`, which `action` (the IAM action, `ses:GetAccount`) failed
 /// with, in one sentence of at most [`MAX_SUMMARY`] characters.
-pub fn summarize<E, R>(action: &str, err: &SdkError<E, R>) -> String
+pub fn summarize<E>(action: &str, err: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + Error + 'static,
-    R: std::fmt::Debug,
 {
     let chain = DisplayErrorContext(err).to_string();
+    let status = err.raw_response().map(|raw| raw.status().as_u16());
     let text = match err {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
-            service_error(action, err.code(), err.message())
+            service_error(action, err.code(), err.message(), status)
         }
         SdkError::TimeoutError(_) => format!("{action}: no answer from the endpoint in time"),
         _ => transport_error(action, &chain),
@@ -39,7 +40,12 @@ where
 }
 
 /// A refusal by the service, from its error code and message.
-fn service_error(action: &str, code: Option<&str>, message: Option<&str>) -> String {
+fn service_error(
+    action: &str,
+    code: Option<&str>,
+    message: Option<&str>,
+    status: Option<u16>,
+) -> String {
     let message = message.unwrap_or("");
     match code.unwrap_or("") {
         "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
@@ -63,7 +69,12 @@ fn service_error(action: &str, code: Option<&str>, message: Option<&str>) -> Str
         "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
             format!("{action}: throttled by AWS, try again in a minute")
         }
-        "" => format!("{action}: the endpoint answered with an error it did not name"),
+        "" => match status {
+            Some(status) => {
+                format!("{action} failed: HTTP {status}, the endpoint named no error")
+            }
+            None => format!("{action} failed: the endpoint named no error"),
+        },
         code if message.is_empty() => format!("{action} failed: {code}"),
         code => format!("{action} failed: {code}: {message}"),
     }
@@ -113,7 +124,6 @@ pub fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_sesv2::config::http::HttpResponse;
     use aws_sdk_sesv2::error::ErrorMetadata;
     use aws_sdk_sesv2::operation::get_account::GetAccountError;
     use aws_smithy_runtime_api::client::result::ConnectorError;
@@ -181,6 +191,7 @@ mod tests {
         ] {
             let text = summarize("ses:SendEmail", &err);
             assert!(text.chars().count() <= MAX_SUMMARY, "{text}");
+            assert!(!text.is_empty());
             assert!(!text.contains('\n'), "{text}");
             assert!(!text.contains("DispatchFailure"), "{text}");
         }
