@@ -116,8 +116,11 @@ fn render(value: &Value) -> String {
         Value::Null => "–".to_string(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(render).collect::<Vec<_>>().join(", "),
+        // A `state` (the guard's) says the most: it comes first.
         Value::Object(fields) => fields
-            .iter()
+            .get_key_value("state")
+            .into_iter()
+            .chain(fields.iter().filter(|(k, _)| *k != "state"))
             .map(|(k, v)| format!("{} {}", k.replace('_', " "), render(v)))
             .collect::<Vec<_>>()
             .join(", "),
@@ -165,7 +168,7 @@ mod tests {
             "reason": "week 1",
             "legacy_route": true,
             "rules": [{"clients": [], "sender-domains": [], "recipient-domains": ["legacy.example"], "route": "legacy"}],
-            "guard": {"state": "armed", "tripped_at": null},
+            "guard": {"bounces": 0, "state": "armed", "tripped_at": null},
             "store": "ssm",
             "version": 7,
             "refreshed_at": "2026-12-01T08:01:00Z",
@@ -180,7 +183,7 @@ mod tests {
             "since         2026-12-01T08:00:00Z",
             "reason        week 1",
             "rules         1. recipient domains legacy.example → legacy",
-            "guard         state armed, tripped at –",
+            "guard         state armed, bounces 0, tripped at –",
             "store         ssm",
             "version       7",
             "refreshed at  2026-12-01T08:01:00Z",
