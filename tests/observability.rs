@@ -199,3 +199,24 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     );
     assert!(relay.stop().await);
 }
+
+/// Every dashboard panel has a place on Grafana's 24-column grid: whole
+/// widths from 1 to 24 that fit the row, and a height that shows a graph.
+#[test]
+fn every_dashboard_panel_fits_the_grid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/grafana/ses-relay.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        let grid = &panel["gridPos"];
+        let (x, w, h) = (grid["x"].as_u64(), grid["w"].as_u64(), grid["h"].as_u64());
+        let title = &panel["title"];
+        let (Some(x), Some(w), Some(h)) = (x, w, h) else {
+            panic!("{title}: gridPos {grid} is not whole numbers");
+        };
+        assert!((1..=24).contains(&w) && x + w <= 24, "{title}: {grid}");
+        assert!((3..=30).contains(&h), "{title}: {grid}");
+    }
+}
