@@ -136,6 +136,26 @@ mod tests {
         assert!(merged.dropped.iter().all(|d| d.chars().count() < 150));
     }
 
+    /// Finding: every dropped tag is kept as one String and logged as one
+    /// `warn!` line (src/session/data.rs `end_of_data`), with no bound: one
+    /// 4.8 MB message whose `X-SES-MESSAGE-TAGS` holds `a=b,` 1.2 million
+    /// times wrote 1,200,000 log lines (222 MB) on the running relay, and
+    /// the Strings (about 100 MB) are outside `smtp.max-data-memory`. A 40 MiB
+    /// message makes ten million. Expected: a bounded report (the first few
+    /// reasons and a count of the rest).
+    #[test]
+    #[ignore = "finding: dropped tags are unbounded, one log line each"]
+    fn the_report_of_dropped_tags_is_bounded() {
+        let flood = "a=b,".repeat(100_000);
+        let merged = merge(&[], [flood.as_bytes()]);
+        assert_eq!(merged.tags.len(), 1);
+        assert!(
+            merged.dropped.len() <= 100,
+            "{} dropped-tag lines for one header",
+            merged.dropped.len()
+        );
+    }
+
     #[test]
     fn at_most_fifty_tags() {
         let many: String = (0..60).map(|i| format!("t{i}=v,")).collect();
