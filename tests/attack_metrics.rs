@@ -1,6 +1,6 @@
-//! Finding of the adversarial review of issue 10, in its own test binary
-//! because it reads the process-wide metrics: messages refused for the
-//! client's own faults after DATA move the SES success ratio.
+//! Adversarial review of issue 10, in its own test binary because it reads
+//! the process-wide metrics: messages refused for the client's own faults
+//! after DATA must not move the SES success ratio.
 
 mod common;
 
@@ -53,19 +53,14 @@ fn grown(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<String> {
         .collect()
 }
 
-/// Finding: the refusals issue 10 adds after DATA (`550 5.5.2` bare LF or
-/// NUL, `550 5.6.0` not one From, `554 5.6.0` several signatures) and the
-/// size refusal `552 5.3.4` are counted as
-/// `ses_relay_transactions_total{route="ses",result="rejected"}`
-/// (src/session/data.rs `Outcome::refused`), which
+/// The refusals issue 10 adds after DATA (`550 5.5.2` bare LF, `550 5.6.0`
+/// not one From) are the client's own mistakes: they must not grow the
+/// `delivered`, `deferred` or `rejected` series that
 /// `route:ses_relay_success_ratio:rate5m` (etc/prometheus/ses-relay.rules.yml)
-/// divides by: one Postfix client whose application writes bare LFs in 6 %
-/// of its mail fires `SesRelaySuccessRatioCritical` ("Roll back now"). The
-/// house rule: a client's own mistake must not move a success ratio or an
-/// alert. Expected: such refusals counted under a result the ratio leaves
-/// out (and the rule changed to leave it out), never `rejected`/`deferred`.
+/// divides by, or one client writing bare LFs fires the rollback alert.
+/// (Found failing during the review on a09f818..b2020a5; main's 4df1da7,
+/// `result="refused"`, fixed it.)
 #[tokio::test]
-#[ignore = "finding: client refusals after DATA count as rejected in the SES success ratio"]
 async fn client_refusals_after_data_do_not_move_the_ses_success_ratio() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
