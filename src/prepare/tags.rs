@@ -13,6 +13,10 @@ pub const MESSAGE_TAGS_HEADER: &str = "X-SES-MESSAGE-TAGS";
 /// Longest piece of a dropped tag quoted in a warning (the client wrote it).
 const QUOTE_LIMIT: usize = 64;
 
+/// Dropped tags reported one by one; the rest are only counted. Each report
+/// is a log line: a header of a million bad items must not write a million.
+const MAX_REPORTED: usize = 20;
+
 /// The tags a message leaves with, and why any of its own were dropped.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MergedTags {
@@ -32,6 +36,7 @@ pub fn merge<'a>(
         tags: defaults.to_vec(),
         dropped: Vec::new(),
     };
+    let mut unreported = 0usize;
     for value in values {
         // Unfolded: a folded header's line breaks are not part of any tag.
         let text: String = String::from_utf8_lossy(value)
@@ -40,11 +45,20 @@ pub fn merge<'a>(
             .collect();
         for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             if let Err(reason) = merged.add(item, defaults) {
-                merged
-                    .dropped
-                    .push(format!("`{}` dropped: {reason}", quote(item)));
+                if merged.dropped.len() < MAX_REPORTED {
+                    merged
+                        .dropped
+                        .push(format!("`{}` dropped: {reason}", quote(item)));
+                } else {
+                    unreported += 1;
+                }
             }
         }
+    }
+    if unreported > 0 {
+        merged
+            .dropped
+            .push(format!("{unreported} more tags dropped, not listed"));
     }
     merged
 }
@@ -134,6 +148,27 @@ mod tests {
         assert!(merged.dropped.iter().any(|d| d.contains("twice")));
         // A long value is quoted only in part.
         assert!(merged.dropped.iter().all(|d| d.chars().count() < 150));
+    }
+
+    /// Each dropped tag is a `warn!` line (src/session/data.rs
+    /// `end_of_data`): unbounded, one 4.8 MB message holding `a=b,` 1.2
+    /// million times wrote 1,200,000 log lines (222 MB), and the Strings sat
+    /// outside `smtp.max-data-memory`.
+    #[test]
+    fn the_report_of_dropped_tags_is_bounded() {
+        let flood = "a=b,".repeat(100_000);
+        let merged = merge(&[], [flood.as_bytes()]);
+        assert_eq!(merged.tags.len(), 1);
+        assert_eq!(merged.dropped.len(), MAX_REPORTED + 1);
+        assert!(
+            merged.dropped[0].contains("twice"),
+            "{:?}",
+            merged.dropped[0]
+        );
+        assert_eq!(
+            merged.dropped[MAX_REPORTED],
+            format!("{} more tags dropped, not listed", 99_999 - MAX_REPORTED)
+        );
     }
 
     #[test]
