@@ -17,6 +17,22 @@ impl Field<'_> {
         self.name.eq_ignore_ascii_case(name.as_bytes())
     }
 
+    /// Whether the name is RFC 5322 `ftext` (printable ASCII but the colon),
+    /// with at most SP or HTAB before the colon (the obsolete form): a field
+    /// without a colon, or whose name holds anything else, is not plain.
+    pub fn has_plain_name(&self) -> bool {
+        let colon = self.raw.iter().position(|&b| b == b':');
+        let Some(colon) = colon else {
+            return false;
+        };
+        let name = &self.raw[..colon];
+        let len = name
+            .iter()
+            .rposition(|&b| b != b' ' && b != b'\t')
+            .map_or(0, |i| i + 1);
+        len > 0 && name[..len].iter().all(|&b| (33..=126).contains(&b))
+    }
+
     /// The value after the colon, unfolded line breaks kept.
     pub fn value(&self) -> &[u8] {
         let colon = self
@@ -108,6 +124,25 @@ mod tests {
         assert_eq!((fields.len(), body), (0, 0));
         let (fields, _) = split(b"Subject: no final newline");
         assert_eq!(fields[0].raw, b"Subject: no final newline");
+    }
+
+    #[test]
+    fn plain_field_names() {
+        let name = |raw: &[u8]| split(raw).0[0].has_plain_name();
+        assert!(name(b"From: a@b.example\r\n"));
+        assert!(name(b"From : a@b.example\r\n"));
+        assert!(name(b"X-Odd!Name#: v\r\n"));
+        for raw in [
+            &b"From\x0b: ceo@bank.example\r\n"[..],
+            b"\x0bX-SES-CONFIGURATION-SET: evil\r\n",
+            b"\x0cX-SES-TENANT-NAME: evil\r\n",
+            b"Fr om: a@b.example\r\n",
+            b"Fr\xc3\xb6m: a@b.example\r\n",
+            b": no name\r\n",
+            b"no colon at all\r\n",
+        ] {
+            assert!(!name(raw), "{raw:?}");
+        }
     }
 
     #[test]

@@ -87,6 +87,15 @@ pub enum Refusal {
     /// Not exactly one `From:` header (RFC 5322 section 3.6 requires one; SES refuses duplicates).
     #[error("Message has {0} From: headers; exactly one is required")]
     FromCount(usize),
+    /// A header field name with a byte outside RFC 5322 `ftext` (printable
+    /// ASCII but the colon): a parser that trims such bytes reads another
+    /// field than our checks did (`From\x0b:` as a second From).
+    #[error("Message has a header field name with a control, space or 8-bit byte")]
+    FieldName,
+    /// The message starts with white space: a continuation line with no field
+    /// to continue, which would extend our own `Received:`.
+    #[error("Message starts with a folded line; the header section must start with a field name")]
+    LeadingFold,
     /// Several `DKIM-Signature` headers and no key of ours to replace them.
     #[error(
         "Message carries {0} DKIM-Signature headers and there is no signing key here for its \
@@ -99,7 +108,7 @@ impl Refusal {
     /// The SMTP reply: `550 5.6.0` for the From count, `554 5.6.0` for the signatures.
     pub fn reply(&self) -> Reply {
         let code = match self {
-            Refusal::FromCount(_) => 550,
+            Refusal::FromCount(_) | Refusal::FieldName | Refusal::LeadingFold => 550,
             Refusal::Signatures(_) => 554,
         };
         Reply::dynamic(code, [5, 6, 0], self.to_string())
@@ -152,9 +161,15 @@ impl Preparer {
         mut message: Vec<u8>,
     ) -> Result<Prepared, PrepareError> {
         let ses = envelope.route == Route::Ses;
+        if matches!(message.first(), Some(b' ' | b'\t')) {
+            return Err(Refusal::LeadingFold.into());
+        }
         let received = self.received(envelope);
         let (head, received_len, old_head_len, signing, tags) = {
             let (fields, body_start) = headers::split(&message);
+            if ses && fields.iter().any(|f| !f.has_plain_name()) {
+                return Err(Refusal::FieldName.into());
+            }
             let froms: Vec<&Field<'_>> = fields.iter().filter(|f| f.is("From")).collect();
             if ses && froms.len() != 1 {
                 return Err(Refusal::FromCount(froms.len()).into());
@@ -250,12 +265,25 @@ impl Preparer {
             .unwrap_or(0);
         format!(
             "Received: from {helo} ([{ip}])\r\n\tby {host} (ses-relay) with {protocol} id {id}{recipient};\r\n\t{date}\r\n",
-            helo = envelope.helo,
+            helo = printable(&envelope.helo),
             host = self.hostname,
             id = envelope.id,
             date = mail_parser::DateTime::from_timestamp(now).to_rfc822(),
         )
     }
+}
+
+/// The client's EHLO name as it may stand in a trace field: printable ASCII,
+/// anything else (8-bit, controls, white space) as `?`, and the comment and
+/// date delimiters `(`, `)`, `;` too, so the name cannot shape our field.
+fn printable(helo: &str) -> String {
+    helo.chars()
+        .map(|c| match c {
+            '(' | ')' | ';' => '?',
+            c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// Whether a client header survives on `route`, `key` being the key we sign with.
@@ -297,7 +325,13 @@ fn from_field_domain(field: &Field<'_>) -> Option<String> {
 /// The domain of the first address in the header From, lowercased.
 pub fn header_from_domain(header_block: &[u8]) -> Option<String> {
     let message = MessageParser::new().parse_headers(header_block)?;
-    let address = message.from()?.first()?.address()?;
+    let from = message.from()?;
+    // Several authors (RFC 5322 allows it with a Sender) are not ours to
+    // vouch for: signing for the first would lend our domain to the others.
+    if from.iter().count() != 1 || from.as_group().is_some() {
+        return None;
+    }
+    let address = from.first()?.address()?;
     let (_, domain) = address.rsplit_once('@')?;
     Some(domain.trim_end_matches('>').to_ascii_lowercase())
 }

@@ -311,3 +311,12 @@ fn legacy_route_gets_no_configuration_set_and_signs_per_setting() {
     );
     assert!(unsigned.prepare(&env, msg).unwrap().signed_by.is_none());
 }
+
+#[test]
+fn the_helo_name_stands_in_received_only_as_printable_ascii() {
+    assert_eq!(super::printable("mx1.goo.ne.jp"), "mx1.goo.ne.jp");
+    assert_eq!(super::printable("[10.0.0.1]"), "[10.0.0.1]");
+    assert_eq!(super::printable("mx\u{85}evil"), "mx?evil");
+    assert_eq!(super::printable("a(b)c;Tue, 1"), "a?b?c?Tue,?1");
+    assert_eq!(super::printable("\u{5c71}.example"), "?.example");
+}

@@ -50,6 +50,9 @@ enum Scan {
     Cr,
 }
 
+/// Most a declared `SIZE=` reserves before the data arrives.
+const PRESIZE_MAX: usize = 64 * 1024;
+
 /// Accumulates one message body.
 #[derive(Debug)]
 pub struct MessageReceiver {
@@ -78,8 +81,10 @@ impl MessageReceiver {
             verdict: None,
             reservation: Reservation::new(memory),
         };
-        // Presize only from what the budget grants; a declared size is a hint, not a right.
-        let presize = size_hint.min(limit);
+        // A declared size is a hint, not a right: presize a little from what the
+        // budget grants, and grow with the bytes that really arrive, so a client
+        // that declares 40 MiB and sends nothing holds almost nothing.
+        let presize = size_hint.min(limit).min(PRESIZE_MAX);
         if presize > 0 && receiver.reservation.grow(presize) {
             receiver.body.reserve_exact(presize);
         }

@@ -42,6 +42,18 @@ fn starts_with_verb(line: &[u8], verb: &[u8]) -> bool {
 /// The path between `<` and its `>` (quotes and backslash escapes honoured,
 /// an RFC 5321 source route dropped), and what follows the `>`.
 fn raw_path(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (whole, rest) = bracketed(line)?;
+    let mut path = whole;
+    if path.first() == Some(&b'@') {
+        // "@a,@b:user@c" (RFC 5321 section 4.1.2, to be ignored).
+        let colon = path.iter().position(|&b| b == b':')?;
+        path = &path[colon + 1..];
+    }
+    Some((path, rest))
+}
+
+/// Everything between `<` and its `>`, source route included, and what follows.
+fn bracketed(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let open = line.iter().position(|&b| b == b'<')?;
     let mut quoted = false;
     let mut escaped = false;
@@ -50,15 +62,7 @@ fn raw_path(line: &[u8]) -> Option<(&[u8], &[u8])> {
             _ if escaped => escaped = false,
             b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
-            b'>' if !quoted => {
-                let mut path = &line[open + 1..i];
-                if path.first() == Some(&b'@') {
-                    // "@a,@b:user@c" (RFC 5321 section 4.1.2, to be ignored).
-                    let colon = path.iter().position(|&b| b == b':')?;
-                    path = &path[colon + 1..];
-                }
-                return Some((path, &line[i + 1..]));
-            }
+            b'>' if !quoted => return Some((&line[open + 1..i], &line[i + 1..])),
             _ => {}
         }
     }
@@ -91,7 +95,8 @@ pub(super) fn precheck(line: &[u8]) -> Option<Refusal> {
         if !starts_with_verb(text, verb) {
             continue;
         }
-        let path = raw_path(text).map_or(text, |(path, _)| path);
+        // The source route too: it is dropped later, but checked like the rest.
+        let path = bracketed(text).map_or(text, |(path, _)| path);
         if path.iter().any(|&b| is_control(b, false)) {
             return Some(Refusal {
                 reply: Reply::new(553, [5, 1, 3], "Address contains a control character"),
@@ -104,8 +109,29 @@ pub(super) fn precheck(line: &[u8]) -> Option<Refusal> {
                 command,
             });
         }
+        // The session checks the address it is given; 8-bit in a source
+        // route, which is dropped before that, is checked here.
+        let params = bracketed(text).map_or(&[][..], |(_, rest)| rest);
+        let smtputf8 = params
+            .split(|&b| b == b' ')
+            .any(|p| p.eq_ignore_ascii_case(b"SMTPUTF8"));
+        if command == "MAIL" && !path.is_ascii() && !smtputf8 {
+            return Some(Refusal {
+                reply: Reply::new(
+                    553,
+                    [5, 6, 7],
+                    "Non-ASCII address needs MAIL FROM with SMTPUTF8",
+                ),
+                command,
+            });
+        }
     }
-    if text.iter().any(|&b| is_control(b, true)) {
+    let helo = starts_with_verb(text, b"EHLO") || starts_with_verb(text, b"HELO");
+    // EHLO names a host: a C1 control or bytes that are not UTF-8 are no name.
+    let bad_name = helo
+        && std::str::from_utf8(text)
+            .map_or(true, |t| t.chars().any(|c| c.is_control() && c != '\t'));
+    if bad_name || text.iter().any(|&b| is_control(b, true)) {
         let command = if starts_with_verb(text, b"EHLO") {
             "EHLO"
         } else if starts_with_verb(text, b"HELO") {

@@ -34,7 +34,13 @@ impl Reply {
         let clean: String = text
             .as_ref()
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
+            .map(|c| match c {
+                c if c.is_control() => ' ',
+                // Reply text is ASCII (RFC 5321 section 4.2); 8-bit from a
+                // client or an upstream is not repeated.
+                c if !c.is_ascii() => '?',
+                c => c,
+            })
             .take(MAX_TEXT)
             .collect();
         Reply {
