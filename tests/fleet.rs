@@ -13,7 +13,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::peers::{Moto, moto_missing};
+use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, test_config};
 use ses_relay::admin::client::{Answer, request};
@@ -23,19 +23,6 @@ const TOKEN: &str = "fleet-token";
 const PARAMETER: &str = "/ses-relay/test/cutover";
 const CONFIG_SET: &str = "ses-migration-production-config-set";
 const REFRESH: Duration = Duration::from_secs(1);
-
-fn moto_or_skip(test: &str) -> bool {
-    let Some(why) = moto_missing() else {
-        println!("system test {test}: running with moto (SSM, SES v2)");
-        return true;
-    };
-    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{test}: peers required but missing: {why}");
-    }
-    println!("SKIPPED {test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    false
-}
 
 fn fleet_config(
     ses: &str,
@@ -138,32 +125,12 @@ fn route_of(ses: &Moto, legacy: &SmtpSink, tag: &str) -> &'static str {
 }
 
 async fn prepare_ses(endpoint: &str) {
-    let config = aws_sdk_sesv2::Config::builder()
-        .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
-        .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    let client = aws_sdk_sesv2::Client::from_conf(config);
-    client
-        .create_email_identity()
-        .email_identity("goo.ne.jp")
-        .send()
-        .await
-        .expect("moto: create identity");
-    client
-        .create_configuration_set()
-        .configuration_set_name(CONFIG_SET)
-        .send()
-        .await
-        .expect("moto: create configuration set");
+    moto_identity(endpoint, "goo.ne.jp", CONFIG_SET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_one_cutover_through_ssm() {
-    if !moto_or_skip("two_relays_share_one_cutover_through_ssm") {
+    if !run_or_skip("two_relays_share_one_cutover_through_ssm", moto_missing()) {
         return;
     }
     // SSM and SES in separate moto processes, so SSM can be stopped alone.
@@ -356,7 +323,10 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     use ses_relay::preflight::Level;
-    if !moto_or_skip("preflight_checks_get_parameter_on_the_shared_parameter") {
+    if !run_or_skip(
+        "preflight_checks_get_parameter_on_the_shared_parameter",
+        moto_missing(),
+    ) {
         return;
     }
     let ssm = tokio::task::spawn_blocking(Moto::start).await.unwrap();
@@ -398,7 +368,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     use ses_relay::cutover::Source;
-    if !moto_or_skip("a_guard_trip_on_one_relay_moves_the_fleet") {
+    if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {
         return;
     }
     let ssm = tokio::task::spawn_blocking(Moto::start).await.unwrap();

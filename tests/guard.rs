@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
-use common::peers::{Moto, moto_missing};
+use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, smtp, test_config};
@@ -23,19 +23,6 @@ use ses_relay::admin::client::request;
 use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
 
 const TOKEN: &str = "guard-test-token";
-
-fn moto_or_skip(test: &str) -> bool {
-    let Some(why) = moto_missing() else {
-        println!("system test {test}: running with moto");
-        return true;
-    };
-    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{test}: peers required but missing: {why}");
-    }
-    println!("SKIPPED {test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    false
-}
 
 fn credentials() -> SharedCredentialsProvider {
     SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "test"))
@@ -115,19 +102,7 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
 /// Creates the sending identity in moto (the configuration set too), so SES accepts.
 async fn verify_identity(endpoint: &str, domain: &str) {
     let config = test_config(endpoint);
-    let client = ses_relay::forward::ses::client(&config.ses, Some(credentials())).await;
-    client
-        .create_email_identity()
-        .email_identity(domain)
-        .send()
-        .await
-        .expect("moto: create identity");
-    client
-        .create_configuration_set()
-        .configuration_set_name(&config.ses.configuration_set)
-        .send()
-        .await
-        .expect("moto: create configuration set");
+    moto_identity(endpoint, domain, &config.ses.configuration_set).await;
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -140,7 +115,10 @@ fn metric(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms()
  {
-    if !moto_or_skip("failure ratio") {
+    if !run_or_skip(
+        "ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms",
+        moto_missing(),
+    ) {
         return;
     }
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
@@ -239,7 +217,10 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_minute_old_received_dates_trip_the_delay() {
-    if !moto_or_skip("delay") {
+    if !run_or_skip(
+        "ten_minute_old_received_dates_trip_the_delay",
+        moto_missing(),
+    ) {
         return;
     }
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
@@ -313,7 +294,10 @@ fn event(kind: &str, n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted() {
-    if !moto_or_skip("bounce ratio") {
+    if !run_or_skip(
+        "bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted",
+        moto_missing(),
+    ) {
         return;
     }
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{
-    Moto, Postfix, dkimpy_verify, free_port, moto_missing, postfix_missing, run_or_skip,
-    wait_for_port,
+    Moto, Postfix, dkimpy_verify, free_port, moto_identity, moto_missing, postfix_missing,
+    run_or_skip, wait_for_port,
 };
 use common::{TempDir, demo_key, demo_txt};
 
@@ -89,32 +89,10 @@ listen = "127.0.0.1:0"
     relay
 }
 
-/// Creates the verified domain identity and the configuration set in moto through the SES v2 API.
+/// Creates the verified domain identity and the configuration set in moto.
 fn prepare_moto(endpoint: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let config = aws_sdk_sesv2::Config::builder()
-            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
-            .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .build();
-        let client = aws_sdk_sesv2::Client::from_conf(config);
-        client
-            .create_email_identity()
-            .email_identity("goo.ne.jp")
-            .send()
-            .await
-            .expect("moto: create identity");
-        client
-            .create_configuration_set()
-            .configuration_set_name(CONFIG_SET)
-            .send()
-            .await
-            .expect("moto: create configuration set");
-    });
+    runtime.block_on(moto_identity(endpoint, "goo.ne.jp", CONFIG_SET));
 }
 
 /// Submits one message to Postfix over plain SMTP.

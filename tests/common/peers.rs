@@ -67,6 +67,32 @@ pub fn run_or_skip(test: &str, missing: Option<String>) -> bool {
     false
 }
 
+/// Creates a sending identity and a configuration set in moto through the SES v2 API.
+#[allow(dead_code)] // not every test binary uses every helper
+pub async fn moto_identity(endpoint: &str, domain: &str, configuration_set: &str) {
+    let config = aws_sdk_sesv2::Config::builder()
+        .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+        .region(aws_sdk_sesv2::config::Region::new("ap-northeast-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    let client = aws_sdk_sesv2::Client::from_conf(config);
+    client
+        .create_email_identity()
+        .email_identity(domain)
+        .send()
+        .await
+        .expect("moto: create identity");
+    client
+        .create_configuration_set()
+        .configuration_set_name(configuration_set)
+        .send()
+        .await
+        .expect("moto: create configuration set");
+}
+
 /// Why a peer cannot run here, or None when it can.
 pub fn postfix_missing() -> Option<String> {
     if !Path::new("/usr/sbin/postfix").exists() {
