@@ -45,6 +45,18 @@ pub enum Source {
     Api,
 }
 
+impl std::fmt::Display for Source {
+    /// As `GET /cutover` spells it, so the audit log and the API agree.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Config => "config",
+            Source::StateFile => "state-file",
+            Source::Guard => "guard",
+            Source::Api => "api",
+        })
+    }
+}
+
 /// The state file's content (with the SSM store: the local cache of the parameter).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -233,7 +245,7 @@ impl Cutover {
             audit = "cutover",
             from = before,
             to = ses_percent,
-            source = ?source,
+            source = %source,
             reason,
             "SES percentage changed"
         );
@@ -393,6 +405,19 @@ mod tests {
         assert_eq!(status.reason.as_deref(), Some("week 2"));
         assert!(!path.with_file_name(".cutover.json.tmp").exists());
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn sources_are_spelled_as_the_api_spells_them() {
+        for source in [
+            Source::Config,
+            Source::StateFile,
+            Source::Guard,
+            Source::Api,
+        ] {
+            let json = serde_json::to_string(&source).unwrap();
+            assert_eq!(json, format!("\"{source}\""));
+        }
     }
 
     #[test]

@@ -110,10 +110,13 @@ pub fn parse(body: &str) -> Result<SesEvent, ParseError> {
         "Send" => SesEvent::Send,
         "Delivery" => SesEvent::Delivery,
         "Bounce" => {
+            // SES names every bounce Permanent, Transient or Undetermined; a
+            // bounce that names no type is taken as permanent, the side that
+            // rolls back rather than the side that keeps sending into bounces.
             let permanent = event
                 .pointer("/bounce/bounceType")
                 .and_then(Value::as_str)
-                .is_some_and(|t| t == "Permanent");
+                .is_none_or(|t| t == "Permanent");
             if permanent {
                 SesEvent::PermanentBounce
             } else {
@@ -308,6 +311,14 @@ mod tests {
         assert_eq!(
             parse(r#"{"notificationType":"Bounce","bounce":{"bounceType":"Transient"}}"#),
             Ok(SesEvent::TransientBounce)
+        );
+        assert_eq!(
+            parse(r#"{"eventType":"Bounce","bounce":{"bounceType":"Undetermined"}}"#),
+            Ok(SesEvent::TransientBounce)
+        );
+        assert_eq!(
+            parse(r#"{"eventType":"Bounce"}"#),
+            Ok(SesEvent::PermanentBounce)
         );
         assert_eq!(parse(r#"{"eventType":"Open"}"#), Ok(SesEvent::Other));
         assert_eq!(

@@ -170,13 +170,18 @@ fn main() -> ExitCode {
         } => dns_record((!dev).then_some(config.as_path())),
         Command::Healthcheck { config, dev } => healthcheck((!dev).then_some(config.as_path())),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "ses-relay",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            // Rendered first, then written: clap_complete panics on a write
+            // error, and `ses-relay completions bash | head` closes the pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ses-relay", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("cannot write the completions: {err}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command()).section("8");
@@ -231,7 +236,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(%addr, "admin API listening");
     }
     let relay = server.relay();
-    tracing::info!(ses_percent = relay.router.ses_percent(), source = ?relay.cutover.status().source, "cutover");
+    tracing::info!(ses_percent = relay.router.ses_percent(), source = %relay.cutover.status().source, "cutover");
     // Every listener is bound: tell systemd (Type=notify) we are ready.
     if let Err(err) = ses_relay::notify::notify("READY=1") {
         tracing::warn!(error = %err, "cannot notify systemd");

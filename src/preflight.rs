@@ -357,7 +357,9 @@ async fn guard_checks(
         return;
     }
     let client = crate::feedback::client(config, credentials).await;
-    let check = format!("feedback queue {url}");
+    // The queue's name, not its URL: the line must leave room for the cause.
+    let name = url.rsplit('/').find(|s| !s.is_empty()).unwrap_or(url);
+    let check = format!("feedback queue {name}");
     out.push(match crate::feedback::check_queue(&client, url).await {
         Ok(waiting) => finding(
             Level::Pass,

@@ -463,7 +463,13 @@ async fn refresh_cutover_periodically(relay: Arc<Relay>, interval: Duration) {
     loop {
         tokio::select! {
             _ = relay.shutdown.triggered() => return,
-            _ = ticks.tick() => relay.cutover.refresh(&relay.router).await,
+            _ = ticks.tick() => {
+                // An operator's change made through another relay re-arms this
+                // relay's guard too, as it does where it was made.
+                if relay.cutover.refresh(&relay.router).await == Some(crate::cutover::Source::Api) {
+                    relay.guard.rearm();
+                }
+            }
         }
     }
 }

@@ -368,28 +368,26 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     use ses_relay::cutover::Source;
+    use ses_relay::guard::State as GuardState;
     if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {
         return;
     }
     let ssm = tokio::task::spawn_blocking(Moto::start).await.unwrap();
     let legacy = SmtpSink::start().await;
     let (dir_a, dir_b) = (TempDir::new("guard-a"), TempDir::new("guard-b"));
-    let a = RunningRelay::start(fleet_config(
-        "http://127.0.0.1:9",
-        &ssm.endpoint(),
-        legacy.addr,
-        &dir_a,
-        100.0,
-    ))
-    .await;
-    let b = RunningRelay::start(fleet_config(
-        "http://127.0.0.1:9",
-        &ssm.endpoint(),
-        legacy.addr,
-        &dir_b,
-        100.0,
-    ))
-    .await;
+    let guarded = |dir: &TempDir| {
+        let mut config = fleet_config(
+            "http://127.0.0.1:9",
+            &ssm.endpoint(),
+            legacy.addr,
+            dir,
+            100.0,
+        );
+        config.guard.enabled = true;
+        config
+    };
+    let a = RunningRelay::start(guarded(&dir_a)).await;
+    let b = RunningRelay::start(guarded(&dir_b)).await;
     assert_eq!(b.relay.router.ses_percent(), 100.0);
     // The guard's path: synchronous, in force here at once, written to SSM right after.
     let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
@@ -407,6 +405,26 @@ async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     assert_eq!(status["version"].as_i64(), Some(2), "{status}");
     // A records the version SSM gave its change.
     assert_eq!(cutover(&a).await["version"].as_i64(), Some(2));
+
+    // The guard itself trips on A (SES paused); an operator's change made
+    // through B re-arms A's guard too once A reads it.
+    let trip = a
+        .relay
+        .guard
+        .ses_stopped("SendingPausedException")
+        .expect("an armed guard trips");
+    a.relay
+        .guard
+        .enforce(&trip, &a.relay.cutover, &a.relay.router);
+    assert_eq!(a.relay.guard.snapshot().state, GuardState::Tripped);
+    assert_eq!(
+        set(&b, 10.0, "operator: back to 10% after the SES pause")
+            .await
+            .status,
+        200
+    );
+    until_percent(&a, 10.0, REFRESH * 3).await;
+    assert_eq!(a.relay.guard.snapshot().state, GuardState::Armed);
     a.stop().await;
     b.stop().await;
 }

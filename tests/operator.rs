@@ -70,6 +70,25 @@ fn completions_for_bash_zsh_and_fish() {
     assert_ne!(code, 0);
 }
 
+/// `ses-relay completions bash | head -1`: the reader goes away, and the
+/// command ends quietly instead of panicking.
+#[test]
+fn completions_into_a_closed_pipe_do_not_panic() {
+    for args in [&["completions", "bash"][..], &["man"]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn man_page_is_roff_in_section_8() {
     let (code, stdout, stderr) = ses_relay(&["man"]);

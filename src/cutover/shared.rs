@@ -158,10 +158,11 @@ impl Cutover {
     /// Reads the SSM parameter and applies it when its version is newer than
     /// the one in force. SSM unreachable: routing stays on the last value,
     /// the error is counted and logged at most once a minute. No-op with the
-    /// file store.
-    pub async fn refresh(&self, router: &Router) {
+    /// file store. Returns who made the change it applied, if it applied one
+    /// (an operator's change elsewhere in the fleet re-arms the guard here too).
+    pub async fn refresh(&self, router: &Router) -> Option<Source> {
         let Some(store) = &self.ssm else {
-            return;
+            return None;
         };
         let read = match store.get().await {
             Ok(Some(shared)) => Ok(shared),
@@ -179,7 +180,8 @@ impl Cutover {
         match read {
             Ok(shared) => {
                 let _one_at_a_time = self.writing.lock().await;
-                self.apply(router, shared, "refresh");
+                let source = shared.value.source;
+                let applied = self.apply(router, shared, "refresh").then_some(source);
                 self.lock().refreshed_at = Some(now_rfc3339());
                 let recovered = self
                     .last_error_log
@@ -190,6 +192,7 @@ impl Cutover {
                 if recovered {
                     tracing::info!(parameter = store.parameter(), "SSM answers again");
                 }
+                applied
             }
             Err(reason) => {
                 crate::metrics::cutover_store_error();
@@ -201,15 +204,17 @@ impl Cutover {
                     *last = Some(Instant::now());
                     tracing::warn!(error = %reason, "cutover refresh failed");
                 }
+                None
             }
         }
     }
 
-    /// Applies a value read from or written to SSM if it is newer than the one in force.
-    pub(super) fn apply(&self, router: &Router, shared: Versioned, how: &'static str) {
+    /// Applies a value read from or written to SSM if it is newer than the one
+    /// in force; whether it did.
+    pub(super) fn apply(&self, router: &Router, shared: Versioned, how: &'static str) -> bool {
         let mut status = self.lock();
         if status.version.is_some_and(|v| v >= shared.version) {
-            return;
+            return false;
         }
         let before = status.ses_percent;
         router.set_ses_percent(shared.value.ses_percent);
@@ -224,12 +229,13 @@ impl Cutover {
             from = before,
             to = shared.value.ses_percent,
             reason = %shared.value.reason,
-            source = ?shared.value.source,
+            source = %shared.value.source,
             updated_by = %shared.value.updated_by,
             how,
             "SES percentage changed"
         );
         self.cache(&shared);
+        true
     }
 
     /// Keeps the value in the state file for a start while SSM is unreachable;
@@ -276,7 +282,7 @@ impl Cutover {
             from = before,
             to = ses_percent,
             reason,
-            source = ?source,
+            source = %source,
             how = "set",
             "SES percentage changed here; writing it to SSM"
         );
@@ -319,7 +325,7 @@ async fn write_through(
                     audit = "cutover",
                     version,
                     to = value.ses_percent,
-                    source = ?value.source,
+                    source = %value.source,
                     "SES percentage written to SSM: the fleet follows"
                 );
                 cache_to(&state_file, &Versioned { value, version });

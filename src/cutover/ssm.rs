@@ -9,7 +9,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::ParameterType;
 use serde::{Deserialize, Serialize};
 
@@ -195,16 +195,14 @@ impl SsmStore {
         }
     }
 
-    fn call_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    fn call_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
         operation: &'static str,
-        err: &SdkError<E, R>,
+        err: &SdkError<E, aws_sdk_ssm::config::http::HttpResponse>,
     ) -> StoreError {
-        let detail = match (err.code(), err.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_string(),
-            _ => DisplayErrorContext(err).to_string(),
-        };
+        // One sentence naming the cause (no credentials, denied, unreachable),
+        // as every preflight line and the once-a-minute warning want it.
+        let detail = crate::aws_error::summarize(&format!("ssm:{operation}"), err);
         StoreError::Call {
             operation,
             parameter: self.parameter.clone(),
