@@ -219,13 +219,20 @@ fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limit: usize, s
         }
     };
     let Some(want) = want else {
-        assert_eq!(end, DataEnd::Pending, "DATA ended without CRLF.CRLF");
+        assert_eq!(
+            end,
+            DataEnd::Pending,
+            "DATA ended without CRLF.CRLF, after {consumed} bytes ending {:?}",
+            tail(&data[..consumed])
+        );
         return;
     };
     assert_ne!(end, DataEnd::Pending, "CRLF.CRLF did not end DATA");
     assert_eq!(
-        consumed, want.used,
-        "DATA ended at byte {consumed}, its first CRLF.CRLF ends at {}: {end:?}",
+        consumed,
+        want.used,
+        "DATA ended at byte {consumed} (after {:?}), its first CRLF.CRLF ends at {}: {end:?}",
+        tail(&data[..consumed]),
         want.used
     );
     let bare = has_bare_line_ending(&want.raw);
@@ -250,6 +257,12 @@ fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limit: usize, s
         // where it ended alone.
         _ => {}
     }
+}
+
+/// The last bytes of `bytes`, readable: where a wrong end marker was taken.
+fn tail(bytes: &[u8]) -> String {
+    let from = bytes.len().saturating_sub(8);
+    bytes[from..].escape_ascii().to_string()
 }
 
 fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
