@@ -2,8 +2,10 @@
 //!
 //! Input layout: everything up to the first LF is the *split spec*, the rest
 //! is what the client sends. Spec byte 0 picks the message size limit, byte 1
-//! the `SIZE=` hint, and each further byte one read length (`b % 64 + 1`),
-//! used in turn. Without a spec line the whole input is the client's.
+//! the `SIZE=` hint (`b % 4`) and the `smtp.max-data-memory` budget of the
+//! directly driven receiver (`b / 4 % 4`), and each further byte one read
+//! length (`b % 64 + 1`), used in turn. Without a spec line the whole input
+//! is the client's.
 //!
 //! The stream is fed the way `Session::process` does it (commands until
 //! `DATA` opens a transaction with recipients, then the receiver until the
@@ -17,11 +19,13 @@
 //! - fed directly, `MessageReceiver::ingest` never reports more bytes used
 //!   than it was given, ends exactly after the first `CRLF.CRLF` (RFC 5321
 //!   section 4.1.1.4, and nowhere else: issue 10 item 1), returns what a
-//!   plain reference reading of the same bytes expects, and never holds
-//!   more heap than about twice the size limit.
+//!   plain reference reading of the same bytes expects (the unstuffed
+//!   message, or a refusal the bytes justify), never holds more heap than
+//!   about twice the size limit, never holds more of the memory budget than
+//!   it has, and gives all of it back when dropped.
 
 use memchr::memmem;
-use ses_relay::smtp::{Command, DataEnd, Input, MessageReceiver};
+use ses_relay::smtp::{Command, DataEnd, DataMemory, Input, MessageReceiver};
 use smtp_proto::Request;
 
 /// Size limits tried: the edges (0, 1), small ones a fuzz input easily
@@ -52,6 +56,12 @@ pub fn run(data: &[u8]) {
         Some(3) => 1_000_000_000,
         _ => 0,
     };
+    let budget = match spec.get(1).map(|b| b / 4 % 4) {
+        Some(1) => 0,
+        Some(2) => 64,
+        Some(3) => 4096,
+        _ => usize::MAX,
+    };
     let reads: Vec<usize> = spec
         .iter()
         .skip(2)
@@ -80,8 +90,13 @@ pub fn run(data: &[u8]) {
         Some(at) => &stream[at + 6..],
         None => stream,
     };
-    receiver(body, reads.iter().copied().cycle(), limit, size_hint);
-    receiver(body, std::iter::repeat(1), limit, size_hint);
+    let limits = Limits {
+        size: limit,
+        size_hint,
+        budget,
+    };
+    receiver(body, reads.iter().copied().cycle(), &limits);
+    receiver(body, std::iter::repeat(1), &limits);
 }
 
 /// Feeds `stream` in reads of the given lengths the way the session does;
@@ -161,6 +176,16 @@ fn expected(data: &[u8]) -> Option<Expected> {
     })
 }
 
+/// What the directly driven receiver is given.
+struct Limits {
+    /// The message size limit.
+    size: usize,
+    /// MAIL's `SIZE=`.
+    size_hint: usize,
+    /// `smtp.max-data-memory`, `usize::MAX` for none.
+    budget: usize,
+}
+
 /// Whether the message holds a CR or LF that is not part of a CRLF pair.
 fn has_bare_line_ending(raw: &[u8]) -> bool {
     raw.iter().enumerate().any(|(i, &b)| match b {
@@ -186,12 +211,14 @@ fn unstuff(raw: &[u8]) -> Vec<u8> {
 /// Drives the receiver alone over `data` (the bytes after `DATA\r\n`),
 /// offering again whatever it left unconsumed, and checks it against the
 /// reference reading.
-fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limit: usize, size_hint: usize) {
+fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limits: &Limits) {
+    let limit = limits.size;
     let want = expected(data);
+    let memory = DataMemory::new(limits.budget);
     // Sized up front so the driver's own buffer never moves the heap count.
     let mut pending: Vec<u8> = Vec::with_capacity(data.len());
     let base = crate::heap_mark();
-    let mut rx = MessageReceiver::new(limit, size_hint);
+    let mut rx = MessageReceiver::with_memory(limit, limits.size_hint, memory.clone());
     let mut consumed = 0;
     let mut rest = data;
     let end = loop {
@@ -212,12 +239,24 @@ fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limit: usize, s
             held <= 2 * limit + HEAP_SLACK,
             "receiver held {held} heap bytes with a {limit}-byte limit"
         );
+        assert!(
+            memory.held() <= limits.budget,
+            "{} bytes of a {}-byte memory budget held",
+            memory.held(),
+            limits.budget
+        );
         consumed += used;
         pending.drain(..used);
         if end != DataEnd::Pending {
             break end;
         }
     };
+    drop(rx);
+    assert_eq!(
+        memory.held(),
+        0,
+        "the receiver kept memory budget after it was dropped"
+    );
     let Some(want) = want else {
         assert_eq!(
             end,
@@ -236,26 +275,41 @@ fn receiver(data: &[u8], mut reads: impl Iterator<Item = usize>, limit: usize, s
         want.used
     );
     let bare = has_bare_line_ending(&want.raw);
+    let nul = want.raw.contains(&0);
+    // Which of several problems is reported is the receiver's choice; each
+    // refusal must be justified by the bytes.
     match end {
         DataEnd::Complete(body) => {
             assert!(!bare, "a bare CR or LF was accepted");
+            assert!(!nul, "a NUL byte was accepted");
             assert!(
                 body.len() <= limit,
                 "{} bytes kept, limit {limit}",
                 body.len()
             );
+            assert!(
+                body.len() <= limits.budget,
+                "{} bytes kept, memory budget {}",
+                body.len(),
+                limits.budget
+            );
             assert_eq!(body, unstuff(&want.raw), "message not unstuffed right");
         }
         DataEnd::BareLineEnding => assert!(bare, "refused a message with no bare CR or LF"),
-        DataEnd::TooBig if bare => assert!(want.raw.len() > limit, "refused as too big"),
+        DataEnd::NulByte => assert!(nul, "refused a message with no NUL"),
+        DataEnd::TooBig if bare || nul => {
+            assert!(want.raw.len() > limit, "refused as too big");
+        }
         DataEnd::TooBig => assert!(
             unstuff(&want.raw).len() > limit,
             "refused {} bytes as too big, limit {limit}",
             unstuff(&want.raw).len()
         ),
-        // Pending was ruled out above; a refusal added later is judged by
-        // where it ended alone.
-        _ => {}
+        DataEnd::NoMemory => assert!(
+            limits.budget != usize::MAX,
+            "out of memory budget without a budget"
+        ),
+        DataEnd::Pending => unreachable!("ruled out above"),
     }
 }
 

@@ -15,20 +15,27 @@
 //!   and holds no other `X-SES-*` header, in any case (issue 10 item 11);
 //! - a message we sign on the SES route leaves with exactly one
 //!   `DKIM-Signature`, ours (item 9);
-//! - on the SES route we only sign with the key of the domain every `From:`
-//!   header is in, so a second `From:` never borrows our signature (item 10);
+//! - on the SES route a message has exactly one `From:` and we only sign
+//!   with the key of its domain, so a second `From:` never borrows our
+//!   signature (item 10);
+//! - the `EmailTags` (item 11) are SES-valid, at most `MAX_TAGS`, one per
+//!   name, the `[ses] tags` default winning over the message's own, and only
+//!   on the SES route;
 //! - nothing is signed on the legacy route unless the preparer says so.
 
 use std::sync::LazyLock;
 
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::Envelope;
+use ses_relay::envelope::{Envelope, MAX_TAGS, tag_text_problem};
 use ses_relay::prepare::dkim::DkimKeys;
 use ses_relay::prepare::{CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers};
 use ses_relay::route::Route;
 
 /// The configuration set the preparers write.
 const CONFIGURATION_SET: &str = "fuzz-set";
+
+/// The `[ses] tags` defaults the preparers carry.
+const DEFAULT_TAG: (&str, &str) = ("campaign", "fuzz-default");
 
 /// `[signs the SES route only, signs legacy too]`.
 static PREPARERS: LazyLock<[Preparer; 2]> = LazyLock::new(|| [preparer(false), preparer(true)]);
@@ -48,7 +55,9 @@ fn preparer(sign_legacy: bool) -> Preparer {
         ..DkimConfig::default()
     };
     let keys = DkimKeys::load(&config).expect("the fuzz keys load");
+    let default_tags = [(DEFAULT_TAG.0.to_string(), DEFAULT_TAG.1.to_string())];
     Preparer::new("relay.fuzz", keys, CONFIGURATION_SET, sign_legacy)
+        .with_default_tags(default_tags.iter().map(|(n, v)| (n, v)))
 }
 
 /// The target: see the module docs.
@@ -73,6 +82,7 @@ pub fn run(data: &[u8]) {
         smtputf8: flags & 2 != 0,
         declared_size: message.len(),
         route,
+        tags: Vec::new(),
     };
     let Ok(prepared) = preparer.prepare(&envelope, message.to_vec()) else {
         return; // a refusal is an answer; not panicking is the point
@@ -99,6 +109,37 @@ pub fn run(data: &[u8]) {
             .map(|f| String::from_utf8_lossy(f.raw))
             .collect();
         assert_eq!(x_ses.len(), 1, "X-SES-* headers beside ours: {x_ses:?}");
+        let names: Vec<&str> = prepared.tags.iter().map(|t| t.name.as_str()).collect();
+        assert!(names.len() <= MAX_TAGS, "{} tags", names.len());
+        for tag in &prepared.tags {
+            assert_eq!(tag_text_problem(&tag.name), None, "tag name {:?}", tag.name);
+            assert_eq!(
+                tag_text_problem(&tag.value),
+                None,
+                "tag value {:?}",
+                tag.value
+            );
+            assert_eq!(
+                names.iter().filter(|n| **n == tag.name).count(),
+                1,
+                "tag {:?} twice: {names:?}",
+                tag.name
+            );
+        }
+        let default = prepared.tags.iter().find(|t| t.name == DEFAULT_TAG.0);
+        assert_eq!(
+            default.map(|t| t.value.as_str()),
+            Some(DEFAULT_TAG.1),
+            "the [ses] tags default lost: {:?}",
+            prepared.tags
+        );
+        let froms = fields_in.iter().filter(|f| f.is("From")).count();
+        assert_eq!(
+            froms, 1,
+            "the SES route took a message with {froms} From headers"
+        );
+    } else {
+        assert!(prepared.tags.is_empty(), "tags on the legacy route");
     }
 
     if let Some((domain, _)) = &prepared.signed_by {
@@ -118,7 +159,11 @@ pub fn run(data: &[u8]) {
             .iter()
             .filter(|f| route == Route::Ses && f.is("From"));
         for from in froms {
-            let key = header_from_domain(from.raw)
+            // Read under a plain name, so `from :` parses as `From:` does.
+            let mut field = b"From:".to_vec();
+            field.extend_from_slice(from.value());
+            field.extend_from_slice(b"\r\n");
+            let key = header_from_domain(&field)
                 .and_then(|d| preparer.dkim().key_for(&d).map(|k| k.domain.clone()));
             assert_eq!(
                 key.as_deref(),
