@@ -3,7 +3,8 @@
 # through cargo-afl, on stable Rust, and fails if any target crashed.
 #   bash fuzz/run.sh          # CI: about a minute per target
 #   bash fuzz/run.sh 3600     # an hour per target
-# Installs cargo-afl (crates.io) and builds AFL++ once; later runs reuse them.
+# Lints the fuzz package, installs cargo-afl (crates.io) and builds AFL++ once
+# (later runs reuse them), builds the instrumented targets, then fuzzes.
 # Findings stay in fuzz/out/<target>/default/{crashes,hangs}; replay them
 # with `cargo test` in fuzz/ (tests/corpus.rs reads that directory).
 set -euo pipefail
@@ -31,6 +32,16 @@ if ! out=$(cargo afl config --build 2>&1) && ! grep -q "already built" <<<"$out"
     echo "$out" >&2
     exit 1
 fi
+
+# The fuzz package has its own lock file: a dependency added to the relay
+# must be added here too, or every --locked build below fails obscurely.
+if ! cargo metadata --locked --format-version 1 >/dev/null 2>&1; then
+    echo "fuzz: fuzz/Cargo.lock is behind the relay's dependencies;" \
+        "run 'cargo update -p ses-relay' in fuzz/ and commit fuzz/Cargo.lock" >&2
+    exit 1
+fi
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 
 cargo afl build --release --locked --bins
 
