@@ -6,7 +6,7 @@
 # Lints the fuzz package, installs cargo-afl (crates.io) and builds AFL++ once
 # (later runs reuse them), builds the instrumented targets, then fuzzes.
 # Findings stay in fuzz/out/<target>/default/{crashes,hangs}; replay them
-# with `cargo test` in fuzz/ (tests/corpus.rs reads that directory).
+# with `cargo test --lib` in fuzz/ (src/replay.rs reads that directory).
 set -euo pipefail
 duration=${1:-60}
 cd "$(dirname "$0")"

@@ -11,6 +11,8 @@
 
 pub mod framing;
 pub mod prepare;
+#[cfg(test)]
+mod replay;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,8 @@
 //! Replays the seed corpus, and any crash AFL left in `out/`, through both
-//! targets without AFL: `cargo test` in `fuzz/` shows the assertion that
-//! fails, with a backtrace, for an input AFL reported.
+//! targets without AFL: `cargo test --lib` in `fuzz/` shows the assertion
+//! that fails, with a backtrace, for an input AFL reported. (A unit test,
+//! not one in `tests/`: those make cargo link the AFL binaries, which only
+//! link under `cargo afl`.)
 
 use std::path::{Path, PathBuf};
 
@@ -38,10 +40,10 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn framing_corpus() {
-    replay("framing", ses_relay_fuzz::framing::run);
+    replay("framing", crate::framing::run);
 }
 
 #[test]
 fn prepare_corpus() {
-    replay("prepare", ses_relay_fuzz::prepare::run);
+    replay("prepare", crate::prepare::run);
 }
