@@ -15,9 +15,9 @@ pub use memory::{DataMemory, Reservation};
 pub use path::Refusal;
 pub use reply::Reply;
 
-/// Random input never panics the protocol layer (a deterministic stand-in for
-/// a fuzz target: cargo-fuzz needs a nightly toolchain, which this project
-/// cannot fetch). The buffering bounds have their own tests in `input` and `data`.
+/// Random input never panics the protocol layer: a quick deterministic check
+/// beside the coverage-guided fuzz targets in `fuzz/` (cargo-afl, README
+/// "Fuzzing"). The buffering bounds have their own tests in `input` and `data`.
 #[cfg(test)]
 mod robustness {
     use super::*;

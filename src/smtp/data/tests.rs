@@ -300,3 +300,24 @@ fn a_declared_size_presizes_only_within_the_budget() {
     drop(rx);
     assert_eq!(memory.held(), 0);
 }
+
+/// The verdict is the first problem in byte order, however the reads split
+/// (found by the fuzz target on the old receiver: too big in one read, bare
+/// LF one byte at a time).
+#[test]
+fn the_verdict_does_not_depend_on_the_read_split() {
+    let mut wire = b"a\nb".to_vec();
+    wire.extend_from_slice(&[b'x'; 200]);
+    wire.extend_from_slice(b"\r\n.\r\n");
+    let whole = receive(50, &[&wire]).0;
+    assert_eq!(whole, DataEnd::BareLineEnding);
+    let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+    assert_eq!(receive(50, &bytes).0, whole);
+    for at in 1..wire.len() {
+        assert_eq!(
+            receive(50, &[&wire[..at], &wire[at..]]).0,
+            whole,
+            "split at {at}"
+        );
+    }
+}
