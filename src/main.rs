@@ -34,6 +34,9 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Check the embedded development config.
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
     },
     /// Run every check before a cutover step (config, keys, DNS, SES account, identity, legacy relay).
     Preflight {
@@ -144,7 +147,7 @@ fn print_problems(err: &ConfigError) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match load(Some(&config)) {
+        Command::CheckConfig { config, dev } => match load((!dev).then_some(config.as_path())) {
             Ok(config) => {
                 for warning in config.warnings() {
                     eprintln!("warning: {warning}");

@@ -138,6 +138,31 @@ fn preflight_dev_passes_offline_in_short_lines() {
     assert!(stdout.lines().all(|l| l.chars().count() < 200), "{stdout}");
 }
 
+/// Every command that reads the config takes `--dev` like `run`; the
+/// embedded config checks clean (no mode warning for the demo key).
+#[test]
+fn config_commands_accept_dev() {
+    let (code, stdout, stderr) = ses_relay(&["check-config", "--dev"]);
+    assert_eq!((code, stdout.trim()), (0, "ok"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (code, stdout, stderr) = ses_relay(&["dkim", "dns-record", "--dev"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("gooid-demo._domainkey.goo.ne.jp"),
+        "{stdout}"
+    );
+    for args in [
+        &["cutover", "--dev", "status"][..],
+        &["healthcheck", "--dev"],
+    ] {
+        let (_, _, stderr) = ses_relay(args);
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn preflight_names_the_cause_in_one_short_sentence() {
     let dir = TempDir::new("operator");
