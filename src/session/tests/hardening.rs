@@ -11,23 +11,6 @@ impl TestSession {
     }
 }
 
-/// The reloadable part with other SMTP settings (no DKIM keys).
-fn live_with(smtp: SmtpConfig) -> Live {
-    Live {
-        preparer: Preparer::new(
-            &smtp.hostname,
-            DkimKeys::load(&DkimConfig::default()).unwrap(),
-            "test-set",
-            true,
-        ),
-        smtp,
-        tls: None,
-        rules: Vec::new(),
-        admin_token: None,
-        admin_read_token: None,
-    }
-}
-
 #[tokio::test]
 async fn a_transaction_smuggled_behind_a_fake_end_marker_is_one_refused_message() {
     let upstream = Upstream::new();
@@ -201,10 +184,10 @@ async fn a_reload_that_drops_the_client_network_closes_its_session_at_the_next_c
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     // A reload that keeps the network changes nothing.
-    relay.replace_live(live_with(allowed));
+    relay.replace_live(live(allowed));
     s.cmd("DATA", "354").await;
     s.send("From: a@goo.ne.jp\r\n\r\nhalf\r\n").await;
-    relay.replace_live(live_with(SmtpConfig {
+    relay.replace_live(live(SmtpConfig {
         allowed_clients: vec!["192.0.2.0/24".parse().unwrap()],
         ..smtp_config()
     }));
