@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::Envelope;
+use ses_relay::envelope::{Envelope, MailFrom};
 use ses_relay::forward::ses::api::{self, Target};
 use ses_relay::prepare::Preparer;
 use ses_relay::prepare::dkim::DkimKeys;
@@ -68,10 +68,11 @@ fn envelope() -> Envelope {
         helo: "mx1.goo.ne.jp".into(),
         tls: false,
         esmtp: true,
-        mail_from: "news@goo.ne.jp".into(),
+        mail: MailFrom {
+            address: "news@goo.ne.jp".into(),
+            ..MailFrom::default()
+        },
         rcpt_to: vec!["user@example.com".into()],
-        smtputf8: false,
-        declared_size: 0,
         route: Route::Ses,
         tags: Vec::new(),
     }

@@ -1,5 +1,5 @@
 //! The SMTP layer: command parsing, and a whole session (EHLO, MAIL, RCPT,
-//! DATA with a 4 KB message, QUIT) over an in-memory stream into a forwarder
+//! DATA with a 4 KB message, QUIT) over an in-memory stream into an upstream
 //! that accepts at once, without DKIM keys: the relay's own per-message cost
 //! apart from signing and upstream.
 
@@ -10,29 +10,25 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, SmtpConfig};
 use ses_relay::cutover::Cutover;
 use ses_relay::envelope::Envelope;
-use ses_relay::forward::{Accepted, BoxFuture, DeliveryError, Forwarder};
+use ses_relay::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
 use ses_relay::log::Masker;
 use ses_relay::prepare::Preparer;
 use ses_relay::prepare::dkim::DkimKeys;
 use ses_relay::route::Router;
-use ses_relay::server::{Live, Relay};
+use ses_relay::relay::{Live, Relay};
 use ses_relay::session::Session;
 use ses_relay::smtp::{Command, Input};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Accept;
 
-impl Forwarder for Accept {
+impl Deliver for Accept {
     fn deliver<'a>(
         &'a self,
         _: &'a Envelope,
         _: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-        Box::pin(async {
-            Ok(Accepted {
-                upstream_id: "bench".into(),
-            })
-        })
+    ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
+        Box::pin(async { Ok(Accepted::queued("bench".into())) })
     }
 }
 
@@ -51,9 +47,10 @@ fn relay() -> Arc<Relay> {
         admin_token: None,
         admin_read_token: None,
     };
-    let router = Router::new(Arc::new(Accept), None, Vec::new(), 100.0);
+    let router = Router::new(false, Vec::new(), 100.0);
+    let upstreams = Upstreams::new(Arc::new(Accept), None);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    Arc::new(Relay::new(live, router, cutover, Masker::new(true)))
+    Arc::new(Relay::new(live, router, upstreams, cutover, Masker::new(true)))
 }
 
 fn bench(c: &mut Criterion) {

@@ -374,11 +374,8 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::forward::Unreachable as Nowhere;
-
+    
     fn temp(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("ses-relay-cutover-{name}-{}", std::process::id()));
@@ -389,7 +386,7 @@ mod tests {
     #[test]
     fn state_file_round_trip_and_it_wins_at_startup() {
         let path = temp("roundtrip");
-        let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 10.0);
+        let router = Router::new(true, Vec::new(), 10.0);
         let cutover = Cutover::load(&path, 10.0).unwrap();
         assert_eq!(cutover.status().source, Source::Config);
         let status = cutover.set(&router, 50.0, "week 2").unwrap();
@@ -423,7 +420,7 @@ mod tests {
     #[test]
     fn a_guard_change_keeps_its_source_across_a_restart() {
         let path = temp("guard");
-        let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 50.0);
+        let router = Router::new(true, Vec::new(), 50.0);
         let cutover = Cutover::load(&path, 50.0).unwrap();
         let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
         let status = cutover.set_by(&router, 0.0, reason, Source::Guard).unwrap();
@@ -441,7 +438,7 @@ mod tests {
     #[test]
     fn out_of_range_is_refused_and_nothing_changes() {
         let path = temp("range");
-        let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 10.0);
+        let router = Router::new(true, Vec::new(), 10.0);
         let cutover = Cutover::load(&path, 10.0).unwrap();
         for bad in [101.0, -1.0, f64::NAN, 12.345, 0.001] {
             assert!(matches!(
@@ -477,7 +474,7 @@ mod tests {
     #[test]
     fn unwritable_state_file_refuses_the_change() {
         let path = PathBuf::from("/proc/ses-relay-cannot-write/cutover.json");
-        let router = Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), Vec::new(), 10.0);
+        let router = Router::new(true, Vec::new(), 10.0);
         let cutover = Cutover::load(&path, 10.0).unwrap();
         assert!(matches!(
             cutover.set(&router, 50.0, "x"),

@@ -21,19 +21,29 @@ pub struct Envelope {
     pub tls: bool,
     /// EHLO (true) or HELO (false).
     pub esmtp: bool,
-    /// MAIL FROM address; empty for the null sender (bounces).
-    pub mail_from: String,
+    /// MAIL FROM, with its parameters.
+    pub mail: MailFrom,
     /// Every accepted RCPT TO address, in order.
     pub rcpt_to: Vec<String>,
-    /// MAIL FROM ... SMTPUTF8.
-    pub smtputf8: bool,
-    /// MAIL FROM ... SIZE=, 0 when not given.
-    pub declared_size: usize,
     /// The route chosen at the first RCPT.
     pub route: Route,
     /// SES message tags (`EmailTags`): the `[ses] tags` defaults merged with
     /// the message's own `X-SES-MESSAGE-TAGS`, set when the message is prepared.
     pub tags: Vec<MessageTag>,
+}
+
+/// What the client said in MAIL FROM: the reverse path and every parameter
+/// a proxying route repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailFrom {
+    /// Reverse path; empty for the null sender (bounces).
+    pub address: String,
+    /// `SIZE=` as declared, 0 when absent.
+    pub size: usize,
+    /// `BODY=8BITMIME`.
+    pub body_8bit: bool,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
 }
 
 /// One SES message tag, serialized as SendEmail's `{"Name": .., "Value": ..}`.

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::guard::EventKind;
-use crate::server::Relay;
+use crate::relay::Relay;
 
 /// SQS long polling waits at most 20 s.
 const MAX_WAIT: Duration = Duration::from_secs(20);

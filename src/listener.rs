@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::log::{LogThrottle, canonical_ip};
 use crate::metrics;
-use crate::server::Relay;
+use crate::relay::Relay;
 use crate::session::Session;
 use crate::smtp::Reply;
 
@@ -174,8 +174,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
     }
 }
 
-/// Writes `reply` and closes, on a task of its own.
+/// Writes `reply` and closes, on a task of its own; counted like every
+/// session reply (command `CONNECT`: it stands for the greeting).
 pub fn refuse(mut stream: TcpStream, reply: Reply) {
+    metrics::reply(reply.code, "CONNECT");
     tokio::spawn(async move {
         let mut wire = Vec::new();
         reply.write_to(&mut wire);

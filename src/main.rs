@@ -263,7 +263,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: a bad new config is refused and the running one stays.
-fn reload(relay: &ses_relay::server::Relay, path: Option<&Path>) {
+fn reload(relay: &ses_relay::relay::Relay, path: Option<&Path>) {
     let _ = ses_relay::notify::notify("RELOADING=1");
     let outcome = load(path)
         .map_err(|err| err.to_string())

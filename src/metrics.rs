@@ -2,13 +2,15 @@
 //! recorder (rendered by the admin API's `GET /metrics`, histograms with
 //! explicit buckets), and a five-minute window per route for the status page.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::disposition::Disposition;
+use crate::route::Route;
 
 /// Connections by outcome: `accepted`, `denied` (not an allowed client),
 /// `overloaded` (connection cap), `tls_failed` (handshake failed).
@@ -21,8 +23,6 @@ pub const SMTP_REPLIES: &str = "ses_relay_smtp_replies_total";
 /// `rejected`, `refused`). `refused` is the client's own mistake (bare CR/LF,
 /// oversize): it is kept out of every success ratio.
 pub const TRANSACTIONS: &str = "ses_relay_transactions_total";
-/// The `result` label of a transaction refused for the client's own mistake.
-pub const RESULT_REFUSED: &str = "refused";
 /// Recipients by `route` and `result`.
 pub const RECIPIENTS: &str = "ses_relay_recipients_total";
 /// Size of the message sent upstream, by `route`.
@@ -266,20 +266,21 @@ pub fn reply(code: u16, command: &'static str) {
 
 /// Records one finished transaction.
 pub fn transaction(
-    route: &'static str,
-    result: &'static str,
+    route: Route,
+    result: Disposition,
     recipients: usize,
     size: usize,
     upstream: f64,
     total: f64,
 ) {
-    counter!(TRANSACTIONS, "route" => route, "result" => result).increment(1);
-    counter!(RECIPIENTS, "route" => route, "result" => result).increment(recipients as u64);
+    let (label, result_label) = (route.as_str(), result.as_str());
+    counter!(TRANSACTIONS, "route" => label, "result" => result_label).increment(1);
+    counter!(RECIPIENTS, "route" => label, "result" => result_label).increment(recipients as u64);
     if size > 0 {
-        histogram!(MESSAGE_SIZE, "route" => route).record(size as f64);
-        histogram!(DELIVERY_DURATION, "route" => route).record(upstream);
+        histogram!(MESSAGE_SIZE, "route" => label).record(size as f64);
+        histogram!(DELIVERY_DURATION, "route" => label).record(upstream);
     }
-    histogram!(TRANSACTION_DURATION, "route" => route).record(total);
+    histogram!(TRANSACTION_DURATION, "route" => label).record(total);
     recent().record(route, result);
 }
 
@@ -331,11 +332,30 @@ pub fn dkim_dns(domain: &str, selector: &str, consistent: bool) {
         .set(if consistent { 1.0 } else { 0.0 });
 }
 
-/// Transactions of the last five minutes, per route, for the status page.
+/// Transactions of the last five minutes, per route, for the status page:
+/// one slot per minute, reused round-robin (a slot whose minute has passed
+/// is cleared when its minute comes again).
 #[derive(Debug, Default)]
 pub struct RecentWindow {
-    /// (minute since the epoch, route, result) → count
-    counts: Mutex<HashMap<(u64, &'static str, &'static str), u64>>,
+    slots: Mutex<[MinuteCounts; SLOTS]>,
+}
+
+/// One minute's counts: `[route][disposition]`.
+#[derive(Debug, Default, Clone, Copy)]
+struct MinuteCounts {
+    /// Minute since the epoch this slot counts.
+    minute: u64,
+    counts: [[u64; 4]; 2],
+}
+
+/// The window plus the minute being counted.
+const SLOTS: usize = WINDOW_MINUTES as usize + 1;
+
+fn route_index(route: Route) -> usize {
+    match route {
+        Route::Ses => 0,
+        Route::Legacy => 1,
+    }
 }
 
 /// Totals of one route over the window.
@@ -370,36 +390,44 @@ fn minute_now() -> u64 {
 
 impl RecentWindow {
     /// Counts one transaction now.
-    pub fn record(&self, route: &'static str, result: &'static str) {
+    pub fn record(&self, route: Route, result: Disposition) {
         self.record_at(minute_now(), route, result);
     }
 
-    fn record_at(&self, minute: u64, route: &'static str, result: &'static str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.retain(|(m, _, _), _| m + WINDOW_MINUTES > minute);
-        *counts.entry((minute, route, result)).or_default() += 1;
+    fn record_at(&self, minute: u64, route: Route, result: Disposition) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[(minute % SLOTS as u64) as usize];
+        if slot.minute != minute {
+            *slot = MinuteCounts {
+                minute,
+                counts: [[0; 4]; 2],
+            };
+        }
+        slot.counts[route_index(route)][result as usize] += 1;
     }
 
     /// Totals for `route` over the last five minutes.
-    pub fn totals(&self, route: &str) -> RouteTotals {
+    pub fn totals(&self, route: Route) -> RouteTotals {
         self.totals_at(minute_now(), route)
     }
 
-    fn totals_at(&self, minute: u64, route: &str) -> RouteTotals {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let mut totals = RouteTotals::default();
-        for ((m, r, result), n) in counts.iter() {
-            if *r != route || m + WINDOW_MINUTES <= minute {
+    fn totals_at(&self, minute: u64, route: Route) -> RouteTotals {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by = [0u64; 4];
+        for slot in slots.iter() {
+            if slot.minute > minute || slot.minute + WINDOW_MINUTES <= minute {
                 continue;
             }
-            match *result {
-                "delivered" => totals.delivered += n,
-                "deferred" => totals.deferred += n,
-                RESULT_REFUSED => totals.refused += n,
-                _ => totals.rejected += n,
+            for (total, n) in by.iter_mut().zip(slot.counts[route_index(route)]) {
+                *total += n;
             }
         }
-        totals
+        RouteTotals {
+            delivered: by[Disposition::Delivered as usize],
+            deferred: by[Disposition::Deferred as usize],
+            rejected: by[Disposition::Rejected as usize],
+            refused: by[Disposition::Refused as usize],
+        }
     }
 }
 
@@ -416,34 +444,38 @@ mod tests {
     #[test]
     fn window_keeps_five_minutes() {
         let window = RecentWindow::default();
-        window.record_at(100, "ses", "delivered");
-        window.record_at(102, "ses", "deferred");
-        window.record_at(104, "ses", "delivered");
-        window.record_at(104, "legacy", "rejected");
-        let at_104 = window.totals_at(104, "ses");
+        window.record_at(100, Route::Ses, Disposition::Delivered);
+        window.record_at(102, Route::Ses, Disposition::Deferred);
+        window.record_at(104, Route::Ses, Disposition::Delivered);
+        window.record_at(104, Route::Legacy, Disposition::Rejected);
+        let at_104 = window.totals_at(104, Route::Ses);
         assert_eq!((at_104.delivered, at_104.deferred), (2, 1));
         assert_eq!(at_104.success_ratio(), Some(2.0 / 3.0));
         // Minute 100 has left the window at 105.
-        assert_eq!(window.totals_at(105, "ses").delivered, 1);
-        assert_eq!(window.totals_at(104, "legacy").rejected, 1);
+        assert_eq!(window.totals_at(105, Route::Ses).delivered, 1);
+        assert_eq!(window.totals_at(104, Route::Legacy).rejected, 1);
+        // Minute 100's slot, reused at 106, starts from zero (102 and 104 remain).
+        window.record_at(106, Route::Ses, Disposition::Deferred);
+        let at_106 = window.totals_at(106, Route::Ses);
+        assert_eq!((at_106.delivered, at_106.deferred), (1, 2));
         assert_eq!(RouteTotals::default().success_ratio(), None);
     }
 
     #[test]
     fn refused_stays_out_of_the_success_ratio() {
         let window = RecentWindow::default();
-        window.record_at(200, "ses", "delivered");
-        window.record_at(200, "ses", RESULT_REFUSED);
-        window.record_at(200, "ses", RESULT_REFUSED);
-        let totals = window.totals_at(200, "ses");
+        window.record_at(200, Route::Ses, Disposition::Delivered);
+        window.record_at(200, Route::Ses, Disposition::Refused);
+        window.record_at(200, Route::Ses, Disposition::Refused);
+        let totals = window.totals_at(200, Route::Ses);
         assert_eq!(
             (totals.delivered, totals.refused, totals.rejected),
             (1, 2, 0)
         );
         assert_eq!(totals.success_ratio(), Some(1.0));
         // A night with only a client's mistake: no ratio at all, not 0 %.
-        window.record_at(200, "legacy", RESULT_REFUSED);
-        assert_eq!(window.totals_at(200, "legacy").success_ratio(), None);
+        window.record_at(200, Route::Legacy, Disposition::Refused);
+        assert_eq!(window.totals_at(200, Route::Legacy).success_ratio(), None);
     }
 
     #[test]

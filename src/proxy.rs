@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::listener::refuse;
 use crate::metrics;
-use crate::server::Relay;
+use crate::relay::Relay;
 use crate::smtp::Reply;
 
 /// A trusted peer that has not sent a complete header by then is closed.

@@ -24,7 +24,6 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RuleConfig;
-use crate::forward::Forwarder;
 use crate::log::canonical_ip;
 
 /// Seed of the split hash. Changing it reshuffles which transactions go where: never do it mid-migration.
@@ -144,25 +143,19 @@ fn in_domains(domains: &[String], address: &str) -> bool {
     })
 }
 
-/// Picks the route per transaction and holds each route's forwarder.
+/// Picks the route per transaction: the policy only (rules, the SES share,
+/// whether a legacy route exists); the upstreams are `forward::Upstreams`.
 pub struct Router {
-    ses: Arc<dyn Forwarder>,
-    legacy: Option<Arc<dyn Forwarder>>,
+    has_legacy: bool,
     rules: RwLock<Arc<[Rule]>>,
     ses_threshold: AtomicU32,
 }
 
 impl Router {
-    /// A router; without a legacy forwarder every transaction takes SES.
-    pub fn new(
-        ses: Arc<dyn Forwarder>,
-        legacy: Option<Arc<dyn Forwarder>>,
-        rules: Vec<Rule>,
-        ses_percent: f64,
-    ) -> Router {
+    /// A router; without a legacy route every transaction takes SES.
+    pub fn new(has_legacy: bool, rules: Vec<Rule>, ses_percent: f64) -> Router {
         Router {
-            ses,
-            legacy,
+            has_legacy,
             rules: RwLock::new(rules.into()),
             ses_threshold: AtomicU32::new(threshold(ses_percent)),
         }
@@ -170,7 +163,7 @@ impl Router {
 
     /// The route for a transaction, from what is known at its first RCPT.
     pub fn choose(&self, client: IpAddr, sender: &str, first_recipient: &str) -> Route {
-        if self.legacy.is_none() {
+        if !self.has_legacy {
             return Route::Ses;
         }
         if !sender.is_ascii() || !first_recipient.is_ascii() {
@@ -208,15 +201,7 @@ impl Router {
 
     /// Whether a legacy route exists.
     pub fn has_legacy(&self) -> bool {
-        self.legacy.is_some()
-    }
-
-    /// The forwarder that delivers on `route`.
-    pub fn forwarder(&self, route: Route) -> &Arc<dyn Forwarder> {
-        match (route, &self.legacy) {
-            (Route::Legacy, Some(legacy)) => legacy,
-            _ => &self.ses,
-        }
+        self.has_legacy
     }
 }
 

@@ -4,111 +4,28 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, LegacyMode, RuleConfig, SesMode, SmtpConfig};
+use crate::config::{Config, LegacyMode, SesMode};
 use crate::cutover::{Cutover, CutoverError};
 use crate::dns::{SystemResolver, TxtResolver};
-use crate::envelope::TransactionIds;
-use crate::forward::Forwarder;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::{SesForwarder, SesSetupError};
+use crate::forward::{Upstream, Upstreams};
 use crate::guard::Guard;
 use crate::listener::{self, ConnectionSlots, Listener};
+use crate::relay::{Live, Relay};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
-use crate::prepare::pool::SigningPool;
 use crate::route::{Router, Rule};
 use crate::shutdown::Shutdown;
-use crate::smtp::DataMemory;
 use crate::tls::TlsError;
-
-/// What SIGHUP can replace: each session takes a snapshot when it starts.
-pub struct Live {
-    /// `[smtp]` as loaded (allowed clients, limits).
-    pub smtp: SmtpConfig,
-    /// STARTTLS / implicit TLS, when `[smtp.tls]` is set.
-    pub tls: Option<TlsAcceptor>,
-    /// Received + DKIM + route headers.
-    pub preparer: Preparer,
-    /// `[[cutover.rules]]` as configured (shown by `GET /cutover`).
-    pub rules: Vec<RuleConfig>,
-    /// The admin bearer token; `None` refuses every change.
-    pub admin_token: Option<String>,
-    /// `admin.read-token-file`'s token: reads need it (or the write token) when set.
-    pub admin_read_token: Option<String>,
-}
-
-/// What every session shares.
-pub struct Relay {
-    live: RwLock<Arc<Live>>,
-    /// Bumped by every reload, so sessions notice a new config cheaply.
-    generation: AtomicU64,
-    /// Message bytes held by all sessions, against `smtp.max-data-memory`.
-    pub data_memory: Arc<DataMemory>,
-    /// Route choice and forwarders.
-    pub router: Router,
-    /// The runtime SES percentage and its state file.
-    pub cutover: Cutover,
-    /// Transaction ids.
-    pub ids: TransactionIds,
-    /// Log privacy.
-    pub masker: Masker,
-    /// The stop switch.
-    pub shutdown: Shutdown,
-    /// `host:port` of the legacy relay when the route proxies over SMTP (readiness probe).
-    pub legacy_relay: Option<String>,
-    /// The threads that sign.
-    pub signer: SigningPool,
-    /// The rollback guard (disabled unless `guard.enabled`).
-    pub guard: Guard,
-}
-
-impl Relay {
-    /// A relay from its parts (tests build one around a fake forwarder).
-    pub fn new(live: Live, router: Router, cutover: Cutover, masker: Masker) -> Relay {
-        Relay {
-            data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
-            generation: AtomicU64::new(0),
-            live: RwLock::new(Arc::new(live)),
-            router,
-            cutover,
-            ids: TransactionIds::default(),
-            masker,
-            shutdown: Shutdown::new(),
-            legacy_relay: None,
-            signer: SigningPool::per_core(),
-            guard: Guard::disabled(),
-        }
-    }
-
-    /// The reloadable part in force now.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// How many reloads have been applied.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Puts a new reloadable part in force for new sessions (and for the
-    /// checks open sessions make at each command).
-    pub(crate) fn replace_live(&self, live: Live) {
-        self.data_memory
-            .set_limit(live.smtp.max_data_memory.as_usize());
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
 
 /// Why the server could not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
@@ -218,9 +135,9 @@ fn outbox(
     dir: &std::path::Path,
     configuration_set: Option<&str>,
     key: &'static str,
-) -> Result<Arc<dyn Forwarder>, StartError> {
+) -> Result<Arc<dyn Upstream>, StartError> {
     Outbox::new(dir, configuration_set)
-        .map(|o| Arc::new(o) as Arc<dyn Forwarder>)
+        .map(|o| Arc::new(o) as Arc<dyn Upstream>)
         .map_err(|source| StartError::File {
             key,
             path: dir.to_path_buf(),
@@ -233,7 +150,7 @@ impl Server {
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, StartError> {
         crate::metrics::install();
         let live = build_live(config)?;
-        let ses: Arc<dyn Forwarder> = match config.ses.mode {
+        let ses: Arc<dyn Upstream> = match config.ses.mode {
             SesMode::Api => {
                 Arc::new(SesForwarder::new(&config.ses, options.ses_credentials.clone()).await?)
             }
@@ -243,7 +160,7 @@ impl Server {
                 "ses.outbox-dir",
             )?,
         };
-        let legacy: Option<Arc<dyn Forwarder>> = match &config.legacy {
+        let legacy: Option<Arc<dyn Upstream>> = match &config.legacy {
             None => None,
             // The legacy relay knows no configuration set: its .json says none.
             Some(legacy) if legacy.mode == LegacyMode::Outbox => {
@@ -256,7 +173,8 @@ impl Server {
         };
         let cutover = Cutover::open(config, options.ses_credentials.clone()).await?;
         let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
-        let router = Router::new(ses, legacy, rules, cutover.status().ses_percent);
+        let upstreams = Upstreams::new(ses, legacy);
+        let router = Router::new(upstreams.has_legacy(), rules, cutover.status().ses_percent);
         crate::metrics::cutover_percent(router.ses_percent());
         let mut listeners = Vec::new();
         for (addrs, implicit_tls) in [
@@ -284,7 +202,13 @@ impl Server {
             ),
             None => None,
         };
-        let mut relay = Relay::new(live, router, cutover, Masker::new(config.log.mask_pii));
+        let mut relay = Relay::new(
+            live,
+            router,
+            upstreams,
+            cutover,
+            Masker::new(config.log.mask_pii),
+        );
         relay.guard = start_guard(config, &relay.cutover);
         let feedback = if config.feedback.sqs_queue_url.is_empty() {
             None

@@ -26,7 +26,7 @@
 use std::sync::LazyLock;
 
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::{Envelope, MAX_TAGS, tag_text_problem};
+use ses_relay::envelope::{Envelope, MAX_TAGS, MailFrom, tag_text_problem};
 use ses_relay::prepare::dkim::DkimKeys;
 use ses_relay::prepare::{CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers};
 use ses_relay::route::Route;
@@ -77,10 +77,13 @@ pub fn run(data: &[u8]) {
         helo: "mx1.goo.ne.jp".into(),
         tls: flags & 4 != 0,
         esmtp: true,
-        mail_from: "a@goo.ne.jp".into(),
+        mail: MailFrom {
+            address: "a@goo.ne.jp".into(),
+            size: message.len(),
+            body_8bit: false,
+            smtputf8: flags & 2 != 0,
+        },
         rcpt_to: vec!["b@example.com".into()],
-        smtputf8: flags & 2 != 0,
-        declared_size: message.len(),
         route,
         tags: Vec::new(),
     };

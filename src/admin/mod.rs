@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use self::access::{Limits, Need};
 
 use crate::cutover::{CutoverError, Source};
-use crate::server::Relay;
+use crate::relay::Relay;
 
 /// Largest request body accepted (a cutover change is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;

@@ -5,8 +5,10 @@
 //! and the rollback guard's state with the figures it watches.
 
 use crate::guard::{Snapshot, State, format_duration, format_ratio};
+use crate::disposition::Disposition;
 use crate::metrics;
-use crate::server::Relay;
+use crate::relay::Relay;
+use crate::route::Route;
 
 fn state_name(snapshot: &Snapshot) -> &'static str {
     match (snapshot.state, snapshot.can_move_traffic) {
@@ -100,8 +102,8 @@ pub fn page(relay: &Relay) -> String {
     let status = relay.cutover.status();
     let uptime = metrics::uptime_seconds();
     let mut routes = String::new();
-    for route in ["ses", "legacy"] {
-        if route == "legacy" && !relay.router.has_legacy() {
+    for route in [Route::Ses, Route::Legacy] {
+        if route == Route::Legacy && !relay.router.has_legacy() {
             continue;
         }
         let t = metrics::recent().totals(route);
@@ -170,11 +172,14 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <h2>Rollback guard</h2>
 {guard}
 <h2>Last 5 minutes</h2>
-<table><tr><th>route</th><th>delivered</th><th>deferred (4xx)</th><th>rejected (5xx)</th><th>refused (client)</th><th>success</th></tr>
+<table><tr><th>route</th>{headings}<th>success</th></tr>
 {routes}</table>
 <p><a href="/metrics">/metrics</a> · <a href="/cutover">/cutover</a> · <a href="/readyz">/readyz</a></p>
 </body></html>
 "#,
+        headings = Disposition::ALL
+            .map(|d| format!("<th>{}</th>", d.heading()))
+            .concat(),
         version = crate::build_info::LONG_VERSION,
         hours = uptime / 3600,
         minutes = uptime % 3600 / 60,

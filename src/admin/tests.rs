@@ -11,12 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use super::access::Limits;
 use crate::config::{DkimConfig, SmtpConfig};
 use crate::cutover::Cutover;
-use crate::forward::Unreachable;
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
 use crate::route::Router;
-use crate::server::{Live, Relay};
+use crate::relay::{Live, Relay};
 
 const READ: &str = "read-token";
 const WRITE: &str = "write-token";
@@ -35,14 +34,15 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
         admin_token: Some(WRITE.into()),
         admin_read_token: read_token.map(str::to_string),
     };
-    let router = Router::new(
-        Arc::new(Unreachable),
-        Some(Arc::new(Unreachable)),
-        Vec::new(),
-        0.0,
+    // Nothing is delivered here: the outbox route stands in for both.
+    let outbox: Arc<dyn crate::forward::Upstream> = Arc::new(
+        crate::forward::outbox::Outbox::new(&std::env::temp_dir().join("ses-relay-admin-tests"), None)
+            .unwrap(),
     );
+    let router = Router::new(true, Vec::new(), 0.0);
+    let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
-    Arc::new(Relay::new(live, router, cutover, Masker::new(true)))
+    Arc::new(Relay::new(live, router, upstreams, cutover, Masker::new(true)))
 }
 
 async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {

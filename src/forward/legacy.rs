@@ -23,9 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use super::{Accepted, BoxFuture, DeliveryError, Forwarder, MailRequest, Proxy, Retry};
+use super::{Accepted, BoxFuture, Transaction, Upstream, UpstreamError};
 use crate::config::{LegacyConfig, LegacyTls};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, MailFrom};
 use crate::smtp::{Reply, dot_stuff};
 use crate::tls::{Io, TlsError};
 
@@ -45,6 +45,28 @@ pub enum LegacySetupError {
     },
 }
 
+/// Why STARTTLS to the legacy relay failed.
+#[derive(Debug, thiserror::Error)]
+enum StartTlsError {
+    #[error("{0}")]
+    Smtp(#[from] mail_send::Error),
+    #[error("{0} {1}")]
+    Refused(u16, String),
+    #[error("{0}")]
+    Name(#[from] rustls::pki_types::InvalidDnsNameError),
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("{0}")]
+    Handshake(#[from] std::io::Error),
+}
+
+/// The reply when the connection to the legacy relay broke mid-transaction.
+const LOST: Reply = Reply::new(
+    451,
+    [4, 4, 2],
+    "Connection to the legacy relay lost, try again later",
+);
+
 /// Proxies transactions to the legacy relay.
 pub struct LegacyForwarder {
     pool: Arc<Pool>,
@@ -62,7 +84,6 @@ struct Pool {
     connect_timeout: Duration,
     command_timeout: Duration,
     slots: Arc<Semaphore>,
-    max_connections: usize,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -113,22 +134,16 @@ impl LegacyForwarder {
             connect_timeout: config.connect_timeout.0,
             command_timeout: config.command_timeout.0,
             slots: Arc::new(Semaphore::new(config.max_connections)),
-            max_connections: config.max_connections,
             idle: Mutex::new(Vec::new()),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&pool)));
         Ok(LegacyForwarder { pool })
     }
-
-    /// Connections open now, idle ones included (for tests and status).
-    pub fn open_connections(&self) -> usize {
-        self.pool.max_connections - self.pool.slots.available_permits()
-    }
 }
 
 impl Pool {
     /// A live connection: a pooled one that answers RSET, or a new one.
-    async fn checkout(self: &Arc<Self>) -> Result<Connection, Reply> {
+    async fn checkout(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
         loop {
             let candidate = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some(mut conn) = candidate else { break };
@@ -143,13 +158,15 @@ impl Pool {
             .await
             .map_err(|_| {
                 crate::metrics::legacy_error("pool_full");
-                Reply::new(
+                UpstreamError::reply_of(Reply::new(
                     451,
                     [4, 4, 5],
                     "Legacy relay connection limit reached, try again later",
-                )
+                ))
             })?
-            .map_err(|_| Reply::new(451, [4, 3, 0], "Legacy route closed"))?;
+            .map_err(|_| {
+                UpstreamError::reply_of(Reply::new(451, [4, 3, 0], "Legacy route closed"))
+            })?;
         self.connect(slot).await
     }
 
@@ -161,15 +178,15 @@ impl Pool {
             .push(conn);
     }
 
-    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Connection, Reply> {
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Connection, UpstreamError> {
         let unreachable = |why: String| {
             crate::metrics::legacy_error("connect");
             tracing::warn!(relay = %self.relay, "legacy relay: {why}");
-            Reply::new(
+            UpstreamError::reply_of(Reply::new(
                 451,
                 [4, 4, 1],
                 "Legacy relay not reachable, try again later",
-            )
+            ))
         };
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.relay))
             .await
@@ -201,11 +218,11 @@ impl Pool {
             if !offers_tls {
                 crate::metrics::legacy_error("tls");
                 tracing::warn!(relay = %self.relay, "legacy relay does not offer STARTTLS (legacy.tls = required)");
-                return Err(Reply::new(
+                return Err(UpstreamError::reply_of(Reply::new(
                     451,
                     [4, 7, 4],
                     "Legacy relay does not offer STARTTLS",
-                ));
+                )));
             }
             client = self
                 .start_tls(client, connector)
@@ -223,11 +240,11 @@ impl Pool {
                 .map_err(|err| {
                     crate::metrics::legacy_error("auth");
                     tracing::warn!(relay = %self.relay, error = %err, "legacy relay AUTH failed");
-                    Reply::new(
+                    UpstreamError::reply_of(Reply::new(
                         451,
                         [4, 7, 0],
                         "Cannot authenticate to the legacy relay, try again later",
-                    )
+                    ))
                 })?;
         }
         client.timeout = self.command_timeout;
@@ -243,21 +260,16 @@ impl Pool {
         &self,
         mut client: SmtpClient<Box<dyn Io>>,
         connector: &TlsConnector,
-    ) -> Result<SmtpClient<Box<dyn Io>>, String> {
-        let reply = client
-            .cmd(b"STARTTLS\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<SmtpClient<Box<dyn Io>>, StartTlsError> {
+        let reply = client.cmd(b"STARTTLS\r\n").await?;
         if reply.code != 220 {
-            return Err(format!("{} {}", reply.code, reply.message));
+            return Err(StartTlsError::Refused(reply.code, reply.message));
         }
-        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
-            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())?;
         let SmtpClient { stream, timeout } = client;
         let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
             .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| StartTlsError::Timeout)??;
         Ok(SmtpClient {
             stream: Box::new(tls),
             timeout,
@@ -307,20 +319,16 @@ fn pass_through(response: &Response<String>) -> Reply {
 fn connection_lost(err: mail_send::Error) -> Reply {
     crate::metrics::legacy_error("lost");
     tracing::warn!(error = %err, "legacy relay connection lost");
-    Reply::new(
-        451,
-        [4, 4, 2],
-        "Connection to the legacy relay lost, try again later",
-    )
+    LOST
 }
 
 /// A transaction open on the legacy relay.
-pub struct LegacyProxy {
+struct LegacyTransaction {
     pool: Arc<Pool>,
     conn: Option<Connection>,
 }
 
-impl Drop for LegacyProxy {
+impl Drop for LegacyTransaction {
     fn drop(&mut self) {
         // An aborted transaction: the connection goes back; the RSET at its next checkout clears it.
         if let Some(conn) = self.conn.take() {
@@ -329,15 +337,11 @@ impl Drop for LegacyProxy {
     }
 }
 
-impl Proxy for LegacyProxy {
+impl Transaction for LegacyTransaction {
     fn recipient<'a>(&'a mut self, address: &'a str) -> BoxFuture<'a, Reply> {
         Box::pin(async move {
             let Some(conn) = self.conn.as_mut() else {
-                return Reply::new(
-                    451,
-                    [4, 4, 2],
-                    "Connection to the legacy relay lost, try again later",
-                );
+                return LOST;
             };
             match conn.client.cmd(format!("RCPT TO:<{address}>\r\n")).await {
                 Ok(response) => pass_through(&response),
@@ -349,55 +353,67 @@ impl Proxy for LegacyProxy {
         })
     }
 
-    fn data(mut self: Box<Self>, message: Vec<u8>) -> BoxFuture<'static, Reply> {
+    fn data<'a>(
+        mut self: Box<Self>,
+        _envelope: &'a Envelope,
+        message: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
         Box::pin(async move {
-            let Some(mut conn) = self.conn.take() else {
-                return Reply::new(
-                    451,
-                    [4, 4, 2],
-                    "Connection to the legacy relay lost, try again later",
-                );
-            };
-            let start = match conn.client.cmd(b"DATA\r\n").await {
-                Ok(response) => response,
-                Err(err) => return connection_lost(err),
-            };
-            if start.code != 354 {
-                self.pool.checkin(conn);
-                return pass_through(&start);
-            }
-            let wire = dot_stuff(&message);
-            drop(message);
-            let timeout = conn.client.timeout;
-            let sent = tokio::time::timeout(timeout, async {
-                conn.client.stream.write_all(&wire).await?;
-                conn.client.stream.flush().await?;
-                conn.client
-                    .read()
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-            .await;
-            match sent {
-                Ok(Ok(response)) => {
-                    self.pool.checkin(conn);
-                    pass_through(&response)
-                }
-                Ok(Err(err)) => connection_lost(mail_send::Error::Io(err)),
-                Err(_) => connection_lost(mail_send::Error::Timeout),
+            let reply = self.send(message).await;
+            if reply.is_positive() {
+                Ok(Accepted::passed(reply))
+            } else {
+                Err(UpstreamError::reply_of(reply))
             }
         })
     }
 }
 
-impl Forwarder for LegacyForwarder {
-    fn open<'a>(
-        &'a self,
-        mail: &'a MailRequest,
-    ) -> BoxFuture<'a, Result<Option<Box<dyn Proxy>>, Reply>> {
+impl LegacyTransaction {
+    /// DATA, the message, and the legacy relay's final reply.
+    async fn send(&mut self, message: Vec<u8>) -> Reply {
+        let Some(mut conn) = self.conn.take() else {
+            return LOST;
+        };
+        let start = match conn.client.cmd(b"DATA\r\n").await {
+            Ok(response) => response,
+            Err(err) => return connection_lost(err),
+        };
+        if start.code != 354 {
+            self.pool.checkin(conn);
+            return pass_through(&start);
+        }
+        let wire = dot_stuff(&message);
+        drop(message);
+        let timeout = conn.client.timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            conn.client.stream.write_all(&wire).await?;
+            conn.client.stream.flush().await?;
+            conn.client
+                .read()
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await;
+        match sent {
+            Ok(Ok(response)) => {
+                self.pool.checkin(conn);
+                pass_through(&response)
+            }
+            Ok(Err(err)) => connection_lost(mail_send::Error::Io(err)),
+            Err(_) => connection_lost(mail_send::Error::Timeout),
+        }
+    }
+}
+
+impl Upstream for LegacyForwarder {
+    fn begin<'a>(
+        self: Arc<Self>,
+        mail: &'a MailFrom,
+    ) -> BoxFuture<'a, Result<Box<dyn Transaction>, UpstreamError>> {
         Box::pin(async move {
             let mut conn = self.pool.checkout().await?;
-            let mut command = format!("MAIL FROM:<{}>", mail.from);
+            let mut command = format!("MAIL FROM:<{}>", mail.address);
             if mail.size > 0 && conn.capabilities & EXT_SIZE != 0 {
                 command.push_str(&format!(" SIZE={}", mail.size));
             }
@@ -408,61 +424,18 @@ impl Forwarder for LegacyForwarder {
                 command.push_str(" SMTPUTF8");
             }
             command.push_str("\r\n");
-            let response = conn.client.cmd(command).await.map_err(connection_lost)?;
+            let response = match conn.client.cmd(command).await {
+                Ok(response) => response,
+                Err(err) => return Err(UpstreamError::reply_of(connection_lost(err))),
+            };
             if response.code != 250 {
                 self.pool.checkin(conn);
-                return Err(pass_through(&response));
+                return Err(UpstreamError::reply_of(pass_through(&response)));
             }
-            Ok(Some(Box::new(LegacyProxy {
+            Ok(Box::new(LegacyTransaction {
                 pool: self.pool.clone(),
                 conn: Some(conn),
-            }) as Box<dyn Proxy>))
-        })
-    }
-
-    /// A whole transaction at once (used when nothing was proxied before DATA).
-    fn deliver<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        message: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-        Box::pin(async move {
-            let mail = MailRequest {
-                from: envelope.mail_from.clone(),
-                size: message.len(),
-                body_8bit: true,
-                smtputf8: envelope.smtputf8,
-            };
-            let as_error = |reply: Reply| {
-                let retry = if reply.is_permanent() {
-                    Retry::Permanent
-                } else {
-                    Retry::Temporary
-                };
-                DeliveryError {
-                    retry,
-                    status: reply.status.unwrap_or([4, 0, 0]),
-                    code: format!("legacy-{}", reply.code),
-                    message: reply.text.into_owned(),
-                }
-            };
-            let mut proxy = self.open(&mail).await.map_err(as_error)?.ok_or_else(|| {
-                DeliveryError::temporary([4, 3, 0], "legacy", "no upstream transaction")
-            })?;
-            for rcpt in &envelope.rcpt_to {
-                let reply = proxy.recipient(rcpt).await;
-                if !reply.is_positive() {
-                    return Err(as_error(reply));
-                }
-            }
-            let reply = proxy.data(message).await;
-            if reply.is_positive() {
-                Ok(Accepted {
-                    upstream_id: reply.text.into_owned(),
-                })
-            } else {
-                Err(as_error(reply))
-            }
+            }) as Box<dyn Transaction>)
         })
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Accepted, BoxFuture, DeliveryError, Forwarder};
+use super::{Accepted, BoxFuture, Deliver, UpstreamError};
 use crate::envelope::{Envelope, MessageTag};
 
 /// Writes messages to `dir`.
@@ -60,7 +60,7 @@ impl Outbox {
         let meta = EnvelopeFile {
             id: &envelope.id,
             route: envelope.route.as_str(),
-            mail_from: &envelope.mail_from,
+            mail_from: &envelope.mail.address,
             rcpt_to: &envelope.rcpt_to,
             configuration_set: self.configuration_set.as_deref(),
             client: envelope.client.ip().to_string(),
@@ -87,24 +87,22 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     std::fs::rename(&tmp, dir.join(name))
 }
 
-impl Forwarder for Outbox {
+impl Deliver for Outbox {
     fn deliver<'a>(
         &'a self,
         envelope: &'a Envelope,
         message: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
         Box::pin(async move {
             let outbox = self.clone();
             let envelope_owned = envelope.clone();
             let written =
                 tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
                     .await
-                    .map_err(|err| DeliveryError::temporary([4, 3, 0], "io", err.to_string()))?;
+                    .map_err(|err| UpstreamError::temporary([4, 3, 0], "io", err.to_string()))?;
             match written {
-                Ok(()) => Ok(Accepted {
-                    upstream_id: envelope.id.clone(),
-                }),
-                Err(err) => Err(DeliveryError::temporary(
+                Ok(()) => Ok(Accepted::queued(envelope.id.clone())),
+                Err(err) => Err(UpstreamError::temporary(
                     [4, 3, 0],
                     "io",
                     format!("cannot write to the outbox: {err}"),

@@ -246,7 +246,7 @@ impl Preparer {
             },
             IpAddr::V4(v4) => v4.to_string(),
         };
-        let protocol = match (envelope.smtputf8, envelope.esmtp, envelope.tls) {
+        let protocol = match (envelope.mail.smtputf8, envelope.esmtp, envelope.tls) {
             (true, _, false) => "UTF8SMTP",
             (true, _, true) => "UTF8SMTPS",
             (false, true, true) => "ESMTPS",

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{DkimConfig, DkimKeyConfig};
+use crate::envelope::MailFrom;
 
 fn preparer() -> Preparer {
     let config = DkimConfig {
@@ -25,10 +26,11 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         helo: "mx1.goo.ne.jp".into(),
         tls: true,
         esmtp: true,
-        mail_from: "a@goo.ne.jp".into(),
+        mail: MailFrom {
+            address: "a@goo.ne.jp".into(),
+            ..MailFrom::default()
+        },
         rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
-        smtputf8: false,
-        declared_size: 0,
         route: Route::Ses,
         tags: Vec::new(),
     }

@@ -1,8 +1,7 @@
 use super::*;
-use crate::forward::Unreachable as Nowhere;
 
 fn router(rules: Vec<Rule>, percent: f64) -> Router {
-    Router::new(Arc::new(Nowhere), Some(Arc::new(Nowhere)), rules, percent)
+    Router::new(true, rules, percent)
 }
 
 fn rule(text: &str) -> Rule {
@@ -132,8 +131,7 @@ fn rules_first_match_wins() {
 #[test]
 fn without_a_legacy_route_everything_goes_to_ses() {
     let r = Router::new(
-        Arc::new(Nowhere),
-        None,
+        false,
         vec![rule("sender-domains = [\"goo.ne.jp\"]\nroute = \"legacy\"")],
         0.0,
     );
@@ -157,7 +155,7 @@ fn internationalized_addresses_go_to_legacy_whatever_the_percentage_and_rules() 
         );
     }
     // Without a legacy route there is nowhere else: SES, where RCPT refuses it.
-    let only_ses = Router::new(Arc::new(Nowhere), None, Vec::new(), 100.0);
+    let only_ses = Router::new(false, Vec::new(), 100.0);
     assert_eq!(
         only_ses.choose(CLIENT, "a@goo.ne.jp", "\u{3042}@example.jp"),
         Route::Ses

@@ -6,9 +6,8 @@ use smtp_proto::{
 
 use std::time::Duration;
 
-use super::{Flow, Session, State, Transaction, Upstream};
-use crate::envelope::Envelope;
-use crate::forward::MailRequest;
+use super::{Flow, MailTransaction, Session, State};
+use crate::envelope::{Envelope, MailFrom as Mail};
 use crate::smtp::{Command, MessageReceiver, Reply};
 
 const OK: Reply = Reply::new(250, [2, 0, 0], "Ok");
@@ -157,19 +156,19 @@ impl Session {
                 "MAIL",
             );
         }
-        self.state = State::Mail(Transaction {
+        self.state = State::Mail(MailTransaction {
             id: self.relay.ids.next(),
-            mail: MailRequest {
+            mail: Mail {
                 smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
                 body_8bit: from.flags & MAIL_BODY_8BITMIME != 0,
                 size: from.size,
-                from: from.address,
+                address: from.address,
             },
             rcpt_to: Vec::new(),
             rcpts_refused: 0,
             route: None,
-            upstream: Upstream::Unopened,
-            open_failed: false,
+            upstream: None,
+            begin_failed: false,
         });
         self.ok(Reply::new(250, [2, 1, 0], "Ok"), "MAIL")
     }
@@ -212,10 +211,11 @@ impl Session {
         }
         let route = *tx
             .route
-            .get_or_insert_with(|| relay.router.choose(client, &tx.mail.from, &to.address));
+            .get_or_insert_with(|| relay.router.choose(client, &tx.mail.address, &to.address));
         // SES does not deliver SMTPUTF8 addresses; with a legacy route the
         // router sent such a transaction there, unless only a later recipient is.
-        if route == crate::route::Route::Ses && !(to.address.is_ascii() && tx.mail.from.is_ascii())
+        if route == crate::route::Route::Ses
+            && !(to.address.is_ascii() && tx.mail.address.is_ascii())
         {
             return Ok(Reply::new(
                 553,
@@ -223,41 +223,37 @@ impl Session {
                 "SES does not deliver internationalized (non-ASCII) addresses",
             ));
         }
-        if matches!(tx.upstream, Upstream::Unopened) {
-            match relay.router.forwarder(route).open(&tx.mail).await {
-                Ok(Some(proxy)) => tx.upstream = Upstream::Proxy(proxy),
-                Ok(None) => tx.upstream = Upstream::Local,
-                Err(reply) => {
+        let upstream = match &mut tx.upstream {
+            Some(upstream) => upstream,
+            None => match relay.upstreams.get(route).begin(&tx.mail).await {
+                Ok(upstream) => tx.upstream.insert(upstream),
+                Err(err) => {
                     // The route is down (legacy relay unreachable): Postfix will
                     // give up on this transaction without DATA, so it is counted
                     // and logged here, once per transaction, or an outage would
                     // never reach the success ratio and its alerts.
-                    if !tx.open_failed {
-                        tx.open_failed = true;
+                    let reply = err.reply();
+                    if !tx.begin_failed {
+                        tx.begin_failed = true;
                         let envelope = Envelope {
                             id: tx.id.clone(),
                             client: self.peer,
                             helo: self.helo.clone(),
                             tls: self.tls,
                             esmtp: self.esmtp,
-                            mail_from: tx.mail.from.clone(),
+                            mail: tx.mail.clone(),
                             rcpt_to: vec![to.address.clone()],
-                            smtputf8: tx.mail.smtputf8,
-                            declared_size: tx.mail.size,
                             route,
                             tags: Vec::new(),
                         };
-                        let outcome = super::data::Outcome::local_failure(reply.clone());
+                        let outcome = super::data::Outcome::failed(reply.clone());
                         super::data::record(&relay, &envelope, &outcome, Duration::ZERO);
                     }
                     return Ok(reply);
                 }
-            }
-        }
-        let reply = match &mut tx.upstream {
-            Upstream::Proxy(proxy) => proxy.recipient(&to.address).await,
-            _ => Reply::new(250, [2, 1, 5], "Ok"),
+            },
         };
+        let reply = upstream.recipient(&to.address).await;
         if reply.is_positive() {
             tx.rcpt_to.push(to.address);
         }

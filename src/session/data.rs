@@ -1,17 +1,34 @@
-//! The end of DATA: refuse what must be refused, otherwise prepare the message,
-//! hand it to the route's forwarder, and answer with the upstream's verdict.
-//! Nothing is kept: the reply is the outcome (250 only once upstream took it).
+//! The end of DATA, in four steps every transaction takes in order:
+//! refuse early what must be refused, prepare the message, deliver it on the
+//! route's upstream transaction, and finish (reply, count, log). Nothing is
+//! kept: the reply is the outcome (250 only once the upstream took it).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Session, State};
+use crate::disposition::Disposition;
 use crate::envelope::Envelope;
-use crate::forward::{DeliveryError, Retry};
+use crate::forward::{Accepted, Transaction, UpstreamError};
 use crate::metrics;
 use crate::prepare::PrepareError;
-use crate::server::Relay;
+use crate::relay::Relay;
+use crate::route::Route;
 use crate::smtp::{DataEnd, Reply};
+
+/// A bug of ours (a panic while preparing, no upstream transaction): nothing
+/// went upstream, so Postfix may retry.
+const LOCAL_ERROR: Reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
+
+/// A prepared message, ready to go upstream.
+struct Ready {
+    message: Vec<u8>,
+    /// When the fleet first took the message (its first `Received:` date).
+    first_taken: Option<i64>,
+    /// `selector._domainkey.domain` of the signature added.
+    dkim: Option<String>,
+}
 
 impl Session {
     /// Called once the end marker has arrived.
@@ -21,70 +38,51 @@ impl Session {
         };
         // The message's bytes count against smtp.max-data-memory until this returns.
         let _held = receiver.into_reservation();
-        let (envelope, proxy) = self.envelope(tx);
-        let message = match end {
-            DataEnd::Complete(message) => message,
-            DataEnd::TooBig => {
-                let reply = Reply::new(
-                    552,
-                    [5, 3, 4],
-                    "Message size exceeds fixed maximum message size",
-                );
-                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
-            }
-            DataEnd::BareLineEnding => {
-                let reply = Reply::new(
-                    550,
-                    [5, 5, 2],
-                    "Message contains bare CR or LF; use CRLF line endings",
-                );
-                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
-            }
-            DataEnd::NulByte => {
-                let reply = Reply::new(550, [5, 5, 2], "Message contains a NUL byte");
-                return self.finish(&envelope, Outcome::refused(reply), Instant::now());
-            }
-            DataEnd::NoMemory => {
-                // The relay's memory, not the client's message: Postfix retries later.
-                let reply = Reply::new(
-                    452,
-                    [4, 3, 1],
-                    "Insufficient system storage, try again later",
-                );
-                // Ours, not the client's: counted deferred, against the route.
-                return self.finish(&envelope, Outcome::local_failure(reply), Instant::now());
-            }
-            DataEnd::Pending => unreachable!("end_of_data is called with an ended message"),
-        };
-        // Replies to commands pipelined before DATA go out now, before the wait upstream.
-        self.flush().await;
         let started = Instant::now();
+        let (envelope, upstream) = self.envelope(tx);
+        let mut envelope = Arc::new(envelope);
+        let outcome = match refuse_early(end) {
+            Err(outcome) => outcome,
+            Ok(message) => {
+                // Replies to commands pipelined before DATA go out now, before the wait upstream.
+                self.flush().await;
+                match self.prepare(&mut envelope, message).await {
+                    Err(outcome) => outcome,
+                    Ok(ready) => self.deliver(&envelope, upstream, ready).await,
+                }
+            }
+        };
+        self.finish(&envelope, outcome, started);
+    }
+
+    /// Received, DKIM and route headers, on the signing pool.
+    async fn prepare(
+        &mut self,
+        envelope: &mut Arc<Envelope>,
+        message: Vec<u8>,
+    ) -> Result<Ready, Outcome> {
         let live = self.live.clone();
-        let prepared = self
+        let job = envelope.clone();
+        let done = self
             .relay
             .signer
             .run(move || {
                 let first_taken = crate::received::first_taken(&message);
-                let prepared = live.preparer.prepare(&envelope, message);
-                (envelope, (prepared, first_taken))
+                (live.preparer.prepare(&job, message), first_taken)
             })
             .await;
-        let Some((mut envelope, (prepared, first_taken))) = prepared else {
-            // The job panicked (a bug): nothing went upstream, so Postfix may retry.
-            tracing::error!("message preparation panicked");
-            let reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
-            return self.write_reply(reply, "DATA");
+        let Some((prepared, first_taken)) = done else {
+            tracing::error!(id = %envelope.id, "message preparation panicked");
+            return Err(Outcome::failed(LOCAL_ERROR));
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
             // Not in a shape SES takes: the client's to fix, refused before any call.
-            Err(PrepareError::Refused(refusal)) => {
-                return self.finish(&envelope, Outcome::refused(refusal.reply()), started);
-            }
+            Err(PrepareError::Refused(refusal)) => return Err(Outcome::refused(refusal.reply())),
             Err(err) => {
                 tracing::error!(id = %envelope.id, error = %err, "message not prepared");
-                let reply = DeliveryError::temporary([4, 3, 0], "dkim", err.to_string()).reply();
-                return self.finish(&envelope, Outcome::local_failure(reply), started);
+                let err = UpstreamError::temporary([4, 3, 0], "dkim", err.to_string());
+                return Err(Outcome::failed(err.reply()));
             }
         };
         for dropped in &prepared.dropped_tags {
@@ -94,99 +92,79 @@ impl Session {
                 "X-SES-MESSAGE-TAGS tag not sent to SES"
             );
         }
-        envelope.tags = prepared.tags;
         if let Some((domain, selector)) = &prepared.signed_by {
             metrics::dkim_signature(domain, selector, prepared.sign_time.as_secs_f64());
         }
-        let size = prepared.message.len();
-        let dkim = prepared
-            .signed_by
-            .map(|(d, s)| format!("{s}._domainkey.{d}"));
-        let upstream_started = Instant::now();
-        if let Some(proxy) = proxy {
-            // A proxied route: the upstream's final reply is the client's.
-            let reply = proxy.data(prepared.message).await;
-            if reply.code / 100 == 2
-                && let Some(delay) = delay_since(first_taken)
-            {
-                metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
-            }
-            let result = match reply.code {
-                200..=299 => "delivered",
-                400..=499 => "deferred",
-                _ => "rejected",
-            };
-            let outcome = Outcome {
-                reply,
-                result,
-                size,
-                upstream_seconds: upstream_started.elapsed().as_secs_f64(),
-                upstream_id: None,
-                dkim,
-            };
-            return self.finish(&envelope, outcome, started);
+        if !prepared.tags.is_empty() {
+            // The job's copy is gone by now, so this does not clone.
+            Arc::make_mut(envelope).tags = prepared.tags;
         }
-        let forwarder = self.relay.router.forwarder(envelope.route).clone();
-        let outcome = forwarder.deliver(&envelope, prepared.message).await;
-        let upstream = upstream_started.elapsed().as_secs_f64();
-        let delay = delay_since(first_taken).filter(|_| outcome.is_ok());
+        Ok(Ready {
+            message: prepared.message,
+            first_taken,
+            dkim: prepared
+                .signed_by
+                .map(|(d, s)| format!("{s}._domainkey.{d}")),
+        })
+    }
+
+    /// Hands the message to the route's upstream transaction.
+    async fn deliver(
+        &mut self,
+        envelope: &Envelope,
+        upstream: Option<Box<dyn Transaction>>,
+        ready: Ready,
+    ) -> Outcome {
+        // DATA needs an accepted RCPT, and only a begun transaction accepts one.
+        let Some(upstream) = upstream else {
+            tracing::error!(id = %envelope.id, "DATA without an upstream transaction");
+            return Outcome::failed(LOCAL_ERROR);
+        };
+        let size = ready.message.len();
+        let upstream_started = Instant::now();
+        let result = upstream.data(envelope, ready.message).await;
+        let upstream_seconds = upstream_started.elapsed().as_secs_f64();
+        let delay = delay_since(ready.first_taken).filter(|_| result.is_ok());
         if let Some(delay) = delay {
             metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
         }
-        if envelope.route == crate::route::Route::Ses {
-            self.guard_observes(&outcome, delay);
+        if envelope.route == Route::Ses {
+            self.guard_observes(&result, delay);
         }
-        let outcome = match outcome {
-            Ok(accepted) => Outcome {
-                reply: Reply::dynamic(
-                    250,
-                    [2, 0, 0],
-                    format!("Ok: queued as {}", accepted.upstream_id),
-                ),
-                result: "delivered",
-                size,
-                upstream_seconds: upstream,
-                upstream_id: Some(accepted.upstream_id),
-                dkim,
-            },
+        let (reply, disposition, upstream_id) = match result {
+            Ok(accepted) => (accepted.reply, Disposition::Delivered, accepted.upstream_id),
             Err(err) => {
-                if envelope.route == crate::route::Route::Ses {
-                    metrics::ses_error(&err.code);
+                if envelope.route == Route::Ses {
+                    metrics::ses_error(err.code().unwrap_or("smtp"));
                 }
-                Outcome {
-                    reply: err.reply(),
-                    result: match err.retry {
-                        Retry::Temporary => "deferred",
-                        Retry::Permanent => "rejected",
-                    },
-                    size,
-                    upstream_seconds: upstream,
-                    upstream_id: None,
-                    dkim,
-                }
+                (err.reply(), err.disposition(), None)
             }
         };
-        self.finish(&envelope, outcome, started);
+        Outcome {
+            reply,
+            disposition,
+            size,
+            upstream_seconds,
+            upstream_id,
+            dkim: ready.dkim,
+        }
     }
 
     /// Hands one SES-route upstream outcome to the rollback guard, and acts on
     /// a trip before the reply goes out, so the next transaction already
     /// takes the new route. Client refusals never get here.
-    fn guard_observes(
-        &self,
-        outcome: &Result<crate::forward::Accepted, DeliveryError>,
-        delay: Option<Duration>,
-    ) {
+    fn guard_observes(&self, outcome: &Result<Accepted, UpstreamError>, delay: Option<Duration>) {
         let guard = &self.relay.guard;
         let trip = match outcome {
             Ok(_) => guard.upstream_outcome(true, delay),
             // The relay's own rate limit, not SES's answer.
-            Err(err) if err.code == "max-send-rate" => None,
+            Err(err) if err.code() == Some("max-send-rate") => None,
             Err(err) => {
                 // An account stop trips at once; the message still gets its 451.
-                let stop = crate::forward::ses::is_account_stop(&err.code)
-                    .then(|| guard.ses_stopped(&err.code))
-                    .flatten();
+                let stop = err
+                    .code()
+                    .filter(|code| crate::forward::ses::is_account_stop(code))
+                    .and_then(|code| guard.ses_stopped(code));
                 let counted = guard.upstream_outcome(false, None);
                 stop.or(counted)
             }
@@ -196,11 +174,46 @@ impl Session {
         }
     }
 
-    /// Sends the final reply (with the transaction id), counts it and logs the transaction line.
+    /// Sends the final reply (with the transaction id), counts it and logs the
+    /// transaction line: every transaction that reached the end of DATA ends here.
     fn finish(&mut self, envelope: &Envelope, mut outcome: Outcome, started: Instant) {
         outcome.reply.text = Cow::Owned(format!("{} [id {}]", outcome.reply.text, envelope.id));
         record(&self.relay, envelope, &outcome, started.elapsed());
         self.write_reply(outcome.reply, "DATA");
+    }
+}
+
+/// What must be refused before anything else happens: the client's own
+/// mistakes, and our memory running out. `Ok` is the message.
+fn refuse_early(end: DataEnd) -> Result<Vec<u8>, Outcome> {
+    match end {
+        DataEnd::Complete(message) => Ok(message),
+        DataEnd::TooBig => Err(Outcome::refused(Reply::new(
+            552,
+            [5, 3, 4],
+            "Message size exceeds fixed maximum message size",
+        ))),
+        DataEnd::BareLineEnding => Err(Outcome::refused(Reply::new(
+            550,
+            [5, 5, 2],
+            "Message contains bare CR or LF; use CRLF line endings",
+        ))),
+        DataEnd::NulByte => Err(Outcome::refused(Reply::new(
+            550,
+            [5, 5, 2],
+            "Message contains a NUL byte",
+        ))),
+        // The relay's memory, not the client's message: Postfix retries later.
+        // Ours, not the client's: counted deferred, against the route.
+        DataEnd::NoMemory => Err(Outcome::failed(Reply::new(
+            452,
+            [4, 3, 1],
+            "Insufficient system storage, try again later",
+        ))),
+        DataEnd::Pending => {
+            tracing::error!("end of DATA before the end marker");
+            Err(Outcome::failed(LOCAL_ERROR))
+        }
     }
 }
 
@@ -213,13 +226,13 @@ fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
 }
 
 /// Counts one finished transaction and writes its transaction log line: the
-/// one place both happen, at the end of DATA or when the route could not be
-/// opened at the first RCPT.
+/// one place both happen, at the end of DATA or when the route's transaction
+/// could not begin at the first RCPT.
 pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, total: Duration) {
     let route = envelope.route.as_str();
     metrics::transaction(
-        route,
-        outcome.result,
+        envelope.route,
+        outcome.disposition,
         envelope.rcpt_to.len(),
         outcome.size,
         outcome.upstream_seconds,
@@ -230,11 +243,11 @@ pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, tota
     tracing::info!(
         id = %envelope.id,
         client = %masker.ip(envelope.client.ip()),
-        from = %masker.address(&envelope.mail_from),
+        from = %masker.address(&envelope.mail.address),
         rcpts = envelope.rcpt_to.len(),
         size = outcome.size,
         route,
-        result = outcome.result,
+        result = outcome.disposition.as_str(),
         upstream_id = outcome.upstream_id.as_deref().unwrap_or(""),
         dkim = outcome.dkim.as_deref().unwrap_or("none"),
         reply = %masker.text(&reply_text),
@@ -246,9 +259,7 @@ pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, tota
 /// How a transaction ended, for the reply, the metrics and the log line.
 pub(super) struct Outcome {
     reply: Reply,
-    /// `delivered`, `deferred`, `rejected` (by the upstream, or a local failure
-    /// of ours), or `refused` (the client's own mistake: bare LF, oversize).
-    result: &'static str,
+    disposition: Disposition,
     size: usize,
     upstream_seconds: f64,
     upstream_id: Option<String>,
@@ -260,28 +271,21 @@ impl Outcome {
     /// Refused because of what the client sent (bare CR/LF, oversize): nothing
     /// went upstream, and no success ratio, alert or rollback guard may move.
     fn refused(reply: Reply) -> Outcome {
-        Outcome {
-            reply,
-            result: metrics::RESULT_REFUSED,
-            size: 0,
-            upstream_seconds: 0.0,
-            upstream_id: None,
-            dkim: None,
-        }
+        Outcome::local(reply, Disposition::Refused)
     }
 
     /// Failed on our side or the route's before the message went upstream
-    /// (preparation, the route could not be opened): this counts against the
-    /// route like an upstream failure.
-    pub(super) fn local_failure(reply: Reply) -> Outcome {
-        let result = if reply.is_transient() {
-            "deferred"
-        } else {
-            "rejected"
-        };
+    /// (preparation, memory, the route's transaction could not begin): this
+    /// counts against the route like an upstream failure, by its reply's class.
+    pub(super) fn failed(reply: Reply) -> Outcome {
+        let disposition = Disposition::of_code(reply.code);
+        Outcome::local(reply, disposition)
+    }
+
+    fn local(reply: Reply, disposition: Disposition) -> Outcome {
         Outcome {
             reply,
-            result,
+            disposition,
             size: 0,
             upstream_seconds: 0.0,
             upstream_id: None,

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::envelope::Envelope;
-use crate::forward::{MailRequest, Proxy};
+use crate::envelope::{Envelope, MailFrom};
+use crate::forward::Transaction;
 use crate::metrics;
 use crate::route::Route;
-use crate::server::{Live, Relay};
+use crate::relay::{Live, Relay};
 use crate::smtp::{Input, MessageReceiver, Reply};
 use crate::tls::Io;
 
@@ -34,34 +34,26 @@ enum State {
     /// EHLO/HELO done, no transaction.
     Ready,
     /// MAIL accepted; recipients accumulate.
-    Mail(Transaction),
+    Mail(MailTransaction),
     /// Receiving the message after DATA (oversize data is discarded inside the receiver).
-    Data(Transaction, MessageReceiver),
+    Data(MailTransaction, MessageReceiver),
 }
 
 /// A transaction between MAIL and the end of DATA.
-struct Transaction {
+struct MailTransaction {
     id: String,
-    mail: MailRequest,
+    mail: MailFrom,
     rcpt_to: Vec<String>,
     /// RCPTs answered with anything but 2xx.
     rcpts_refused: usize,
     /// Decided at the first RCPT.
     route: Option<Route>,
-    upstream: Upstream,
-    /// Opening the route failed once and that was counted as a deferred
+    /// The route's side, begun at the first RCPT (still `None` after a
+    /// failed begin: the next RCPT tries again).
+    upstream: Option<Box<dyn Transaction>>,
+    /// Beginning failed once and that was counted as a deferred
     /// transaction: later RCPTs retry but are not counted again.
-    open_failed: bool,
-}
-
-/// The route's side of a transaction.
-enum Upstream {
-    /// Not opened yet (or opening failed: the next RCPT tries again).
-    Unopened,
-    /// The route accepts recipients itself (SES, outbox).
-    Local,
-    /// The route proxies: RCPTs and the message go through this upstream transaction.
-    Proxy(Box<dyn Proxy>),
+    begin_failed: bool,
 }
 
 /// What the session loop does next.
@@ -289,25 +281,19 @@ impl Session {
         }
     }
 
-    /// The envelope of a finished transaction, and its upstream proxy if the route has one.
-    fn envelope(&self, tx: Transaction) -> (Envelope, Option<Box<dyn Proxy>>) {
-        let proxy = match tx.upstream {
-            Upstream::Proxy(proxy) => Some(proxy),
-            Upstream::Unopened | Upstream::Local => None,
-        };
+    /// The envelope of a finished transaction, and the route's side of it.
+    fn envelope(&self, tx: MailTransaction) -> (Envelope, Option<Box<dyn Transaction>>) {
         let envelope = Envelope {
             id: tx.id,
             client: self.peer,
             helo: self.helo.clone(),
             tls: self.tls,
             esmtp: self.esmtp,
-            mail_from: tx.mail.from,
+            mail: tx.mail,
             rcpt_to: tx.rcpt_to,
-            smtputf8: tx.mail.smtputf8,
-            declared_size: tx.mail.size,
             route: tx.route.unwrap_or(Route::Ses),
             tags: Vec::new(),
         };
-        (envelope, proxy)
+        (envelope, tx.upstream)
     }
 }

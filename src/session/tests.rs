@@ -10,30 +10,28 @@ use super::Session;
 use crate::config::{ByteSize, DkimConfig, DkimKeyConfig, HumanDuration, SmtpConfig};
 use crate::cutover::Cutover;
 use crate::envelope::Envelope;
-use crate::forward::{Accepted, BoxFuture, DeliveryError, Forwarder};
+use crate::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
 use crate::route::Router;
-use crate::server::{Live, Relay};
+use crate::relay::{Live, Relay};
 
 /// Records what it is given and answers as told.
 struct Upstream {
     delivered: Mutex<Vec<(Envelope, Vec<u8>)>>,
-    answer: Mutex<Result<Accepted, DeliveryError>>,
+    answer: Mutex<Result<Accepted, UpstreamError>>,
 }
 
 impl Upstream {
     fn new() -> Arc<Upstream> {
         Arc::new(Upstream {
             delivered: Mutex::new(Vec::new()),
-            answer: Mutex::new(Ok(Accepted {
-                upstream_id: "ses-0001".into(),
-            })),
+            answer: Mutex::new(Ok(Accepted::queued("ses-0001".into()))),
         })
     }
 
-    fn answer(&self, answer: Result<Accepted, DeliveryError>) {
+    fn answer(&self, answer: Result<Accepted, UpstreamError>) {
         *self.answer.lock().unwrap() = answer;
     }
 
@@ -48,12 +46,12 @@ impl Upstream {
     }
 }
 
-impl Forwarder for Upstream {
+impl Deliver for Upstream {
     fn deliver<'a>(
         &'a self,
         envelope: &'a Envelope,
         message: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
         self.delivered
             .lock()
             .unwrap()
@@ -73,9 +71,16 @@ fn smtp_config() -> SmtpConfig {
 }
 
 fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
-    let router = Router::new(upstream, None, Vec::new(), 100.0);
+    let router = Router::new(false, Vec::new(), 100.0);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    Arc::new(Relay::new(live(smtp), router, cutover, Masker::new(true)))
+    let upstreams = Upstreams::new(upstream, None);
+    Arc::new(Relay::new(
+        live(smtp),
+        router,
+        upstreams,
+        cutover,
+        Masker::new(true),
+    ))
 }
 
 fn live(smtp: SmtpConfig) -> Live {
@@ -242,7 +247,7 @@ async fn whole_transaction_is_answered_with_the_upstream_id() {
     s.mail_from("", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     s.data(MESSAGE, "250").await;
-    assert_eq!(upstream.last().0.mail_from, "", "null sender kept");
+    assert_eq!(upstream.last().0.mail.address, "", "null sender kept");
     s.cmd("QUIT", "221 2.0.0").await;
     s.closed().await;
 }
@@ -364,7 +369,7 @@ async fn upstream_verdicts_become_451_and_554() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
-    upstream.answer(Err(DeliveryError::temporary(
+    upstream.answer(Err(UpstreamError::temporary(
         [4, 4, 5],
         "Throttling",
         "Maximum sending rate exceeded.",
@@ -378,7 +383,7 @@ async fn upstream_verdicts_become_451_and_554() {
         )
         .await;
     assert!(reply.contains(&upstream.last().0.id));
-    upstream.answer(Err(DeliveryError::permanent(
+    upstream.answer(Err(UpstreamError::permanent(
         [5, 7, 1],
         "MessageRejected",
         "Email address is not verified.",
@@ -470,7 +475,8 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
             admin_token: None,
             admin_read_token: None,
         },
-        Router::new(ses.clone(), Some(legacy.clone()), Vec::new(), 100.0),
+        Router::new(true, Vec::new(), 100.0),
+        Upstreams::new(ses.clone(), Some(legacy.clone())),
         Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
         Masker::new(true),
     ));

@@ -33,6 +33,31 @@ const SEND_EMAIL_PATH: &str = "/v2/email/outbound-emails";
 /// Largest response body read: SES answers with a MessageId or a short error.
 const MAX_RESPONSE: usize = 64 * 1024;
 
+/// Why a SendEmail request could not be built or signed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The HTTP request itself.
+    #[error("{0}")]
+    Http(#[from] hyper::http::Error),
+    /// SigV4 refused the parameters or the request.
+    #[error("{0}")]
+    Signing(Box<dyn std::error::Error + Send + Sync>),
+    /// The thread that signed a large message failed.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl RequestError {
+    fn signing(err: impl std::error::Error + Send + Sync + 'static) -> RequestError {
+        RequestError::Signing(Box::new(err))
+    }
+}
+
+/// SES's answer could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the SES answer: {0}")]
+pub struct ReadError(Box<dyn std::error::Error + Send + Sync>);
+
 /// Where and how calls are addressed.
 #[derive(Debug)]
 pub struct Target {
@@ -82,15 +107,14 @@ impl Target {
         &self,
         identity: &Identity,
         body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, String> {
+    ) -> Result<Request<Full<Bytes>>, RequestError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone())
-            .body(Full::new(body.clone()))
-            .map_err(|err| err.to_string())?;
+            .body(Full::new(body.clone()))?;
         let params = SigningParams::builder()
             .identity(identity)
             .region(&self.region)
@@ -98,7 +122,7 @@ impl Target {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|err| err.to_string())?
+            .map_err(RequestError::signing)?
             .into();
         let headers = request
             .headers()
@@ -106,9 +130,9 @@ impl Target {
             .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
         let uri = self.uri.to_string();
         let signable = SignableRequest::new("POST", uri, headers, SignableBody::Bytes(&body))
-            .map_err(|err| err.to_string())?;
+            .map_err(RequestError::signing)?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|err| err.to_string())?
+            .map_err(RequestError::signing)?
             .into_parts();
         instructions.apply_to_request_http1x(&mut request);
         Ok(request)
@@ -145,7 +169,7 @@ pub fn envelope_fields(envelope: &Envelope, configuration_set: &str) -> Vec<u8> 
             to_addresses: &envelope.rcpt_to,
         },
         configuration_set_name: configuration_set,
-        from_email_address: (!envelope.mail_from.is_empty()).then_some(envelope.mail_from.as_str()),
+        from_email_address: (!envelope.mail.address.is_empty()).then_some(envelope.mail.address.as_str()),
         email_tags: &envelope.tags,
     };
     let mut json = serde_json::to_vec(&fields).expect("strings always serialize");
@@ -209,7 +233,7 @@ struct ErrorBody {
 /// Reads SES's answer (at most 64 KiB of it).
 pub async fn read_answer(
     response: hyper::Response<hyper::body::Incoming>,
-) -> Result<Answer, String> {
+) -> Result<Answer, ReadError> {
     let status = response.status();
     let header_code = response
         .headers()
@@ -219,7 +243,7 @@ pub async fn read_answer(
     let body = Limited::new(response.into_body(), MAX_RESPONSE)
         .collect()
         .await
-        .map_err(|err| format!("reading the SES answer: {err}"))?
+        .map_err(ReadError)?
         .to_bytes();
     Ok(answer(status, header_code.as_deref(), &body))
 }
@@ -257,6 +281,7 @@ fn error_code(raw: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::MailFrom;
     use crate::route::Route;
 
     fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
@@ -266,10 +291,11 @@ mod tests {
             helo: "client".into(),
             tls: false,
             esmtp: true,
-            mail_from: from.into(),
+            mail: MailFrom {
+                address: from.into(),
+                ..MailFrom::default()
+            },
             rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
-            smtputf8: false,
-            declared_size: 0,
             route: Route::Ses,
             tags: Vec::new(),
         }

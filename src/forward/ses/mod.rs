@@ -26,7 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use self::api::{Answer, Target};
 use self::credentials::CredentialCache;
 use super::rate::RateLimiter;
-use super::{Accepted, BoxFuture, DeliveryError, Forwarder};
+use super::{Accepted, BoxFuture, Deliver, UpstreamError};
 use crate::config::SesConfig;
 use crate::envelope::Envelope;
 
@@ -164,17 +164,17 @@ pub async fn client(
 
 /// How one attempt ended, when it did not end in acceptance.
 struct Failed {
-    error: DeliveryError,
+    error: UpstreamError,
     /// Whether another attempt may succeed without sending the message twice.
     retry: bool,
 }
 
 impl SesForwarder {
-    async fn send(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Accepted, DeliveryError> {
+    async fn send(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Accepted, UpstreamError> {
         if let Some(limiter) = &self.limiter
             && !limiter.acquire(envelope.rcpt_to.len()).await
         {
-            return Err(DeliveryError::temporary(
+            return Err(UpstreamError::temporary(
                 [4, 7, 0],
                 "max-send-rate",
                 "Sending rate limit of this relay reached, try again later",
@@ -182,7 +182,7 @@ impl SesForwarder {
         }
         match tokio::time::timeout(self.timeout, self.attempts(envelope, message)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(DeliveryError::temporary(
+            Err(_) => Err(UpstreamError::temporary(
                 [4, 4, 1],
                 "timeout",
                 format!("SES did not answer within {}s", self.timeout.as_secs_f32()),
@@ -194,14 +194,14 @@ impl SesForwarder {
         &self,
         envelope: &Envelope,
         message: Vec<u8>,
-    ) -> Result<Accepted, DeliveryError> {
+    ) -> Result<Accepted, UpstreamError> {
         let fields = api::envelope_fields(envelope, &self.configuration_set);
         let body = if message.len() <= INLINE_ENCODE_LIMIT {
             api::send_email_body(&fields, &message)
         } else {
             tokio::task::spawn_blocking(move || api::send_email_body(&fields, &message))
                 .await
-                .map_err(|err| DeliveryError::temporary([4, 3, 0], "encode", err.to_string()))?
+                .map_err(|err| UpstreamError::temporary([4, 3, 0], "encode", err.to_string()))?
         };
         // The body is the only copy from here on (the message was dropped).
         let mut attempt = 1;
@@ -224,7 +224,7 @@ impl SesForwarder {
             retry: false,
         };
         let identity = self.credentials.identity().await.map_err(|err| {
-            once(DeliveryError::temporary(
+            once(UpstreamError::temporary(
                 [4, 7, 0],
                 "credentials",
                 err.to_string(),
@@ -236,15 +236,15 @@ impl SesForwarder {
             let target = self.target.clone();
             tokio::task::spawn_blocking(move || target.signed_request(&identity, body))
                 .await
-                .unwrap_or_else(|err| Err(err.to_string()))
+                .unwrap_or_else(|err| Err(err.into()))
         }
-        .map_err(|err| once(DeliveryError::temporary([4, 3, 0], "request", err)))?;
+        .map_err(|err| once(UpstreamError::temporary([4, 3, 0], "request", err.to_string())))?;
         let response = match self.http.request(request).await {
             Ok(response) => response,
             Err(err) => {
                 // Not connected: the message surely did not go; otherwise it may have.
                 let retry = err.is_connect();
-                let error = DeliveryError::temporary(
+                let error = UpstreamError::temporary(
                     [4, 4, 1],
                     "network",
                     format!("cannot reach SES: {}", error_chain(&err)),
@@ -253,7 +253,7 @@ impl SesForwarder {
             }
         };
         match api::read_answer(response).await {
-            Ok(Answer::Accepted(upstream_id)) => Ok(Accepted { upstream_id }),
+            Ok(Answer::Accepted(upstream_id)) => Ok(Accepted::queued(upstream_id)),
             Ok(Answer::Refused {
                 status,
                 code,
@@ -273,10 +273,10 @@ impl SesForwarder {
                     status.as_u16() == 429 || status.is_server_error() || is_throttling(&code);
                 Err(Failed { error, retry })
             }
-            Err(reason) => Err(once(DeliveryError::temporary(
+            Err(reason) => Err(once(UpstreamError::temporary(
                 [4, 4, 2],
                 "response",
-                reason,
+                reason.to_string(),
             ))),
         }
     }
@@ -312,12 +312,12 @@ fn is_throttling(code: &str) -> bool {
     )
 }
 
-impl Forwarder for SesForwarder {
+impl Deliver for SesForwarder {
     fn deliver<'a>(
         &'a self,
         envelope: &'a Envelope,
         message: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
         Box::pin(self.send(envelope, message))
     }
 }
@@ -347,26 +347,26 @@ pub fn is_account_stop(code: &str) -> bool {
 /// Maps an SES error code to temporary or permanent, with an enhanced status
 /// code. Unknown codes (service 5xx, new codes) are temporary: a wrong deferral
 /// costs a retry, a wrong bounce loses a message for good.
-pub fn classify(code: Option<&str>, message: &str) -> DeliveryError {
+pub fn classify(code: Option<&str>, message: &str) -> UpstreamError {
     let code = code.unwrap_or("Unknown");
     match code {
-        "MessageRejected" => DeliveryError::permanent([5, 7, 1], code, message),
+        "MessageRejected" => UpstreamError::permanent([5, 7, 1], code, message),
         "MailFromDomainNotVerifiedException" | "MailFromDomainNotVerified" => {
-            DeliveryError::permanent([5, 7, 1], code, message)
+            UpstreamError::permanent([5, 7, 1], code, message)
         }
-        "BadRequestException" | "BadRequest" => DeliveryError::permanent([5, 6, 0], code, message),
-        "NotFoundException" | "NotFound" => DeliveryError::permanent([5, 3, 0], code, message),
+        "BadRequestException" | "BadRequest" => UpstreamError::permanent([5, 6, 0], code, message),
+        "NotFoundException" | "NotFound" => UpstreamError::permanent([5, 3, 0], code, message),
         "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "TooManyRequests" => {
-            DeliveryError::temporary([4, 4, 5], code, message)
+            UpstreamError::temporary([4, 4, 5], code, message)
         }
         "LimitExceededException" | "LimitExceeded" => {
-            DeliveryError::temporary([4, 4, 5], code, message)
+            UpstreamError::temporary([4, 4, 5], code, message)
         }
         "SendingPausedException"
         | "SendingPaused"
         | "AccountSuspendedException"
-        | "AccountSuspended" => DeliveryError::temporary([4, 7, 0], code, message),
-        _ => DeliveryError::temporary([4, 3, 0], code, message),
+        | "AccountSuspended" => UpstreamError::temporary([4, 7, 0], code, message),
+        _ => UpstreamError::temporary([4, 3, 0], code, message),
     }
 }
 

@@ -120,7 +120,7 @@ async fn quoted_local_parts_reach_the_upstream_as_written() {
     s.cmd("RCPT TO:<\"c\\\"d\"@example.com>", "250").await;
     s.data(MESSAGE, "250").await;
     let (envelope, _) = upstream.last();
-    assert_eq!(envelope.mail_from, "\"first last\"@goo.ne.jp");
+    assert_eq!(envelope.mail.address, "\"first last\"@goo.ne.jp");
     assert_eq!(
         envelope.rcpt_to,
         ["\"a b\"@example.com", "\"c\\\"d\"@example.com"]

@@ -41,26 +41,18 @@ async fn client_mistakes_are_counted_refused_not_rejected() {
 /// A legacy route whose relay cannot be reached: every RCPT gets its 451.
 struct Unreachable;
 
-impl Forwarder for Unreachable {
-    fn open<'a>(
-        &'a self,
-        _mail: &'a crate::forward::MailRequest,
-    ) -> BoxFuture<'a, Result<Option<Box<dyn crate::forward::Proxy>>, crate::smtp::Reply>> {
+impl crate::forward::Upstream for Unreachable {
+    fn begin<'a>(
+        self: Arc<Self>,
+        _mail: &'a crate::envelope::MailFrom,
+    ) -> BoxFuture<'a, Result<Box<dyn crate::forward::Transaction>, UpstreamError>> {
         Box::pin(async {
-            Err(crate::smtp::Reply::new(
+            Err(UpstreamError::reply_of(crate::smtp::Reply::new(
                 451,
                 [4, 4, 1],
                 "Legacy relay unreachable, try again later",
-            ))
+            )))
         })
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        _envelope: &'a Envelope,
-        _message: Vec<u8>,
-    ) -> BoxFuture<'a, Result<Accepted, DeliveryError>> {
-        unreachable!("a proxying route delivers through its proxy")
     }
 }
 
@@ -69,14 +61,16 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let recorder = local_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let live = live(smtp_config());
-    let router = Router::new(
-        Upstream::new(),
-        Some(Arc::new(Unreachable)),
-        Vec::new(),
-        0.0,
-    );
+    let router = Router::new(true, Vec::new(), 0.0);
+    let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
-    let relay = Arc::new(Relay::new(live, router, cutover, Masker::new(true)));
+    let relay = Arc::new(Relay::new(
+        live,
+        router,
+        upstreams,
+        cutover,
+        Masker::new(true),
+    ));
     let mut s = TestSession::start(relay).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;

@@ -1,0 +1,108 @@
+//! The state every session shares ([`Relay`]) and the part of it SIGHUP
+//! replaces ([`Live`]). Built by `server`, read by sessions, the listener and
+//! the admin API.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{RuleConfig, SmtpConfig};
+use crate::cutover::Cutover;
+use crate::envelope::TransactionIds;
+use crate::forward::Upstreams;
+use crate::guard::Guard;
+use crate::log::Masker;
+use crate::prepare::Preparer;
+use crate::prepare::pool::SigningPool;
+use crate::route::Router;
+use crate::shutdown::Shutdown;
+use crate::smtp::DataMemory;
+
+/// What SIGHUP can replace: each session takes a snapshot when it starts.
+pub struct Live {
+    /// `[smtp]` as loaded (allowed clients, limits).
+    pub smtp: SmtpConfig,
+    /// STARTTLS / implicit TLS, when `[smtp.tls]` is set.
+    pub tls: Option<TlsAcceptor>,
+    /// Received + DKIM + route headers.
+    pub preparer: Preparer,
+    /// `[[cutover.rules]]` as configured (shown by `GET /cutover`).
+    pub rules: Vec<RuleConfig>,
+    /// The admin bearer token; `None` refuses every change.
+    pub admin_token: Option<String>,
+    /// `admin.read-token-file`'s token: reads need it (or the write token) when set.
+    pub admin_read_token: Option<String>,
+}
+
+/// What every session shares.
+pub struct Relay {
+    live: RwLock<Arc<Live>>,
+    /// Bumped by every reload, so sessions notice a new config cheaply.
+    generation: AtomicU64,
+    /// Message bytes held by all sessions, against `smtp.max-data-memory`.
+    pub data_memory: Arc<DataMemory>,
+    /// Route choice (the policy).
+    pub router: Router,
+    /// Each route's upstream.
+    pub upstreams: Upstreams,
+    /// The runtime SES percentage and its state file.
+    pub cutover: Cutover,
+    /// Transaction ids.
+    pub ids: TransactionIds,
+    /// Log privacy.
+    pub masker: Masker,
+    /// The stop switch.
+    pub shutdown: Shutdown,
+    /// `host:port` of the legacy relay when the route proxies over SMTP (readiness probe).
+    pub legacy_relay: Option<String>,
+    /// The threads that sign.
+    pub signer: SigningPool,
+    /// The rollback guard (disabled unless `guard.enabled`).
+    pub guard: Guard,
+}
+
+impl Relay {
+    /// A relay from its parts (tests build one around a fake upstream).
+    pub fn new(
+        live: Live,
+        router: Router,
+        upstreams: Upstreams,
+        cutover: Cutover,
+        masker: Masker,
+    ) -> Relay {
+        Relay {
+            data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
+            generation: AtomicU64::new(0),
+            live: RwLock::new(Arc::new(live)),
+            router,
+            upstreams,
+            cutover,
+            ids: TransactionIds::default(),
+            masker,
+            shutdown: Shutdown::new(),
+            legacy_relay: None,
+            signer: SigningPool::per_core(),
+            guard: Guard::disabled(),
+        }
+    }
+
+    /// The reloadable part in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many reloads have been applied.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts a new reloadable part in force for new sessions (and for the
+    /// checks open sessions make at each command).
+    pub(crate) fn replace_live(&self, live: Live) {
+        self.data_memory
+            .set_limit(live.smtp.max_data_memory.as_usize());
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
