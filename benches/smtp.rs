@@ -14,8 +14,8 @@ use ses_relay::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams}
 use ses_relay::log::Masker;
 use ses_relay::prepare::Preparer;
 use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::route::Router;
 use ses_relay::relay::{Live, Relay};
+use ses_relay::route::Router;
 use ses_relay::session::Session;
 use ses_relay::smtp::{Command, Input};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,7 +50,13 @@ fn relay() -> Arc<Relay> {
     let router = Router::new(false, Vec::new(), 100.0);
     let upstreams = Upstreams::new(Arc::new(Accept), None);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    Arc::new(Relay::new(live, router, upstreams, cutover, Masker::new(true)))
+    Arc::new(Relay::new(
+        live,
+        router,
+        upstreams,
+        cutover,
+        Masker::new(true),
+    ))
 }
 
 fn bench(c: &mut Criterion) {

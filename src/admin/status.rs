@@ -4,8 +4,8 @@
 //! client's own mistake shown apart, outside the ratio), sessions in flight,
 //! and the rollback guard's state with the figures it watches.
 
-use crate::guard::{Snapshot, State, format_duration, format_ratio};
 use crate::disposition::Disposition;
+use crate::guard::{Snapshot, State, format_duration, format_ratio};
 use crate::metrics;
 use crate::relay::Relay;
 use crate::route::Route;

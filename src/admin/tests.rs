@@ -14,8 +14,8 @@ use crate::cutover::Cutover;
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
-use crate::route::Router;
 use crate::relay::{Live, Relay};
+use crate::route::Router;
 
 const READ: &str = "read-token";
 const WRITE: &str = "write-token";
@@ -36,13 +36,22 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
     };
     // Nothing is delivered here: the outbox route stands in for both.
     let outbox: Arc<dyn crate::forward::Upstream> = Arc::new(
-        crate::forward::outbox::Outbox::new(&std::env::temp_dir().join("ses-relay-admin-tests"), None)
-            .unwrap(),
+        crate::forward::outbox::Outbox::new(
+            &std::env::temp_dir().join("ses-relay-admin-tests"),
+            None,
+        )
+        .unwrap(),
     );
     let router = Router::new(true, Vec::new(), 0.0);
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
-    Arc::new(Relay::new(live, router, upstreams, cutover, Masker::new(true)))
+    Arc::new(Relay::new(
+        live,
+        router,
+        upstreams,
+        cutover,
+        Masker::new(true),
+    ))
 }
 
 async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {

@@ -303,6 +303,9 @@ mod tests {
     fn an_accepted_message_is_queued_under_its_id() {
         let accepted = Accepted::queued("0100018c-aa".into());
         assert_eq!(accepted.upstream_id.as_deref(), Some("0100018c-aa"));
-        assert_eq!(accepted.reply.to_string(), "250 2.0.0 Ok: queued as 0100018c-aa");
+        assert_eq!(
+            accepted.reply.to_string(),
+            "250 2.0.0 Ok: queued as 0100018c-aa"
+        );
     }
 }

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use crate::envelope::{Envelope, MailFrom};
 use crate::forward::Transaction;
 use crate::metrics;
-use crate::route::Route;
 use crate::relay::{Live, Relay};
+use crate::route::Route;
 use crate::smtp::{Input, MessageReceiver, Reply};
 use crate::tls::Io;
 

@@ -14,8 +14,8 @@ use crate::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
-use crate::route::Router;
 use crate::relay::{Live, Relay};
+use crate::route::Router;
 
 /// Records what it is given and answers as told.
 struct Upstream {

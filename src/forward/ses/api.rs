@@ -169,7 +169,8 @@ pub fn envelope_fields(envelope: &Envelope, configuration_set: &str) -> Vec<u8> 
             to_addresses: &envelope.rcpt_to,
         },
         configuration_set_name: configuration_set,
-        from_email_address: (!envelope.mail.address.is_empty()).then_some(envelope.mail.address.as_str()),
+        from_email_address: (!envelope.mail.address.is_empty())
+            .then_some(envelope.mail.address.as_str()),
         email_tags: &envelope.tags,
     };
     let mut json = serde_json::to_vec(&fields).expect("strings always serialize");

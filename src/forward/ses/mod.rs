@@ -238,7 +238,13 @@ impl SesForwarder {
                 .await
                 .unwrap_or_else(|err| Err(err.into()))
         }
-        .map_err(|err| once(UpstreamError::temporary([4, 3, 0], "request", err.to_string())))?;
+        .map_err(|err| {
+            once(UpstreamError::temporary(
+                [4, 3, 0],
+                "request",
+                err.to_string(),
+            ))
+        })?;
         let response = match self.http.request(request).await {
             Ok(response) => response,
             Err(err) => {
