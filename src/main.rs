@@ -383,7 +383,7 @@ fn preflight(path: Option<&Path>) -> ExitCode {
                 findings.push(ses_relay::preflight::Finding {
                     level: ses_relay::preflight::Level::Fail,
                     check: "dns resolver".into(),
-                    detail: err,
+                    detail: err.to_string(),
                 });
                 findings
             }

@@ -484,7 +484,7 @@ async fn check_dns_periodically(
     loop {
         let live = relay.live();
         for key in live.preparer.dkim().keys() {
-            let consistent = match crate::preflight::check_dkim_record(key, resolver.as_ref()).await
+            let consistent = match crate::dns::check_dkim_record(key, resolver.as_ref()).await
             {
                 Ok(()) => true,
                 Err(reason) => {
