@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{Region, SharedCredentialsProvider};
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::Value;
@@ -178,7 +179,7 @@ fn sqs_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
 #[error("{}", crate::aws_error::summarize("sqs:GetQueueAttributes", .0))]
 pub struct QueueCheckError(
     /// SQS's answer.
-    pub aws_sdk_sqs::error::SdkError<GetQueueAttributesError, aws_sdk_sqs::config::http::HttpResponse>,
+    pub SdkError<GetQueueAttributesError, HttpResponse>,
 );
 
 /// `preflight`: the queue answers GetQueueAttributes; returns how many messages wait.

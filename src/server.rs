@@ -484,8 +484,7 @@ async fn check_dns_periodically(
     loop {
         let live = relay.live();
         for key in live.preparer.dkim().keys() {
-            let consistent = match crate::dns::check_dkim_record(key, resolver.as_ref()).await
-            {
+            let consistent = match crate::dns::check_dkim_record(key, resolver.as_ref()).await {
                 Ok(()) => true,
                 Err(reason) => {
                     tracing::warn!(record = %key.record_name(), %reason, "DKIM DNS record does not match the key");
