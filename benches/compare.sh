@@ -5,7 +5,9 @@
 #   (b) the incumbent: Postfix + OpenDKIM milter + header_checks
 #       (X-SES-CONFIGURATION-SET) relaying to smtp-sink;
 #   (c) smtp-sink alone: the ceiling of the load tools themselves.
-# Prints messages/s for each and the ratios, in one run. Installs its peers
+# Prints messages/s for each and the ratios, in one run, and the relay's CPU
+# per message against one RSA-2048 signature (`openssl speed`, same run).
+# Installs its peers
 # (Debian packages) when missing and removes everything it started.
 #
 #   bash benches/compare.sh [--messages N] [--sessions S] [--size BYTES]
@@ -37,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 
 need=()
-for pkg in postfix opendkim opendkim-tools nginx-light; do
+for pkg in postfix opendkim opendkim-tools nginx-light openssl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -205,15 +207,25 @@ level = "warn"
 EOF
 AWS_ACCESS_KEY_ID=compare AWS_SECRET_ACCESS_KEY=compare AWS_EC2_METADATA_DISABLED=true \
     "$root/target/release/ses-relay" run --config "$work/relay.toml" </dev/null >/dev/null 2>"$work/relay.log" &
-pids+=($!)
+relay_pid=$!
+pids+=($relay_pid)
 wait_port "$relay_port"
+# cpu_ticks PID: user + system time of the process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_before=$(cpu_ticks "$relay_pid")
 rate_a=$(load ses-relay "$relay_port")
+ticks_after=$(cpu_ticks "$relay_pid")
+relay_cpu=$(python3 -c "print(($ticks_after - $ticks_before) / $(getconf CLK_TCK) / $N)")
+# One RSA-2048 signature on this machine now: openssl's sign time (seconds).
+rsa=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {sub("s$", "", $4); print $4}')
 
-python3 - "$rate_a" "$rate_b" "$rate_c" <<'EOF'
+python3 - "$rate_a" "$rate_b" "$rate_c" "$relay_cpu" "$rsa" <<'EOF'
 import sys
-a, b, c = (float(x) for x in sys.argv[1:])
+a, b, c, cpu, rsa = (float(x) for x in sys.argv[1:])
 print(f"(a) ses-relay -> nginx SES stand-in:       {a:8.0f} messages/s")
 print(f"(b) Postfix + OpenDKIM -> smtp-sink:       {b:8.0f} messages/s")
 print(f"(c) smtp-sink alone (ceiling):             {c:8.0f} messages/s")
 print(f"ratios: ses-relay / Postfix+OpenDKIM = {a / b:.1f}x; ses-relay / smtp-sink = {a / c:.2f}")
+print(f"relay CPU per message: {cpu * 1000:.3f} ms; one RSA-2048 signature (openssl speed): "
+      f"{rsa * 1000:.3f} ms; ratio {cpu / rsa:.2f}x")
 EOF

@@ -14,6 +14,7 @@
 //! refresh that brings another relay's change), goes through
 //! [`Cutover::set`] or the refresh and ends in one audit log line.
 
+mod audit;
 mod shared;
 pub mod ssm;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use self::audit::{Audit, audit};
 use crate::config::CutoverStore;
 use crate::route::Router;
 pub use ssm::{ParameterValue, SsmStore, StoreError, Versioned};
@@ -241,13 +243,17 @@ impl Cutover {
             reason: Some(saved.reason),
             ..Status::configured(ses_percent, CutoverStore::File)
         };
-        tracing::info!(
-            audit = "cutover",
-            from = before,
-            to = ses_percent,
-            source = %source,
-            reason,
-            "SES percentage changed"
+        audit(
+            &Audit {
+                version: None,
+                from: before,
+                to: ses_percent,
+                reason,
+                source,
+                updated_by: None,
+                how: None,
+            },
+            "SES percentage changed",
         );
         Ok(status.clone())
     }

@@ -11,19 +11,28 @@ use serde_json::Value;
 
 use crate::cutover::{CutoverError, check_percent};
 
+/// Why a typed percentage is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PercentError {
+    /// Not a number at all (NaN included).
+    #[error("{0:?} is not a number: give a percentage from 0 to 100, like 10 or 12.5")]
+    NotANumber(String),
+    /// A number the cutover refuses (negative, above 100, too precise).
+    #[error(transparent)]
+    Refused(CutoverError),
+}
+
 /// Reads a percentage typed on the command line: a number from 0 to 100 with
 /// at most two decimals (the router resolves 0.01 %), so what is set is
 /// exactly what every place shows afterwards.
-pub fn parse_percent(text: &str) -> Result<f64, String> {
+pub fn parse_percent(text: &str) -> Result<f64, PercentError> {
     let trimmed = text.trim().trim_end_matches('%').trim();
-    let value: f64 = trimmed.parse().map_err(|_| {
-        format!("{text:?} is not a number: give a percentage from 0 to 100, like 10 or 12.5")
-    })?;
+    let value: f64 = trimmed
+        .parse()
+        .map_err(|_| PercentError::NotANumber(text.to_string()))?;
     check_percent(value).map_err(|err| match err {
-        CutoverError::OutOfRange(v) if v.is_nan() => {
-            format!("{text:?} is not a number: give a percentage from 0 to 100, like 10 or 12.5")
-        }
-        other => other.to_string(),
+        CutoverError::OutOfRange(v) if v.is_nan() => PercentError::NotANumber(text.to_string()),
+        other => PercentError::Refused(other),
     })?;
     Ok(value)
 }
@@ -134,27 +143,28 @@ mod tests {
 
     #[test]
     fn percentages_are_read_or_refused_clearly() {
-        assert_eq!(parse_percent("50"), Ok(50.0));
-        assert_eq!(parse_percent("12.5"), Ok(12.5));
-        assert_eq!(parse_percent("0.01"), Ok(0.01));
-        assert_eq!(parse_percent("100"), Ok(100.0));
-        assert_eq!(parse_percent("25%"), Ok(25.0));
-        let too_precise = parse_percent("12.345").unwrap_err();
+        assert_eq!(parse_percent("50").ok(), Some(50.0));
+        assert_eq!(parse_percent("12.5").ok(), Some(12.5));
+        assert_eq!(parse_percent("0.01").ok(), Some(0.01));
+        assert_eq!(parse_percent("100").ok(), Some(100.0));
+        assert_eq!(parse_percent("25%").ok(), Some(25.0));
+        let too_precise = parse_percent("12.345").unwrap_err().to_string();
         assert!(
             too_precise.contains("more than two decimals"),
             "{too_precise}"
         );
-        let nan = parse_percent("NaN").unwrap_err();
+        let nan = parse_percent("NaN").unwrap_err().to_string();
         assert!(nan.contains("is not a number"), "{nan}");
         assert!(!nan.contains("invalid type"), "{nan}");
-        let negative = parse_percent("-5").unwrap_err();
+        let negative = parse_percent("-5").unwrap_err().to_string();
         assert!(negative.contains("negative"), "{negative}");
-        let above = parse_percent("101").unwrap_err();
+        let above = parse_percent("101").unwrap_err().to_string();
         assert!(above.contains("above 100"), "{above}");
         assert!(parse_percent("inf").is_err());
         assert!(
             parse_percent("ten")
                 .unwrap_err()
+                .to_string()
                 .contains("is not a number")
         );
     }

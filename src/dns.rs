@@ -1,14 +1,83 @@
 //! DNS TXT lookups for the DKIM record checks, behind a small trait so
-//! preflight and the periodic check can be tested without the internet.
+//! preflight and the periodic check can be tested without the internet, and
+//! the check itself: the record published at a key's name carries its public
+//! key ([`check_dkim_record`], used by `ses-relay preflight` and by the
+//! relay's periodic check alike).
 
 use std::collections::HashMap;
 
+use mail_auth::hickory_resolver::net::NetError;
+
 use crate::forward::BoxFuture;
+use crate::prepare::dkim::{DomainKey, RecordMismatch};
+
+/// Why a TXT lookup gave no records. The texts are short sentences: the
+/// callers name the record already.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The system's resolver configuration cannot be read.
+    #[error(transparent)]
+    System(NetError),
+    /// The name has no TXT record.
+    #[error("no TXT record (NXDOMAIN or empty)")]
+    NoRecord,
+    /// The resolver did not answer in time.
+    #[error("DNS lookup timed out")]
+    TimedOut,
+    /// Any other resolver failure, its message shortened.
+    #[error("DNS lookup failed: {0}")]
+    Failed(String),
+    /// A [`StaticResolver`] has no answer for the name.
+    #[error("{0}: no such record (NXDOMAIN)")]
+    NotInTable(String),
+}
 
 /// Looks up TXT records; each record's strings are joined.
 pub trait TxtResolver: Send + Sync {
     /// The TXT records at `name`.
-    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>>;
+}
+
+/// Why a key's published record does not vouch for it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The lookup failed.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// TXT records exist, none with a `p=` tag.
+    #[error("no DKIM record published")]
+    NotPublished,
+    /// Every DKIM record found, and why each does not match (`; `-joined).
+    #[error("{}", join(.0))]
+    Mismatch(Vec<RecordMismatch>),
+}
+
+fn join(reasons: &[RecordMismatch]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks that the TXT record at the key's name carries its public key.
+pub async fn check_dkim_record(
+    key: &DomainKey,
+    resolver: &dyn TxtResolver,
+) -> Result<(), RecordError> {
+    let records = resolver.txt(&key.record_name()).await?;
+    let dkim: Vec<&String> = records.iter().filter(|r| r.contains("p=")).collect();
+    if dkim.is_empty() {
+        return Err(RecordError::NotPublished);
+    }
+    let mut reasons = Vec::new();
+    for record in dkim {
+        match key.check_record(record) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    Err(RecordError::Mismatch(reasons))
 }
 
 /// The system's resolver (`/etc/resolv.conf`), through hickory.
@@ -16,16 +85,16 @@ pub struct SystemResolver(mail_auth::hickory_resolver::TokioResolver);
 
 impl SystemResolver {
     /// Reads the system configuration.
-    pub fn new() -> Result<SystemResolver, String> {
+    pub fn new() -> Result<SystemResolver, LookupError> {
         mail_auth::hickory_resolver::TokioResolver::builder_tokio()
             .and_then(|b| b.build())
             .map(SystemResolver)
-            .map_err(|err| err.to_string())
+            .map_err(LookupError::System)
     }
 }
 
 impl TxtResolver for SystemResolver {
-    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>> {
         Box::pin(async move {
             use mail_auth::hickory_resolver::proto::rr::RData;
             let lookup = self
@@ -53,17 +122,14 @@ impl TxtResolver for SystemResolver {
 /// hickory's message in a short sentence: it quotes the whole query
 /// (`no records found for Query { name: Name(…), query_type: TXT, … }`).
 /// The callers name the record already.
-fn lookup_error(message: &str) -> String {
+fn lookup_error(message: &str) -> LookupError {
     let lower = message.to_ascii_lowercase();
     if lower.contains("no records found") || lower.contains("nxdomain") {
-        "no TXT record (NXDOMAIN or empty)".to_string()
+        LookupError::NoRecord
     } else if lower.contains("timed out") || lower.contains("timeout") {
-        "DNS lookup timed out".to_string()
+        LookupError::TimedOut
     } else {
-        format!(
-            "DNS lookup failed: {}",
-            crate::aws_error::shorten(message, 100)
-        )
+        LookupError::Failed(crate::aws_error::shorten(message, 100))
     }
 }
 
@@ -72,13 +138,13 @@ fn lookup_error(message: &str) -> String {
 pub struct StaticResolver(pub HashMap<String, Vec<String>>);
 
 impl TxtResolver for StaticResolver {
-    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>> {
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         let answer = self
             .0
             .get(&key)
             .cloned()
-            .ok_or_else(|| format!("{name}: no such record (NXDOMAIN)"));
+            .ok_or_else(|| LookupError::NotInTable(name.to_string()));
         Box::pin(async move { answer })
     }
 }

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{Region, SharedCredentialsProvider};
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use serde_json::Value;
 
@@ -171,16 +173,27 @@ fn sqs_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// The queue did not answer `preflight`'s GetQueueAttributes.
+#[derive(Debug, thiserror::Error)]
+// A preflight line: one short sentence naming the cause.
+#[error("{}", crate::aws_error::summarize("sqs:GetQueueAttributes", .0))]
+pub struct QueueCheckError(
+    /// SQS's answer.
+    pub SdkError<GetQueueAttributesError, HttpResponse>,
+);
+
 /// `preflight`: the queue answers GetQueueAttributes; returns how many messages wait.
-pub async fn check_queue(client: &aws_sdk_sqs::Client, queue_url: &str) -> Result<String, String> {
+pub async fn check_queue(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<String, QueueCheckError> {
     let answer = client
         .get_queue_attributes()
         .queue_url(queue_url)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await
-        // A preflight line: one short sentence naming the cause.
-        .map_err(|err| crate::aws_error::summarize("sqs:GetQueueAttributes", &err))?;
+        .map_err(QueueCheckError)?;
     let waiting = answer
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))

@@ -4,7 +4,8 @@
 //!
 //! [`Judge`] is the policy: pure arithmetic over timestamped observations
 //! (no clock, no I/O), so its edges (min-transactions, window expiry, p95) are
-//! table-tested. [`Guard`] (in `guard/shared.rs`) is the shared handle the session (SES outcomes,
+//! table-tested; its sliding window and the p95 are in `guard/window.rs`.
+//! [`Guard`] (in `guard/shared.rs`) is the shared handle the session (SES outcomes,
 //! delays), the feedback reader (SES events) and the admin API (re-arm) use.
 //!
 //! Only SES-route upstream outcomes reach the guard: a client's own mistake
@@ -12,11 +13,12 @@
 //! roll back a migration.
 
 mod shared;
+mod window;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use self::shared::{Guard, Snapshot, State};
+use self::window::Window;
 use crate::config::GuardConfig;
 
 /// A rollback condition; its name is the `condition` label of `ses_relay_guard_trips_total`.
@@ -153,7 +155,7 @@ pub fn format_duration(value: Duration) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-/// The policy: observations in a sliding window, and the verdict.
+/// The policy: observations in a sliding window (`guard/window.rs`), and the verdict.
 ///
 /// Counters are kept beside the queues so a judgement costs O(1) except the
 /// p95, which is only computed once enough delays are over `max-delay` that
@@ -162,17 +164,7 @@ pub fn format_duration(value: Duration) -> String {
 #[derive(Debug)]
 pub struct Judge {
     thresholds: Thresholds,
-    /// (when, accepted)
-    outcomes: VecDeque<(Instant, bool)>,
-    failures: u64,
-    /// (when, delay)
-    delays: VecDeque<(Instant, Duration)>,
-    delays_over: u64,
-    /// (when, kind)
-    events: VecDeque<(Instant, EventKind)>,
-    sends: u64,
-    bounces: u64,
-    complaints: u64,
+    window: Window,
 }
 
 impl Judge {
@@ -180,14 +172,7 @@ impl Judge {
     pub fn new(thresholds: Thresholds) -> Judge {
         Judge {
             thresholds,
-            outcomes: VecDeque::new(),
-            failures: 0,
-            delays: VecDeque::new(),
-            delays_over: 0,
-            events: VecDeque::new(),
-            sends: 0,
-            bounces: 0,
-            complaints: 0,
+            window: Window::new(thresholds.window, thresholds.max_delay),
         }
     }
 
@@ -198,73 +183,25 @@ impl Judge {
 
     /// One SES-route upstream outcome; `delay` when accepted with a known first-taken date.
     pub fn outcome(&mut self, now: Instant, accepted: bool, delay: Option<Duration>) {
-        self.outcomes.push_back((now, accepted));
-        self.failures += u64::from(!accepted);
-        if let Some(delay) = delay.filter(|_| accepted) {
-            self.delays.push_back((now, delay));
-            self.delays_over += u64::from(delay > self.thresholds.max_delay);
-        }
+        self.window.outcome(now, accepted, delay);
     }
 
     /// One SES event.
     pub fn event(&mut self, now: Instant, kind: EventKind) {
-        self.events.push_back((now, kind));
-        self.count_event(kind, 1);
-    }
-
-    fn count_event(&mut self, kind: EventKind, delta: i64) {
-        let counter = match kind {
-            EventKind::Send => &mut self.sends,
-            EventKind::Bounce => &mut self.bounces,
-            EventKind::Complaint => &mut self.complaints,
-        };
-        *counter = counter.saturating_add_signed(delta);
-    }
-
-    /// Drops what is `window` old or older.
-    fn expire(&mut self, now: Instant) {
-        let window = self.thresholds.window;
-        let gone = |at: Instant| now.saturating_duration_since(at) >= window;
-        while let Some(&(at, accepted)) = self.outcomes.front() {
-            if !gone(at) {
-                break;
-            }
-            self.outcomes.pop_front();
-            self.failures -= u64::from(!accepted);
-        }
-        while let Some(&(at, delay)) = self.delays.front() {
-            if !gone(at) {
-                break;
-            }
-            self.delays.pop_front();
-            self.delays_over -= u64::from(delay > self.thresholds.max_delay);
-        }
-        while let Some(&(at, kind)) = self.events.front() {
-            if !gone(at) {
-                break;
-            }
-            self.events.pop_front();
-            self.count_event(kind, -1);
-        }
-    }
-
-    /// The p95 (nearest rank) of the delays in the window.
-    fn delay_p95(&self) -> Option<Duration> {
-        let mut all: Vec<Duration> = self.delays.iter().map(|(_, d)| *d).collect();
-        p95(&mut all)
+        self.window.event(now, kind);
     }
 
     /// The window's figures at `now`.
     pub fn figures(&mut self, now: Instant) -> Figures {
-        self.expire(now);
+        let counts = self.window.counts(now);
         Figures {
-            outcomes: self.outcomes.len() as u64,
-            failures: self.failures,
-            delays: self.delays.len() as u64,
-            delay_p95: self.delay_p95(),
-            sends: self.sends,
-            bounces: self.bounces,
-            complaints: self.complaints,
+            outcomes: counts.outcomes,
+            failures: counts.failures,
+            delays: counts.delays,
+            delay_p95: self.window.delay_p95(),
+            sends: counts.sends,
+            bounces: counts.bounces,
+            complaints: counts.complaints,
         }
     }
 
@@ -272,26 +209,26 @@ impl Judge {
     /// bounce ratio, complaint ratio, in that order). A ratio exactly at its
     /// bound holds not: the plan says "above".
     pub fn judge(&mut self, now: Instant) -> Option<Trip> {
-        self.expire(now);
+        let c = self.window.counts(now);
         let t = self.thresholds;
         let over = format_duration(t.window);
-        let outcomes = self.outcomes.len() as u64;
-        if outcomes >= t.min_transactions && ratio(self.failures, outcomes) > t.max_failure_ratio {
+        let outcomes = c.outcomes;
+        if outcomes >= t.min_transactions && ratio(c.failures, outcomes) > t.max_failure_ratio {
             return Some(Trip {
                 condition: Condition::FailureRatio,
                 reason: format!(
                     "guard: failure ratio {} > {} over {over} ({} of {outcomes})",
-                    format_ratio(ratio(self.failures, outcomes)),
+                    format_ratio(ratio(c.failures, outcomes)),
                     format_ratio(t.max_failure_ratio),
-                    self.failures
+                    c.failures
                 ),
             });
         }
-        let n = self.delays.len() as u64;
+        let n = c.delays;
         // Nearest rank: the p95 is the ceil(0.95 n)-th smallest.
         let rank = (n * 95).div_ceil(100);
-        if n >= t.min_transactions && n > 0 && self.delays_over > n - rank {
-            let p95 = self.delay_p95().unwrap_or_default();
+        if n >= t.min_transactions && n > 0 && c.delays_over > n - rank {
+            let p95 = self.window.delay_p95().unwrap_or_default();
             return Some(Trip {
                 condition: Condition::Delay,
                 reason: format!(
@@ -301,22 +238,22 @@ impl Judge {
                 ),
             });
         }
-        if self.sends >= t.min_transactions {
+        if c.sends >= t.min_transactions {
             for (condition, name, count, max) in [
                 (
                     Condition::BounceRatio,
                     "bounce",
-                    self.bounces,
+                    c.bounces,
                     t.max_bounce_ratio,
                 ),
                 (
                     Condition::ComplaintRatio,
                     "complaint",
-                    self.complaints,
+                    c.complaints,
                     t.max_complaint_ratio,
                 ),
             ] {
-                let value = ratio(count, self.sends);
+                let value = ratio(count, c.sends);
                 if value > max {
                     return Some(Trip {
                         condition,
@@ -324,7 +261,7 @@ impl Judge {
                             "guard: {name} ratio {} > {} over {over} ({count} of {} sends)",
                             format_ratio(value),
                             format_ratio(max),
-                            self.sends
+                            c.sends
                         ),
                     });
                 }
@@ -332,16 +269,6 @@ impl Judge {
         }
         None
     }
-}
-
-/// Nearest-rank p95: the ceil(0.95 n)-th smallest value.
-fn p95(values: &mut [Duration]) -> Option<Duration> {
-    if values.is_empty() {
-        return None;
-    }
-    let rank = (values.len() * 95).div_ceil(100);
-    let (_, value, _) = values.select_nth_unstable(rank - 1);
-    Some(*value)
 }
 
 #[cfg(test)]
@@ -438,21 +365,6 @@ mod tests {
         }
         assert_eq!(judge.judge(start + secs(300)), None);
         assert_eq!(judge.figures(start + secs(300)).outcomes, 10);
-    }
-
-    #[test]
-    fn p95_is_nearest_rank() {
-        assert_eq!(p95(&mut []), None);
-        assert_eq!(p95(&mut [secs(7)]), Some(secs(7)));
-        // 1..=100: the 95th smallest is 95.
-        let mut values: Vec<Duration> = (1..=100).rev().map(secs).collect();
-        assert_eq!(p95(&mut values), Some(secs(95)));
-        // 1..=20: ceil(19) = 19th smallest.
-        let mut values: Vec<Duration> = (1..=20).map(secs).collect();
-        assert_eq!(p95(&mut values), Some(secs(19)));
-        // 1..=21: ceil(19.95) = 20th.
-        let mut values: Vec<Duration> = (1..=21).map(secs).collect();
-        assert_eq!(p95(&mut values), Some(secs(20)));
     }
 
     #[test]

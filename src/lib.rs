@@ -37,13 +37,17 @@
 //!   [`feedback`]: SES's events from SQS for it; [`received`]: when the fleet first took a message.
 //! - [`preflight`], [`dns`]: the checks before each cutover step.
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], [`notify`]: the side rooms.
-//! - [`server`]: wires it all together for `ses-relay run`.
+//! - [`server`]: wires it all together for `ses-relay run`; [`background`]: its
+//!   tasks besides serving (guard start, SSM refresh, DKIM DNS check); [`cli`]: one
+//!   function per command of the binary (`main.rs` only parses the command line).
 //! - [`build_info`], [`aws_error`], [`cutover_cli`]: what the operator's commands
 //!   print (version line, one-sentence AWS errors, the cutover table).
 
 pub mod admin;
 pub mod aws_error;
+pub mod background;
 pub mod build_info;
+pub mod cli;
 pub mod config;
 pub mod cutover;
 pub mod cutover_cli;

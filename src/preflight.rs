@@ -8,8 +8,8 @@ use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use aws_sdk_sesv2::error::ProvideErrorMetadata;
 
 use crate::config::{Config, LegacyMode, SesMode};
-use crate::dns::TxtResolver;
-use crate::prepare::dkim::{DkimKeys, DomainKey};
+use crate::dns::{TxtResolver, check_dkim_record};
+use crate::prepare::dkim::DkimKeys;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,23 +55,6 @@ fn finding(level: Level, check: impl Into<String>, detail: impl Into<String>) ->
         check: check.into(),
         detail: detail.into(),
     }
-}
-
-/// Checks that the TXT record at the key's name carries its public key.
-pub async fn check_dkim_record(key: &DomainKey, resolver: &dyn TxtResolver) -> Result<(), String> {
-    let records = resolver.txt(&key.record_name()).await?;
-    let dkim: Vec<&String> = records.iter().filter(|r| r.contains("p=")).collect();
-    if dkim.is_empty() {
-        return Err("no DKIM record published".into());
-    }
-    let mut reasons = Vec::new();
-    for record in dkim {
-        match key.check_record(record) {
-            Ok(()) => return Ok(()),
-            Err(reason) => reasons.push(reason),
-        }
-    }
-    Err(reasons.join("; "))
 }
 
 /// Runs every check.
@@ -413,24 +396,49 @@ async fn ssm_check(config: &Config, credentials: Option<SharedCredentialsProvide
     }
 }
 
+/// Why the legacy relay did not answer an EHLO.
+#[derive(Debug, thiserror::Error)]
+enum LegacyProbeError {
+    /// No TCP connection.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The greeting could not be read.
+    #[error("greeting: {0}")]
+    Greeting(mail_send::Error),
+    /// A greeting other than 220.
+    #[error("greeting {code} {message}")]
+    Refused {
+        /// Its code.
+        code: u16,
+        /// Its text.
+        message: String,
+    },
+    /// EHLO failed.
+    #[error("EHLO: {0}")]
+    Ehlo(mail_send::Error),
+}
+
 async fn legacy_check(relay: &str, helo: &str, timeout: Duration) -> Finding {
     let check = format!("legacy relay {relay}");
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(relay)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(LegacyProbeError::Connect)?;
         let mut client = mail_send::SmtpClient { stream, timeout };
-        let greeting = client.read().await.map_err(|e| format!("greeting: {e}"))?;
+        let greeting = client.read().await.map_err(LegacyProbeError::Greeting)?;
         if greeting.code != 220 {
-            return Err(format!("greeting {} {}", greeting.code, greeting.message));
+            return Err(LegacyProbeError::Refused {
+                code: greeting.code,
+                message: greeting.message,
+            });
         }
-        let ehlo = client.ehlo(helo).await.map_err(|e| format!("EHLO: {e}"))?;
+        let ehlo = client.ehlo(helo).await.map_err(LegacyProbeError::Ehlo)?;
         let _ = client.cmd(b"QUIT\r\n").await;
         Ok(format!("answers EHLO as {}", ehlo.hostname))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(detail)) => finding(Level::Pass, check, detail),
-        Ok(Err(reason)) => finding(Level::Fail, check, reason),
+        Ok(Err(reason)) => finding(Level::Fail, check, reason.to_string()),
         Err(_) => finding(
             Level::Fail,
             check,

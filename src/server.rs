@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
+use crate::background;
 use crate::config::{Config, LegacyMode, SesMode};
 use crate::cutover::{Cutover, CutoverError};
 use crate::dns::{SystemResolver, TxtResolver};
@@ -17,7 +18,6 @@ use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::{SesForwarder, SesSetupError};
 use crate::forward::{Upstream, Upstreams};
-use crate::guard::Guard;
 use crate::listener::{self, ConnectionSlots, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
@@ -209,7 +209,7 @@ impl Server {
             cutover,
             Masker::new(config.log.mask_pii),
         );
-        relay.guard = start_guard(config, &relay.cutover);
+        relay.guard = background::start_guard(config, &relay.cutover);
         let feedback = if config.feedback.sqs_queue_url.is_empty() {
             None
         } else {
@@ -296,14 +296,30 @@ impl Server {
             .admin
             .map(|admin| tokio::spawn(crate::admin::serve(admin, self.relay.clone())));
         if let Some(interval) = self.cutover_refresh {
-            accepting.spawn(refresh_cutover_periodically(self.relay.clone(), interval));
+            let relay = self.relay.clone();
+            accepting.spawn(async move {
+                background::refresh_cutover_periodically(
+                    &relay.cutover,
+                    &relay.router,
+                    &relay.guard,
+                    &relay.shutdown,
+                    interval,
+                )
+                .await
+            });
         }
         if let Some((interval, resolver)) = self.dns_check {
-            accepting.spawn(check_dns_periodically(
-                self.relay.clone(),
-                resolver,
-                interval,
-            ));
+            let relay = self.relay.clone();
+            accepting.spawn(async move {
+                background::check_dns_periodically(
+                    || relay.live(),
+                    |live| live.preparer.dkim(),
+                    resolver.as_ref(),
+                    &relay.shutdown,
+                    interval,
+                )
+                .await
+            });
         }
         if let Some((client, queue_url, wait)) = self.feedback {
             accepting.spawn(crate::feedback::run(
@@ -330,43 +346,6 @@ impl Server {
     }
 }
 
-/// The rollback guard from `[guard]`, tripped still if the cutover state in
-/// force came from its trip (a restart keeps the guard's percentage and alert).
-fn start_guard(config: &Config, cutover: &Cutover) -> Guard {
-    let can_move_traffic = config.legacy.is_some();
-    let guard = Guard::new(&config.guard, can_move_traffic);
-    if !config.guard.enabled {
-        return guard;
-    }
-    if can_move_traffic {
-        tracing::info!(
-            fallback_percent = config.guard.fallback_percent,
-            window = %crate::guard::format_duration(config.guard.window.0),
-            "rollback guard armed"
-        );
-    } else {
-        tracing::warn!(
-            "rollback guard: no [legacy] route, so it can only alert: it judges, logs and \
-             sets ses_relay_guard_tripped, but cannot move traffic"
-        );
-    }
-    if config.feedback.sqs_queue_url.is_empty() {
-        tracing::warn!(
-            "rollback guard: feedback.sqs-queue-url is not set, so bounce and complaint ratios are not judged"
-        );
-    }
-    let status = cutover.status();
-    if status.source == crate::cutover::Source::Guard {
-        tracing::warn!(
-            ses_percent = status.ses_percent,
-            reason = status.reason.as_deref().unwrap_or(""),
-            "rollback guard: still tripped from before the restart; a cutover change re-arms it"
-        );
-        guard.restore_trip(status.reason);
-    }
-    guard
-}
-
 /// Applies a new config file's reloadable parts (allowed clients, limits
 /// including `max-connections` and `max-data-memory`, rules, TLS
 /// certificates, DKIM keys, admin token). Everything is built
@@ -378,49 +357,4 @@ pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     relay.router.set_rules(rules);
     relay.replace_live(live);
     Ok(())
-}
-
-/// Reads the shared cutover store every `interval` until shutdown.
-async fn refresh_cutover_periodically(relay: Arc<Relay>, interval: Duration) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = relay.shutdown.triggered() => return,
-            _ = ticks.tick() => {
-                // An operator's change made through another relay re-arms this
-                // relay's guard too, as it does where it was made.
-                if relay.cutover.refresh(&relay.router).await == Some(crate::cutover::Source::Api) {
-                    relay.guard.rearm();
-                }
-            }
-        }
-    }
-}
-
-/// Checks every DKIM key's DNS record now and then every `interval`, setting
-/// `ses_relay_dkim_dns_consistent`, until shutdown.
-async fn check_dns_periodically(
-    relay: Arc<Relay>,
-    resolver: Arc<dyn TxtResolver>,
-    interval: Duration,
-) {
-    loop {
-        let live = relay.live();
-        for key in live.preparer.dkim().keys() {
-            let consistent = match crate::preflight::check_dkim_record(key, resolver.as_ref()).await
-            {
-                Ok(()) => true,
-                Err(reason) => {
-                    tracing::warn!(record = %key.record_name(), %reason, "DKIM DNS record does not match the key");
-                    false
-                }
-            };
-            crate::metrics::dkim_dns(&key.domain, &key.selector, consistent);
-        }
-        tokio::select! {
-            _ = relay.shutdown.triggered() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }

@@ -17,9 +17,36 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// Why a size or duration in the config does not read; serde puts the key in front.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    /// No leading number.
+    #[error("`{0}` is not a size (expected e.g. 40MiB)")]
+    NotASize(String),
+    /// A unit other than B, K(i)B, M(i)B, G(i)B.
+    #[error("unknown size unit `{unit}` in `{text}`")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole value.
+        text: String,
+    },
+    /// More bytes than a u64 holds.
+    #[error("size `{0}` is too large")]
+    TooLarge(String),
+    /// Neither seconds nor humantime syntax.
+    #[error("`{text}` is not a duration (expected e.g. 30s, 5m): {source}")]
+    NotADuration {
+        /// The value as written.
+        text: String,
+        /// humantime's reason.
+        source: humantime::DurationError,
+    },
+}
+
 impl ByteSize {
     /// Parses `40MiB`, `40 MiB`, `10MB`, `4096`. Binary (KiB, MiB, GiB) and decimal (KB, MB, GB) units.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
@@ -27,7 +54,7 @@ impl ByteSize {
         let (digits, unit) = text.split_at(split);
         let number: u64 = digits
             .parse()
-            .map_err(|_| format!("`{text}` is not a size (expected e.g. 40MiB)"))?;
+            .map_err(|_| UnitError::NotASize(text.to_string()))?;
         let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -36,12 +63,17 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+            other => {
+                return Err(UnitError::UnknownUnit {
+                    unit: other.to_string(),
+                    text: text.to_string(),
+                });
+            }
         };
         number
             .checked_mul(factor)
             .map(ByteSize)
-            .ok_or_else(|| format!("size `{text}` is too large"))
+            .ok_or_else(|| UnitError::TooLarge(text.to_string()))
     }
 
     /// The size as a `usize`, saturating on 32-bit targets.
@@ -52,14 +84,17 @@ impl ByteSize {
 
 impl HumanDuration {
     /// Parses `5m`, `30s`, `250ms`, `1h 30m`, or a bare number of seconds.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
         if let Ok(seconds) = text.parse::<u64>() {
             return Ok(HumanDuration(Duration::from_secs(seconds)));
         }
         humantime::parse_duration(text)
             .map(HumanDuration)
-            .map_err(|err| format!("`{text}` is not a duration (expected e.g. 30s, 5m): {err}"))
+            .map_err(|source| UnitError::NotADuration {
+                text: text.to_string(),
+                source,
+            })
     }
 }
 
@@ -81,7 +116,7 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-struct UnitVisitor<T>(fn(&str) -> Result<T, String>, fn(u64) -> T, &'static str);
+struct UnitVisitor<T>(fn(&str) -> Result<T, UnitError>, fn(u64) -> T, &'static str);
 
 impl<T> Visitor<'_> for UnitVisitor<T> {
     type Value = T;

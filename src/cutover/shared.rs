@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use super::audit::{Audit, audit};
 use super::ssm::{self, ParameterValue, SsmStore, StoreError, Versioned};
 use super::{
     Cutover, CutoverError, ERROR_LOG_INTERVAL, SavedState, Source, Status, now_rfc3339, read_state,
@@ -223,16 +224,17 @@ impl Cutover {
         let refreshed_at = status.refreshed_at.take();
         *status = Status::shared(&shared, refreshed_at);
         drop(status);
-        tracing::info!(
-            audit = "cutover",
-            version = shared.version,
-            from = before,
-            to = shared.value.ses_percent,
-            reason = %shared.value.reason,
-            source = %shared.value.source,
-            updated_by = %shared.value.updated_by,
-            how,
-            "SES percentage changed"
+        audit(
+            &Audit {
+                version: Some(shared.version),
+                from: before,
+                to: shared.value.ses_percent,
+                reason: &shared.value.reason,
+                source: shared.value.source,
+                updated_by: Some(&shared.value.updated_by),
+                how: Some(how),
+            },
+            "SES percentage changed",
         );
         self.cache(&shared);
         true
@@ -277,14 +279,17 @@ impl Cutover {
         };
         let applied = status.clone();
         drop(status);
-        tracing::info!(
-            audit = "cutover",
-            from = before,
-            to = ses_percent,
-            reason,
-            source = %source,
-            how = "set",
-            "SES percentage changed here; writing it to SSM"
+        audit(
+            &Audit {
+                version: None,
+                from: before,
+                to: ses_percent,
+                reason,
+                source,
+                updated_by: None,
+                how: Some("set"),
+            },
+            "SES percentage changed here; writing it to SSM",
         );
         let task = write_through(
             store.clone(),

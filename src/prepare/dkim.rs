@@ -41,6 +41,42 @@ pub enum KeyError {
     },
 }
 
+/// Why a published DKIM record does not carry this key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordMismatch {
+    /// `k=` names another algorithm.
+    #[error("record has k={published}, our key is {ours}")]
+    Algorithm {
+        /// The record's `k=`.
+        published: String,
+        /// Ours: `rsa` or `ed25519`.
+        ours: &'static str,
+    },
+    /// No `p=` tag at all.
+    #[error("record has no p= tag")]
+    NoKey,
+    /// `p=` is empty: RFC 6376 section 3.6.1 says the key is revoked.
+    #[error("record has an empty p= (key revoked)")]
+    Revoked,
+    /// `p=` does not decode.
+    #[error("p= is not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    /// `p=` is another key.
+    #[error("the published public key does not match the private key")]
+    OtherKey,
+}
+
+/// Why DER bytes are no usable RSA signing key.
+#[derive(Debug, thiserror::Error)]
+enum RsaKeyError {
+    /// Not an RSA private key.
+    #[error("{0}")]
+    Parse(mail_auth::Error),
+    /// Below [`MIN_RSA_BITS`].
+    #[error("RSA key of about {0} bits; at least {MIN_RSA_BITS} are required")]
+    TooSmall(usize),
+}
+
 /// A loaded key shared by all signing threads.
 struct SharedKey(Arc<DkimKey>);
 
@@ -201,20 +237,23 @@ impl DomainKey {
     }
 
     /// Checks that a published TXT record carries this key's public key.
-    pub fn check_record(&self, record: &str) -> Result<(), String> {
+    pub fn check_record(&self, record: &str) -> Result<(), RecordMismatch> {
         use base64::Engine;
         let (kind, ours) = self.public_key();
         let published_kind = record_tag(record, "k").unwrap_or_else(|| "rsa".into());
         if !published_kind.eq_ignore_ascii_case(kind) {
-            return Err(format!("record has k={published_kind}, our key is {kind}"));
+            return Err(RecordMismatch::Algorithm {
+                published: published_kind,
+                ours: kind,
+            });
         }
-        let p = record_tag(record, "p").ok_or("record has no p= tag")?;
+        let p = record_tag(record, "p").ok_or(RecordMismatch::NoKey)?;
         if p.is_empty() {
-            return Err("record has an empty p= (key revoked)".into());
+            return Err(RecordMismatch::Revoked);
         }
         let published = base64::engine::general_purpose::STANDARD
             .decode(&p)
-            .map_err(|err| format!("p= is not base64: {err}"))?;
+            .map_err(RecordMismatch::NotBase64)?;
         // Some publish the bare PKCS#1 RSAPublicKey rather than SubjectPublicKeyInfo.
         let bare = match self.key.as_ref() {
             DkimKey::Rsa(key) => key.public_key(),
@@ -223,7 +262,7 @@ impl DomainKey {
         if published == ours || (!bare.is_empty() && published == bare) {
             Ok(())
         } else {
-            Err("the published public key does not match the private key".into())
+            Err(RecordMismatch::OtherKey)
         }
     }
 
@@ -255,7 +294,7 @@ fn load_key(path: &Path) -> Result<DkimKey, KeyError> {
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|err| invalid(format!("no PEM private key found ({err})")))?;
     match der {
-        PrivateKeyDer::Pkcs1(_) => rsa_key(der).map_err(invalid),
+        PrivateKeyDer::Pkcs1(_) => rsa_key(der).map_err(|err| invalid(err.to_string())),
         PrivateKeyDer::Pkcs8(ref pkcs8) => {
             let bytes = pkcs8.secret_pkcs8_der().to_vec();
             match rsa_key(der) {
@@ -275,14 +314,12 @@ fn load_key(path: &Path) -> Result<DkimKey, KeyError> {
     }
 }
 
-fn rsa_key(der: PrivateKeyDer<'_>) -> Result<DkimKey, String> {
-    let key = RsaKey::<Sha256>::from_key_der(der).map_err(|err| err.to_string())?;
+fn rsa_key(der: PrivateKeyDer<'_>) -> Result<DkimKey, RsaKeyError> {
+    let key = RsaKey::<Sha256>::from_key_der(der).map_err(RsaKeyError::Parse)?;
     // The public key is DER RSAPublicKey: its size tracks the modulus.
     let bits = key.public_key().len().saturating_sub(14) * 8;
     if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "RSA key of about {bits} bits; at least {MIN_RSA_BITS} are required"
-        ));
+        return Err(RsaKeyError::TooSmall(bits));
     }
     Ok(DkimKey::Rsa(key))
 }
@@ -345,11 +382,13 @@ mod tests {
         assert!(
             key.check_record("v=DKIM1; k=rsa; p=")
                 .unwrap_err()
+                .to_string()
                 .contains("revoked")
         );
         assert!(
             key.check_record("v=DKIM1; k=ed25519; p=AAAA")
                 .unwrap_err()
+                .to_string()
                 .contains("k=ed25519")
         );
         let other = published.trim().replace("p=MIIB", "p=MIIC");

@@ -2,6 +2,8 @@
 //! without decoding anything, so the bytes we do not touch reach SES exactly
 //! as Postfix sent them.
 
+use crate::smtp::ByteClass;
+
 /// One header field, folded continuation lines included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field<'a> {
@@ -30,7 +32,10 @@ impl Field<'_> {
             .iter()
             .rposition(|&b| b != b' ' && b != b'\t')
             .map_or(0, |i| i + 1);
-        len > 0 && name[..len].iter().all(|&b| (33..=126).contains(&b))
+        len > 0
+            && name[..len]
+                .iter()
+                .all(|&b| ByteClass::of(b) == ByteClass::Printable)
     }
 
     /// The value after the colon, unfolded line breaks kept.

@@ -63,26 +63,47 @@ pub fn merge<'a>(
     merged
 }
 
+/// Why one tag of the message was dropped (the text goes into the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Dropped {
+    /// No `=`.
+    #[error("not name=value")]
+    NotNameValue,
+    /// The name breaks SES's rules for tag text.
+    #[error("the name {0}")]
+    Name(&'static str),
+    /// The value breaks SES's rules for tag text.
+    #[error("the value {0}")]
+    Value(&'static str),
+    /// The operator's default wins.
+    #[error("[ses] tags sets this name")]
+    SetByDefault,
+    /// SES refuses a name given twice.
+    #[error("the name is given twice")]
+    Twice,
+    /// SES's limit of tags per message.
+    #[error("more than {MAX_TAGS} tags")]
+    TooMany,
+}
+
 impl MergedTags {
-    fn add(&mut self, item: &str, defaults: &[MessageTag]) -> Result<(), String> {
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| "not name=value".to_string())?;
+    fn add(&mut self, item: &str, defaults: &[MessageTag]) -> Result<(), Dropped> {
+        let (name, value) = item.split_once('=').ok_or(Dropped::NotNameValue)?;
         let (name, value) = (name.trim(), value.trim());
         if let Some(problem) = tag_text_problem(name) {
-            return Err(format!("the name {problem}"));
+            return Err(Dropped::Name(problem));
         }
         if let Some(problem) = tag_text_problem(value) {
-            return Err(format!("the value {problem}"));
+            return Err(Dropped::Value(problem));
         }
         if defaults.iter().any(|t| t.name == name) {
-            return Err("[ses] tags sets this name".into());
+            return Err(Dropped::SetByDefault);
         }
         if self.tags.iter().any(|t| t.name == name) {
-            return Err("the name is given twice".into());
+            return Err(Dropped::Twice);
         }
         if self.tags.len() >= MAX_TAGS {
-            return Err(format!("more than {MAX_TAGS} tags"));
+            return Err(Dropped::TooMany);
         }
         self.tags.push(MessageTag {
             name: name.to_string(),

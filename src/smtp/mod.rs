@@ -12,7 +12,7 @@ mod reply;
 pub use data::{DataEnd, MessageReceiver, dot_stuff};
 pub use input::{Command, Input, MAX_LINE_LEN};
 pub use memory::{DataMemory, Reservation};
-pub use path::Refusal;
+pub use path::{ByteClass, Refusal};
 pub use reply::Reply;
 
 /// Random input never panics the protocol layer: a quick deterministic check

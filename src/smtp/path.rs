@@ -19,9 +19,35 @@ pub struct Refusal {
     pub command: &'static str,
 }
 
+/// What a byte is, for the checks that refuse some kinds of bytes: this
+/// module's command lines and the header field names of `prepare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteClass {
+    /// A C0 control (HTAB included) or DEL.
+    Control,
+    /// SP.
+    Space,
+    /// Printable ASCII but SP (`!` to `~`: RFC 5322 `ftext` plus the colon).
+    Printable,
+    /// 0x80 and above.
+    EightBit,
+}
+
+impl ByteClass {
+    /// The class of `byte`.
+    pub fn of(byte: u8) -> ByteClass {
+        match byte {
+            0x00..=0x1f | 0x7f => ByteClass::Control,
+            b' ' => ByteClass::Space,
+            0x21..=0x7e => ByteClass::Printable,
+            0x80..=0xff => ByteClass::EightBit,
+        }
+    }
+}
+
 /// C0 controls and DEL; `tab` says whether HTAB passes.
 fn is_control(byte: u8, tab: bool) -> bool {
-    (byte < 0x20 && !(tab && byte == b'\t')) || byte == 0x7f
+    ByteClass::of(byte) == ByteClass::Control && !(tab && byte == b'\t')
 }
 
 /// The line without its line ending.
@@ -280,5 +306,28 @@ mod tests {
             panic!()
         };
         assert_eq!(from.size, 12345);
+    }
+
+    #[test]
+    fn byte_classes_at_their_edges() {
+        use super::ByteClass::{self, *};
+        for (byte, class) in [
+            (0x00, Control),
+            (b'\t', Control),
+            (0x1f, Control),
+            (b' ', Space),
+            (b'!', Printable),
+            (b':', Printable),
+            (b'~', Printable),
+            (0x7f, Control),
+            (0x80, EightBit),
+            (0xff, EightBit),
+        ] {
+            assert_eq!(ByteClass::of(byte), class, "{byte:#04x}");
+        }
+        assert!(super::is_control(b'\t', false));
+        assert!(!super::is_control(b'\t', true));
+        assert!(super::is_control(0x7f, true));
+        assert!(!super::is_control(b' ', false));
     }
 }

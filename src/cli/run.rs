@@ -1,0 +1,84 @@
+//! `ses-relay run`: start the relay, tell systemd, serve until a signal;
+//! SIGHUP reloads what can change without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::relay::Relay;
+use crate::server::{Server, ServerOptions, StartError};
+use crate::shutdown::{Signal, Signals};
+
+/// `ses-relay run`, with the config file at `path` (the embedded dev config when None).
+pub fn run(path: Option<PathBuf>) -> ExitCode {
+    let Some(config) = super::or_report(super::load(path.as_deref())) else {
+        return ExitCode::FAILURE;
+    };
+    crate::log::init(&config.log);
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "{}", warning.message);
+    }
+    let Some(runtime) = super::runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(serve(config, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Once, on stderr (the log): every error's text carries its cause.
+            tracing::error!("cannot start: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> {
+    let mut signals = Signals::install();
+    // Server::bind installs the metrics recorder, for every caller alike.
+    let server = Server::bind(&config, ServerOptions::default()).await?;
+    for (addr, implicit_tls) in server.local_addrs() {
+        tracing::info!(%addr, implicit_tls, "listening");
+    }
+    if let Some(addr) = server.admin_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    let relay = server.relay();
+    tracing::info!(ses_percent = relay.router.ses_percent(), source = %relay.cutover.status().source, "cutover");
+    // Every listener is bound: tell systemd (Type=notify) we are ready.
+    if let Err(err) = crate::notify::notify("READY=1") {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
+    let shutdown = server.shutdown();
+    let serving = tokio::spawn(server.run());
+    let signal = loop {
+        match signals.next().await {
+            Signal::Reload => reload(&relay, path.as_deref()),
+            other => break other,
+        }
+    };
+    tracing::info!(?signal, "shutting down");
+    let _ = crate::notify::notify("STOPPING=1");
+    shutdown.trigger();
+    if signal == Signal::Graceful {
+        let drained = serving.await.unwrap_or(false);
+        tracing::info!(drained, "stopped");
+    }
+    Ok(())
+}
+
+/// SIGHUP: a bad new config is refused and the running one stays.
+fn reload(relay: &Relay, path: Option<&Path>) {
+    let _ = crate::notify::notify("RELOADING=1");
+    let outcome = super::load(path)
+        .map_err(StartError::from)
+        .and_then(|config| crate::server::reload(relay, &config));
+    match outcome {
+        Ok(()) => tracing::info!(
+            "config reloaded: allowed clients, limits, rules, TLS certificates, DKIM keys, admin token \
+             (listeners, [ses], [legacy] and [admin] listen need a restart)"
+        ),
+        Err(err) => {
+            tracing::error!(error = %err, "config reload refused; the running config stays")
+        }
+    }
+    let _ = crate::notify::notify("READY=1");
+}
