@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use self::audit::{Audit, audit};
 use crate::config::CutoverStore;
 use crate::route::Router;
-pub use ssm::{ParameterValue, SsmStore, StoreError, Versioned};
+pub use ssm::{SsmStore, StoreError, Versioned};
 
 /// SSM errors are logged at most this often (each one is counted).
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);

@@ -44,27 +44,27 @@
 //!   print (version line, one-sentence AWS errors, the cutover table).
 
 pub mod admin;
-pub mod aws_error;
-pub mod background;
+pub(crate) mod aws_error;
+pub(crate) mod background;
 pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod cutover;
-pub mod cutover_cli;
-pub mod disposition;
+pub(crate) mod cutover_cli;
+pub(crate) mod disposition;
 pub mod dns;
 pub mod envelope;
 pub mod feedback;
 pub mod forward;
-pub mod guard;
-pub mod listener;
+pub(crate) mod guard;
+pub(crate) mod listener;
 pub mod log;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod preflight;
 pub mod prepare;
 pub mod proxy;
-pub mod received;
+pub(crate) mod received;
 pub mod relay;
 pub mod route;
 pub mod server;

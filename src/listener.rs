@@ -60,11 +60,6 @@ impl ConnectionSlots {
             .ok()
             .map(|_| Slot(self.clone()))
     }
-
-    /// Sessions open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for Slot {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
-pub use units::{ByteSize, HumanDuration, UnitError};
+pub use units::{ByteSize, HumanDuration};
 pub use validate::is_loopback;
 
 /// The dev config compiled into the binary (`ses-relay run --dev`): loopback, demo key, outbox.

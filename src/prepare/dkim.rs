@@ -166,11 +166,6 @@ impl DkimKeys {
         list
     }
 
-    /// Whether any key is configured.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Every loaded key.
     pub fn keys(&self) -> &[DomainKey] {
         &self.keys

@@ -21,7 +21,6 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A fixed set of threads running one job at a time each, in arrival order.
 pub struct SigningPool {
     jobs: Sender<Job>,
-    threads: usize,
 }
 
 impl SigningPool {
@@ -36,17 +35,12 @@ impl SigningPool {
                 .spawn(move || work(&queue))
                 .expect("the signing threads start at startup");
         }
-        SigningPool { jobs, threads }
+        SigningPool { jobs }
     }
 
     /// One thread per core this process may use (cgroup CPU limits included).
     pub fn per_core() -> SigningPool {
         SigningPool::new(thread::available_parallelism().map_or(2, |n| n.get()))
-    }
-
-    /// How many threads the pool has.
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Runs `job` on the pool and waits for its result; `None` if it panicked.

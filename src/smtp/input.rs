@@ -46,7 +46,8 @@ impl Input {
         }
     }
 
-    /// Whether every byte read has been consumed (time to flush pipelined replies).
+    /// Whether every byte read has been consumed.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pos == self.buf.len()
     }

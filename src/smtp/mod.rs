@@ -10,8 +10,8 @@ mod path;
 mod reply;
 
 pub use data::{DataEnd, MessageReceiver, dot_stuff};
-pub use input::{Command, Input, MAX_LINE_LEN};
-pub use memory::{DataMemory, Reservation};
+pub use input::{Command, Input};
+pub use memory::DataMemory;
 pub use path::{ByteClass, Refusal};
 pub use reply::Reply;
 

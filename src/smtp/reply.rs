@@ -64,11 +64,6 @@ impl Reply {
         (200..300).contains(&self.code)
     }
 
-    /// 4xx: the client should retry later.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     /// 5xx: the client should not retry.
     pub fn is_permanent(&self) -> bool {
         self.code >= 500
@@ -134,7 +129,10 @@ mod tests {
     #[test]
     fn classes() {
         assert!(Reply::new(250, [2, 0, 0], "").is_positive());
-        assert!(Reply::new(451, [4, 0, 0], "").is_transient());
+        assert!(!Reply::new(451, [4, 0, 0], "").is_positive());
+        assert!(!Reply::new(451, [4, 0, 0], "").is_permanent());
         assert!(Reply::new(554, [5, 0, 0], "").is_permanent());
+        assert!(Reply::new(500, [5, 0, 0], "").is_permanent());
+        assert!(!Reply::new(499, [4, 0, 0], "").is_permanent());
     }
 }
