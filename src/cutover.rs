@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use self::audit::{Audit, audit};
 use crate::config::CutoverStore;
-use crate::route::Router;
+use crate::route::{PercentError, Router, check_percent};
 pub use ssm::{SsmStore, StoreError, Versioned};
 
 /// SSM errors are logged at most this often (each one is counted).
@@ -104,19 +104,9 @@ pub struct Status {
 /// Why a cutover change or load failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CutoverError {
-    /// Not a percentage.
-    #[error("ses_percent must be a number from 0 to 100, got {0}")]
-    OutOfRange(f64),
-    /// Below zero.
-    #[error("ses_percent {0} is negative: the SES percentage is 0 to 100 (0 = all legacy)")]
-    Negative(f64),
-    /// Above 100.
-    #[error("ses_percent {0} is above 100: the SES percentage is 0 to 100 (100 = all SES)")]
-    Above100(f64),
-    /// Finer than the router's 0.01 % buckets: refused rather than rounded, so
-    /// the value set is the value every place shows.
-    #[error("ses_percent {0} has more than two decimals: the split resolves 0.01 % (e.g. 12.34)")]
-    TooPrecise(f64),
+    /// Not an SES percentage the router can apply.
+    #[error(transparent)]
+    Percent(#[from] PercentError),
     /// The state file exists but cannot be read or parsed.
     #[error("cutover.state-file {path}: {reason}")]
     Corrupt {
@@ -305,25 +295,6 @@ impl Status {
     }
 }
 
-/// Checks a percentage before it is applied: a finite number from 0 to 100
-/// with at most two decimals.
-pub fn check_percent(ses_percent: f64) -> Result<(), CutoverError> {
-    if !ses_percent.is_finite() {
-        return Err(CutoverError::OutOfRange(ses_percent));
-    }
-    if ses_percent < 0.0 {
-        return Err(CutoverError::Negative(ses_percent));
-    }
-    if ses_percent > 100.0 {
-        return Err(CutoverError::Above100(ses_percent));
-    }
-    let hundredths = ses_percent * 100.0;
-    if (hundredths - hundredths.round()).abs() > 1e-6 {
-        return Err(CutoverError::TooPrecise(ses_percent));
-    }
-    Ok(())
-}
-
 fn read_state(path: &Path) -> Result<Option<SavedState>, CutoverError> {
     if path.as_os_str().is_empty() {
         return Ok(None);
@@ -449,19 +420,16 @@ mod tests {
         for bad in [101.0, -1.0, f64::NAN, 12.345, 0.001] {
             assert!(matches!(
                 cutover.set(&router, bad, "x"),
-                Err(CutoverError::OutOfRange(_)
-                    | CutoverError::Negative(_)
-                    | CutoverError::Above100(_)
-                    | CutoverError::TooPrecise(_))
+                Err(CutoverError::Percent(_))
             ));
         }
         assert!(matches!(
             cutover.set(&router, 12.345, "x"),
-            Err(CutoverError::TooPrecise(_))
+            Err(CutoverError::Percent(PercentError::TooPrecise(_)))
         ));
         assert!(matches!(
             cutover.set(&router, -5.0, "x"),
-            Err(CutoverError::Negative(_))
+            Err(CutoverError::Percent(PercentError::Negative(_)))
         ));
         assert_eq!(router.ses_percent(), 10.0);
         assert!(!path.exists());

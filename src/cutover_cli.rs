@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::cutover::{CutoverError, check_percent};
+use crate::route::check_percent;
 
 /// Why a typed percentage is refused.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum PercentError {
     NotANumber(String),
     /// A number the cutover refuses (negative, above 100, too precise).
     #[error(transparent)]
-    Refused(CutoverError),
+    Refused(crate::route::PercentError),
 }
 
 /// Reads a percentage typed on the command line: a number from 0 to 100 with
@@ -31,7 +31,9 @@ pub fn parse_percent(text: &str) -> Result<f64, PercentError> {
         .parse()
         .map_err(|_| PercentError::NotANumber(text.to_string()))?;
     check_percent(value).map_err(|err| match err {
-        CutoverError::OutOfRange(v) if v.is_nan() => PercentError::NotANumber(text.to_string()),
+        crate::route::PercentError::OutOfRange(v) if v.is_nan() => {
+            PercentError::NotANumber(text.to_string())
+        }
         other => PercentError::Refused(other),
     })?;
     Ok(value)

@@ -37,7 +37,8 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// Every condition, for registering the metric labels at 0.
+    /// Every condition.
+    #[cfg(test)]
     pub const ALL: [Condition; 5] = [
         Condition::FailureRatio,
         Condition::Delay,
@@ -46,15 +47,10 @@ impl Condition {
         Condition::SesPaused,
     ];
 
-    /// The metric label.
+    /// The metric label (the metrics name every label, so they can be
+    /// registered at 0 before the first trip).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Condition::FailureRatio => "failure-ratio",
-            Condition::Delay => "delay",
-            Condition::BounceRatio => "bounce-ratio",
-            Condition::ComplaintRatio => "complaint-ratio",
-            Condition::SesPaused => "ses-paused",
-        }
+        crate::metrics::GUARD_CONDITIONS[self as usize]
     }
 }
 
@@ -274,6 +270,21 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_condition_has_its_label() {
+        let labels = Condition::ALL.map(Condition::as_str);
+        assert_eq!(
+            labels,
+            [
+                "failure-ratio",
+                "delay",
+                "bounce-ratio",
+                "complaint-ratio",
+                "ses-paused"
+            ]
+        );
+    }
 
     fn thresholds() -> Thresholds {
         Thresholds {

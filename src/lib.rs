@@ -60,6 +60,7 @@ pub(crate) mod guard;
 pub(crate) mod listener;
 pub mod log;
 pub mod metrics;
+pub(crate) mod net;
 pub(crate) mod notify;
 pub mod preflight;
 pub mod prepare;

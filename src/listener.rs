@@ -11,8 +11,10 @@ use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::log::{LogThrottle, canonical_ip};
+use crate::log::LogThrottle;
 use crate::metrics;
+use crate::net::canonical_ip;
+use crate::proxy;
 use crate::relay::Relay;
 use crate::session::Session;
 use crate::smtp::Reply;
@@ -141,7 +143,7 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         relay.shutdown.tracker().clone().spawn(async move {
             metrics::sessions(1);
             let admitted = match proxied {
-                true => crate::proxy::admit(stream, peer, &relay).await,
+                true => admit_proxied(stream, peer, &relay).await,
                 false => Some((stream, peer)),
             };
             if let Some((stream, client)) = admitted {
@@ -150,6 +152,39 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
             metrics::sessions(-1);
             drop(permit);
         });
+    }
+}
+
+/// A connection from a `proxy-trusted` peer: reads the PROXY header within
+/// [`proxy::HEADER_TIMEOUT`] and checks its client against
+/// `allowed-clients`. `None`: the connection was closed (no header: without
+/// a greeting) or refused (`554 5.7.1`), and counted.
+async fn admit_proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    relay: &Relay,
+) -> Option<(TcpStream, SocketAddr)> {
+    let masker = &relay.masker;
+    match proxy::client(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
+        Ok(client) if relay.live().smtp.admits(client.ip()) => {
+            metrics::connection("accepted");
+            tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
+            Some((stream, client))
+        }
+        Ok(client) => {
+            metrics::connection("denied");
+            tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
+            refuse(
+                stream,
+                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
+            );
+            None
+        }
+        Err(err) => {
+            metrics::connection(err.label());
+            tracing::warn!(proxy = %masker.ip(peer.ip()), error = %err, "closed without a greeting");
+            None
+        }
     }
 }
 

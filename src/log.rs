@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::net::canonical_ip;
 
 /// Installs the global subscriber. `RUST_LOG` overrides `log.level`.
 pub fn init(config: &LogConfig) {
@@ -162,14 +163,6 @@ pub fn mask_ip(ip: IpAddr) -> String {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => format!("{}.*.*.*", v4.octets()[0]),
         IpAddr::V6(v6) => format!("{:x}:*", v6.segments()[0]),
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) as the IPv4 address they are.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

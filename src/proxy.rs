@@ -18,12 +18,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpStream;
-
-use crate::listener::refuse;
-use crate::metrics;
-use crate::relay::Relay;
-use crate::smtp::Reply;
 
 /// A trusted peer that has not sent a complete header by then is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,39 +74,6 @@ pub async fn client<R: AsyncRead + Unpin>(
         Ok(Ok(Header::Local)) => Ok(peer),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(ProxyError::TimedOut(timeout)),
-    }
-}
-
-/// The listener's hook for a connection from a `proxy-trusted` peer: reads
-/// the header within [`HEADER_TIMEOUT`] and checks its client against
-/// `allowed-clients`. `None`: the connection was closed (no header: without
-/// a greeting) or refused (`554 5.7.1`), and counted.
-pub async fn admit(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    relay: &Relay,
-) -> Option<(TcpStream, SocketAddr)> {
-    let masker = &relay.masker;
-    match client(&mut stream, peer, HEADER_TIMEOUT).await {
-        Ok(client) if relay.live().smtp.admits(client.ip()) => {
-            metrics::connection("accepted");
-            tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
-            Some((stream, client))
-        }
-        Ok(client) => {
-            metrics::connection("denied");
-            tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
-            None
-        }
-        Err(err) => {
-            metrics::connection(err.label());
-            tracing::warn!(proxy = %masker.ip(peer.ip()), error = %err, "closed without a greeting");
-            None
-        }
     }
 }
 

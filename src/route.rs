@@ -23,8 +23,7 @@ use std::sync::{Arc, RwLock};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RuleConfig;
-use crate::log::canonical_ip;
+use crate::net::canonical_ip;
 
 /// Seed of the split hash. Changing it reshuffles which transactions go where: never do it mid-migration.
 pub const SPLIT_SEED: u64 = 0x6f6f_2e6e_652e_6a70; // "oo.ne.jp"
@@ -73,6 +72,43 @@ pub fn threshold(ses_percent: f64) -> u32 {
     (ses_percent.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
+/// Why a value is not an SES percentage the router can apply.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum PercentError {
+    /// Not a percentage.
+    #[error("ses_percent must be a number from 0 to 100, got {0}")]
+    OutOfRange(f64),
+    /// Below zero.
+    #[error("ses_percent {0} is negative: the SES percentage is 0 to 100 (0 = all legacy)")]
+    Negative(f64),
+    /// Above 100.
+    #[error("ses_percent {0} is above 100: the SES percentage is 0 to 100 (100 = all SES)")]
+    Above100(f64),
+    /// Finer than the router's 0.01 % buckets: refused rather than rounded, so
+    /// the value set is the value every place shows.
+    #[error("ses_percent {0} has more than two decimals: the split resolves 0.01 % (e.g. 12.34)")]
+    TooPrecise(f64),
+}
+
+/// Checks a percentage before it is applied: a finite number from 0 to 100
+/// with at most two decimals.
+pub fn check_percent(ses_percent: f64) -> Result<(), PercentError> {
+    if !ses_percent.is_finite() {
+        return Err(PercentError::OutOfRange(ses_percent));
+    }
+    if ses_percent < 0.0 {
+        return Err(PercentError::Negative(ses_percent));
+    }
+    if ses_percent > 100.0 {
+        return Err(PercentError::Above100(ses_percent));
+    }
+    let hundredths = ses_percent * 100.0;
+    if (hundredths - hundredths.round()).abs() > 1e-6 {
+        return Err(PercentError::TooPrecise(ses_percent));
+    }
+    Ok(())
+}
+
 /// A rule of the relay itself, applied before the configured ones whenever a
 /// legacy route exists, and shown by `GET /cutover`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,18 +142,24 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// From `[[cutover.rules]]`.
-    pub fn from_config(config: &RuleConfig) -> Rule {
-        let lower = |d: &Vec<String>| {
+    /// A rule (from `[[cutover.rules]]`: `config::RuleConfig::rule`); domains
+    /// match in any case, with or without a trailing dot.
+    pub fn new(
+        clients: Vec<IpNet>,
+        sender_domains: &[String],
+        recipient_domains: &[String],
+        route: Route,
+    ) -> Rule {
+        let lower = |d: &[String]| {
             d.iter()
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
                 .collect()
         };
         Rule {
-            clients: config.clients.clone(),
-            sender_domains: lower(&config.sender_domains),
-            recipient_domains: lower(&config.recipient_domains),
-            route: config.route,
+            clients,
+            sender_domains: lower(sender_domains),
+            recipient_domains: lower(recipient_domains),
+            route,
         }
     }
 

@@ -11,7 +11,7 @@ use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
 use crate::background;
-use crate::config::{Config, LegacyMode, SesMode};
+use crate::config::{Config, LegacyMode, RuleConfig, SesMode};
 use crate::cutover::{Cutover, CutoverError};
 use crate::dns::{SystemResolver, TxtResolver};
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
@@ -23,7 +23,7 @@ use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
 use crate::relay::{Live, Relay};
-use crate::route::{Router, Rule};
+use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsError;
 
@@ -172,7 +172,7 @@ impl Server {
             )?)),
         };
         let cutover = Cutover::open(config, options.ses_credentials.clone()).await?;
-        let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
+        let rules = config.cutover.rules.iter().map(RuleConfig::rule).collect();
         let upstreams = Upstreams::new(ses, legacy);
         let router = Router::new(upstreams.has_legacy(), rules, cutover.status().ses_percent);
         crate::metrics::cutover_percent(router.ses_percent());
@@ -353,7 +353,7 @@ impl Server {
 pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     config.validate()?;
     let live = build_live(config)?;
-    let rules = config.cutover.rules.iter().map(Rule::from_config).collect();
+    let rules = config.cutover.rules.iter().map(RuleConfig::rule).collect();
     relay.router.set_rules(rules);
     relay.replace_live(live);
     Ok(())

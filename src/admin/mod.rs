@@ -239,12 +239,7 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
             relay.guard.rearm();
             cutover_status(relay)
         }
-        Err(
-            err @ (CutoverError::OutOfRange(_)
-            | CutoverError::Negative(_)
-            | CutoverError::Above100(_)
-            | CutoverError::TooPrecise(_)),
-        ) => error(StatusCode::BAD_REQUEST, &err.to_string()),
+        Err(err @ CutoverError::Percent(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
         Err(err @ CutoverError::Store(_)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
         }

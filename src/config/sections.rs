@@ -371,6 +371,18 @@ pub struct RuleConfig {
     pub route: crate::route::Route,
 }
 
+impl RuleConfig {
+    /// The router's rule.
+    pub fn rule(&self) -> crate::route::Rule {
+        crate::route::Rule::new(
+            self.clients.clone(),
+            &self.sender_domains,
+            &self.recipient_domains,
+            self.route,
+        )
+    }
+}
+
 /// `[admin]`: the HTTP listener for operators (cutover, health).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::envelope::{MAX_TAGS, tag_text_problem};
-use crate::log::canonical_ip;
+use crate::net::canonical_ip;
 
 use super::{
     Config, ConfigError, CutoverStore, LegacyMode, NEVER_SIGNED_HEADERS, Problem,
@@ -223,7 +223,7 @@ impl Config {
                 "cutover.ses-percent",
                 format!("{percent} is outside 0..=100"),
             );
-        } else if crate::cutover::check_percent(percent).is_err() {
+        } else if crate::route::check_percent(percent).is_err() {
             bad(
                 "cutover.ses-percent",
                 format!("{percent} has more than two decimals: the split resolves 0.01 %"),

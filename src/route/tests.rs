@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::RuleConfig;
 
 fn router(rules: Vec<Rule>, percent: f64) -> Router {
     Router::new(true, rules, percent)
@@ -6,7 +7,7 @@ fn router(rules: Vec<Rule>, percent: f64) -> Router {
 
 fn rule(text: &str) -> Rule {
     let config: RuleConfig = toml::from_str(text).unwrap();
-    Rule::from_config(&config)
+    config.rule()
 }
 
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 1, 12));
