@@ -352,3 +352,102 @@ fn cutover_cli_and_sighup_reload() {
         "audit line: {log}"
     );
 }
+
+/// A relay process, killed if the test ends before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// SIGHUP applies changed `[[cutover.rules]]` to the next transactions.
+#[cfg(unix)]
+#[test]
+fn sighup_applies_changed_routing_rules() {
+    let dir = TempDir::new("reload-rules");
+    let (smtp, admin) = (common::peers::free_port(), common::peers::free_port());
+    let (ses_out, legacy_out) = (dir.path("ses"), dir.path("legacy"));
+    let config = |rules: &str| {
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\nallowed-clients = [\"127.0.0.0/8\"]\n\
+             [ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n\
+             [legacy]\nmode = \"outbox\"\noutbox-dir = \"{}\"\n\
+             [cutover]\nses-percent = 0\nstate-file = \"\"\n{rules}\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            ses_out.display(),
+            legacy_out.display(),
+        )
+    };
+    let path = dir.path("relay.toml");
+    std::fs::write(
+        &path,
+        config("[[cutover.rules]]\nrecipient-domains = [\"docomo.ne.jp\"]\nroute = \"ses\"\n"),
+    )
+    .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(dir.path("relay.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for_greeting(smtp, "220").starts_with("220"));
+    // 0 % to SES: only the rule's recipients go there.
+    assert!(send_one(smtp, "x@docomo.ne.jp").starts_with("250"));
+    assert_eq!((eml_count(&ses_out), eml_count(&legacy_out)), (1, 0));
+    assert!(send_one(smtp, "x@example.com").starts_with("250"));
+    assert_eq!((eml_count(&ses_out), eml_count(&legacy_out)), (1, 1));
+
+    // The rule now names the other domain.
+    std::fs::write(
+        &path,
+        config("[[cutover.rules]]\nrecipient-domains = [\"example.com\"]\nroute = \"ses\"\n"),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let log = dir.path("relay.log");
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("config reloaded")) {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(reloaded, "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(send_one(smtp, "x@example.com").starts_with("250"));
+    assert_eq!(
+        (eml_count(&ses_out), eml_count(&legacy_out)),
+        (2, 1),
+        "example.com now to SES"
+    );
+    assert!(send_one(smtp, "x@docomo.ne.jp").starts_with("250"));
+    assert_eq!(
+        (eml_count(&ses_out), eml_count(&legacy_out)),
+        (2, 2),
+        "docomo.ne.jp back to the split (legacy)"
+    );
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.0.wait().unwrap().success());
+}
