@@ -353,6 +353,105 @@ fn cutover_cli_and_sighup_reload() {
     );
 }
 
+/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
+fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}: it should have refused to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A cutover state file that is there but cannot be read stops startup,
+/// naming the file: starting from the config's percentage instead would undo
+/// the operator's last setting at every restart.
+#[test]
+fn an_unreadable_cutover_state_file_stops_startup_naming_it() {
+    let dir = TempDir::new("cli-state");
+    let state = dir.path("cutover.json");
+    // A directory where the file should be: unreadable as a file, also as root.
+    std::fs::create_dir_all(&state).unwrap();
+    let path = dir.path("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n[legacy]\nmode = \"outbox\"\noutbox-dir = \"{}\"\n[cutover]\nses-percent = 10\nstate-file = \"{}\"\n",
+            dir.path("out").display(),
+            dir.path("out").display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.path("relay.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let code = exit_within(&mut child, std::time::Duration::from_secs(20));
+    let log = std::fs::read_to_string(dir.path("relay.log")).unwrap();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains(&format!("cutover.state-file {}", state.display())),
+        "{log}"
+    );
+}
+
+/// One transaction over a plain socket; the final reply to DATA.
+fn send_one(port: u16, rcpt: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    let mut said = Vec::new();
+    for command in [
+        "EHLO client.test".to_string(),
+        "MAIL FROM:<a@goo.ne.jp>".into(),
+        format!("RCPT TO:<{rcpt}>"),
+        "DATA".into(),
+        format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n."),
+        "QUIT".into(),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        said.push(reply());
+    }
+    said[4].clone()
+}
+
+fn eml_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .count()
+    })
+}
+
 /// A relay process, killed if the test ends before stopping it.
 struct KillOnDrop(std::process::Child);
 
