@@ -457,3 +457,6 @@ mod tests {
         assert_eq!(router.ses_percent(), 10.0);
     }
 }
+
+#[cfg(test)]
+mod state_file_tests;

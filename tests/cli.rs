@@ -352,3 +352,201 @@ fn cutover_cli_and_sighup_reload() {
         "audit line: {log}"
     );
 }
+
+/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
+fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}: it should have refused to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A cutover state file that is there but cannot be read stops startup,
+/// naming the file: starting from the config's percentage instead would undo
+/// the operator's last setting at every restart.
+#[test]
+fn an_unreadable_cutover_state_file_stops_startup_naming_it() {
+    let dir = TempDir::new("cli-state");
+    let state = dir.path("cutover.json");
+    // A directory where the file should be: unreadable as a file, also as root.
+    std::fs::create_dir_all(&state).unwrap();
+    let path = dir.path("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n[legacy]\nmode = \"outbox\"\noutbox-dir = \"{}\"\n[cutover]\nses-percent = 10\nstate-file = \"{}\"\n",
+            dir.path("out").display(),
+            dir.path("out").display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.path("relay.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let code = exit_within(&mut child, std::time::Duration::from_secs(20));
+    let log = std::fs::read_to_string(dir.path("relay.log")).unwrap();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains(&format!("cutover.state-file {}", state.display())),
+        "{log}"
+    );
+}
+
+/// One transaction over a plain socket; the final reply to DATA.
+fn send_one(port: u16, rcpt: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    let mut said = Vec::new();
+    for command in [
+        "EHLO client.test".to_string(),
+        "MAIL FROM:<a@goo.ne.jp>".into(),
+        format!("RCPT TO:<{rcpt}>"),
+        "DATA".into(),
+        format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n."),
+        "QUIT".into(),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        said.push(reply());
+    }
+    said[4].clone()
+}
+
+fn eml_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .count()
+    })
+}
+
+/// A relay process, killed if the test ends before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// SIGHUP applies changed `[[cutover.rules]]` to the next transactions.
+#[cfg(unix)]
+#[test]
+fn sighup_applies_changed_routing_rules() {
+    let dir = TempDir::new("reload-rules");
+    let (smtp, admin) = (common::peers::free_port(), common::peers::free_port());
+    let (ses_out, legacy_out) = (dir.path("ses"), dir.path("legacy"));
+    let config = |rules: &str| {
+        format!(
+            "[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\nallowed-clients = [\"127.0.0.0/8\"]\n\
+             [ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n\
+             [legacy]\nmode = \"outbox\"\noutbox-dir = \"{}\"\n\
+             [cutover]\nses-percent = 0\nstate-file = \"\"\n{rules}\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            ses_out.display(),
+            legacy_out.display(),
+        )
+    };
+    let path = dir.path("relay.toml");
+    std::fs::write(
+        &path,
+        config("[[cutover.rules]]\nrecipient-domains = [\"docomo.ne.jp\"]\nroute = \"ses\"\n"),
+    )
+    .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(dir.path("relay.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for_greeting(smtp, "220").starts_with("220"));
+    // 0 % to SES: only the rule's recipients go there.
+    assert!(send_one(smtp, "x@docomo.ne.jp").starts_with("250"));
+    assert_eq!((eml_count(&ses_out), eml_count(&legacy_out)), (1, 0));
+    assert!(send_one(smtp, "x@example.com").starts_with("250"));
+    assert_eq!((eml_count(&ses_out), eml_count(&legacy_out)), (1, 1));
+
+    // The rule now names the other domain.
+    std::fs::write(
+        &path,
+        config("[[cutover.rules]]\nrecipient-domains = [\"example.com\"]\nroute = \"ses\"\n"),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let log = dir.path("relay.log");
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("config reloaded")) {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(reloaded, "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(send_one(smtp, "x@example.com").starts_with("250"));
+    assert_eq!(
+        (eml_count(&ses_out), eml_count(&legacy_out)),
+        (2, 1),
+        "example.com now to SES"
+    );
+    assert!(send_one(smtp, "x@docomo.ne.jp").starts_with("250"));
+    assert_eq!(
+        (eml_count(&ses_out), eml_count(&legacy_out)),
+        (2, 2),
+        "docomo.ne.jp back to the split (legacy)"
+    );
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.0.wait().unwrap().success());
+}

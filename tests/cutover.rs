@@ -459,3 +459,64 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     assert!(plain.messages().is_empty());
     assert!(relay.stop().await);
 }
+
+/// Without a `[legacy]` route there is nowhere for a share below 100 to go:
+/// `PUT /cutover` below 100 is refused with 400 and changes nothing; 100 is
+/// accepted.
+#[tokio::test]
+async fn put_cutover_below_100_without_a_legacy_route_is_refused() {
+    let ses = SesFake::start().await;
+    let dir = TempDir::new("no-legacy");
+    let mut config = test_config(&ses.endpoint());
+    config.cutover.state_file = dir.path("state/cutover.json");
+    std::fs::write(dir.path("token"), format!("{TOKEN}\n")).unwrap();
+    config.admin.token_file = dir.path("token");
+    let relay = RunningRelay::start(config).await;
+    let admin_addr = relay.admin_addr.unwrap();
+
+    let status = admin(admin_addr, "GET", None, None).await;
+    let json: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(json["ses_percent"].as_f64(), Some(100.0), "{}", status.body);
+    assert_eq!(
+        json["legacy_route"].as_bool(),
+        Some(false),
+        "{}",
+        status.body
+    );
+
+    let change = |p: f64| {
+        Some(format!(
+            "{{\"ses_percent\": {p}, \"reason\": \"roll back\"}}"
+        ))
+    };
+    for below in [0.0, 50.0, 99.99] {
+        let refused = admin(admin_addr, "PUT", Some(TOKEN), change(below)).await;
+        assert_eq!(refused.status, 400, "{below}: {}", refused.body);
+        let json: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+        assert_eq!(
+            json["error"].as_str(),
+            Some("no [legacy] route is configured: only 100 is possible"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        relay.relay.router.ses_percent(),
+        100.0,
+        "refusals change nothing"
+    );
+    assert!(
+        !dir.path("state/cutover.json").exists(),
+        "nothing persisted"
+    );
+    let status = admin(admin_addr, "GET", None, None).await;
+    let json: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(
+        (json["ses_percent"].as_f64(), json["source"].as_str()),
+        (Some(100.0), Some("config"))
+    );
+
+    let set = admin(admin_addr, "PUT", Some(TOKEN), change(100.0)).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert!(relay.stop().await);
+}

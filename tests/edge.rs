@@ -127,3 +127,98 @@ async fn a_reload_applies_max_connections() {
     drop(first);
     assert!(relay.stop().await);
 }
+
+/// A refused message (bare CR, bare LF, NUL: 550 5.5.2; oversize: 552 5.3.4)
+/// with the next transaction pipelined behind it in the same write, and with
+/// the end marker's last byte in a write of its own: the relay takes exactly
+/// the refused message's bytes, so every pipelined command after it is read
+/// whole and answered, and only the second message reaches SES.
+#[tokio::test]
+async fn after_a_refused_message_the_pipelined_transaction_is_read_whole() {
+    let ses = SesFake::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.smtp.max_message_size = ses_relay::config::ByteSize(200);
+    let relay = RunningRelay::start(config).await;
+    let oversize = format!(
+        "From: a@goo.ne.jp\r\n\r\n{}\r\n..x\r\n.\r\n",
+        "y".repeat(300)
+    );
+    let cases: [(&str, &str); 6] = [
+        ("From: a@goo.ne.jp\r\n\r\na\r\r\n.\r\n", "550 5.5.2"),
+        ("From: a@goo.ne.jp\r\n\r\na\r\n.\rb\r\n.\r\n", "550 5.5.2"),
+        ("From: a@goo.ne.jp\r\n\r\na\r\n.\r\r\n.\r\n", "550 5.5.2"),
+        ("From: a@goo.ne.jp\r\n\r\na\n\r\n.\r\n", "550 5.5.2"),
+        ("From: a@goo.ne.jp\r\n\r\na\0\r\n.\r\n", "550 5.5.2"),
+        (&oversize, "552 5.3.4"),
+    ];
+    let mut sent = 0;
+    for (refused, code) in cases {
+        for split in [false, true] {
+            let first = concat!(
+                "EHLO client.test\r\nMAIL FROM:<a@goo.ne.jp>\r\n",
+                "RCPT TO:<b@example.com>\r\nDATA\r\n"
+            );
+            let next = concat!(
+                "RSET\r\nMAIL FROM:<c@goo.ne.jp>\r\nRCPT TO:<d@example.com>\r\nDATA\r\n",
+                "From: c@goo.ne.jp\r\nSubject: second\r\n\r\nx\r\n.\r\nQUIT\r\n"
+            );
+            let stream = TcpStream::connect(relay.addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut read = BufReader::new(read);
+            let body = refused.as_bytes();
+            let whole = [first.as_bytes(), body, next.as_bytes()].concat();
+            if split {
+                // The marker's last byte alone, then the pipelined commands.
+                let cut = first.len() + body.len() - 1;
+                write.write_all(&whole[..cut]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                write.write_all(&whole[cut..cut + 1]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                write.write_all(&whole[cut + 1..]).await.unwrap();
+            } else {
+                write.write_all(&whole).await.unwrap();
+            }
+            let mut replies = Vec::new();
+            while replies.len() < 12 {
+                let mut line = String::new();
+                let n = tokio::time::timeout(Duration::from_secs(20), read.read_line(&mut line))
+                    .await
+                    .expect("every pipelined command answered")
+                    .unwrap();
+                if n == 0 {
+                    break;
+                }
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    replies.push(line);
+                }
+            }
+            assert_eq!(
+                codes(&replies),
+                [
+                    "220 relay",
+                    "250 ENHAN",
+                    "250 2.1.0",
+                    "250 2.1.5",
+                    "354 End d",
+                    code,
+                    "250 2.0.0",
+                    "250 2.1.0",
+                    "250 2.1.5",
+                    "354 End d",
+                    "250 2.0.0",
+                    "221 2.0.0"
+                ],
+                "{refused:?} split={split}: {replies:?}"
+            );
+            sent += 1;
+            let requests = ses.requests();
+            assert_eq!(requests.len(), sent, "{refused:?} split={split}");
+            let last = requests.last().unwrap();
+            assert_eq!(last.to, ["d@example.com"]);
+            let raw = String::from_utf8_lossy(&last.raw);
+            assert!(raw.ends_with("Subject: second\r\n\r\nx\r\n"), "{raw}");
+        }
+    }
+    assert!(relay.stop().await);
+}

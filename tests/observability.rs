@@ -220,3 +220,68 @@ fn every_dashboard_panel_fits_the_grid() {
         assert!((3..=30).contains(&h), "{title}: {grid}");
     }
 }
+
+/// A 4xx the legacy relay gives to the end of DATA is passed back to the
+/// client as it is, and the transaction is `deferred` on the legacy route
+/// (Postfix keeps the message and retries), not `rejected`.
+#[tokio::test]
+async fn a_legacy_4xx_at_the_end_of_data_is_passed_back_and_counted_deferred() {
+    let ses = SesFake::start().await;
+    let sink = SmtpSink::start().await;
+    let mut config = test_config(&ses.endpoint());
+    config.legacy = Some(LegacyConfig {
+        relay: sink.addr.to_string(),
+        tls: LegacyTls::None,
+        ..LegacyConfig::default()
+    });
+    // 100 % and a rule, as above: the percentage gauge is process-wide, and
+    // the test above expects 100.
+    config.cutover.ses_percent = Some(100.0);
+    config.cutover.rules = vec![
+        toml::from_str("recipient-domains = [\"legacy.example\"]\nroute = \"legacy\"").unwrap(),
+    ];
+    let relay = RunningRelay::start(config).await;
+    let admin = relay.admin_addr.unwrap();
+    let deferred = "ses_relay_transactions_total{route=\"legacy\",result=\"deferred\"}";
+    let rejected = "ses_relay_transactions_total{route=\"legacy\",result=\"rejected\"}";
+    let before = get(admin, "/metrics").await;
+
+    let commands: Vec<String> = [
+        "EHLO client.test",
+        "MAIL FROM:<defer-data@goo.ne.jp>",
+        "RCPT TO:<b@legacy.example>",
+        "DATA",
+        "QUIT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // replies: greeting, EHLO, MAIL, RCPT, 354, final, QUIT
+    let replies = smtp(relay.addr, &commands, Some(MESSAGE)).await;
+    assert!(
+        replies[3].starts_with("250 2.1.5"),
+        "proxied RCPT: {replies:?}"
+    );
+    assert!(
+        replies[5].starts_with("451 4.3.0 Error: queue file write error"),
+        "the legacy relay's own reply: {replies:?}"
+    );
+    assert!(sink.messages().is_empty());
+    assert!(
+        ses.requests().is_empty(),
+        "a legacy deferral is not sent to SES"
+    );
+
+    let after = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&after, deferred) - sample(&before, deferred),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, rejected) - sample(&before, rejected),
+        0.0,
+        "{after}"
+    );
+    assert!(relay.stop().await);
+}

@@ -162,4 +162,41 @@ mod tests {
             Some("goo.ne.jp")
         );
     }
+
+    #[test]
+    fn the_value_is_everything_after_the_first_colon() {
+        let value = |raw: &'static [u8]| split(raw).0[0].value().to_vec();
+        assert_eq!(value(b"Subject: hi\r\n"), b" hi\r\n");
+        // A value whose first byte is its first tag: nothing of the name or colon stays.
+        assert_eq!(
+            value(b"DKIM-Signature:d=goo.ne.jp; s=x; b=AAAA\r\n"),
+            b"d=goo.ne.jp; s=x; b=AAAA\r\n"
+        );
+        assert_eq!(value(b"X-Time: 12:30\r\n"), b" 12:30\r\n");
+        assert_eq!(value(b"From \t: a@b.example\r\n"), b" a@b.example\r\n");
+        assert_eq!(
+            value(b"Subject: one\r\n two\r\n\tthree\r\n"),
+            b" one\r\n two\r\n\tthree\r\n"
+        );
+        assert_eq!(value(b"Empty:\r\n"), b"\r\n");
+        assert_eq!(value(b"Empty:"), b"");
+        assert_eq!(value(b"no colon at all\r\n"), b"");
+    }
+
+    #[test]
+    fn the_d_tag_is_found_when_it_comes_first() {
+        let domain = |raw: &'static [u8]| dkim_domain(split(raw).0[0].value());
+        assert_eq!(
+            domain(b"DKIM-Signature: d=goo.ne.jp; v=1; s=x; b=AAAA\r\n").as_deref(),
+            Some("goo.ne.jp")
+        );
+        assert_eq!(
+            domain(b"DKIM-Signature:d=GOO.ne.jp;s=x;b=AAAA\r\n").as_deref(),
+            Some("goo.ne.jp")
+        );
+        assert_eq!(
+            domain(b"DKIM-Signature:\r\n d=goo.ne.jp;\r\n\ts=x; b=AAAA\r\n").as_deref(),
+            Some("goo.ne.jp")
+        );
+    }
 }

@@ -322,3 +322,45 @@ fn the_helo_name_stands_in_received_only_as_printable_ascii() {
     assert_eq!(super::printable("a(b)c;Tue, 1"), "a?b?c?Tue,?1");
     assert_eq!(super::printable("\u{5c71}.example"), "?.example");
 }
+
+/// A client's own signature for our domain whose first tag is `d=` is
+/// recognised as ours and replaced: exactly one DKIM-Signature leaves, ours,
+/// on the legacy route (which keeps only signatures for other domains) and on
+/// the SES route.
+#[test]
+fn a_client_signature_for_our_domain_with_d_first_is_replaced() {
+    for raw in [
+        &b"DKIM-Signature: d=goo.ne.jp; v=1; a=rsa-sha256; s=client; b=CLIENTSIG\r\n"[..],
+        b"DKIM-Signature:d=goo.ne.jp;v=1;s=client;b=CLIENTSIG\r\n",
+        b"dkim-signature : d=Goo.NE.jp; s=client;\r\n b=CLIENTSIG\r\n",
+    ] {
+        for route in [Route::Legacy, Route::Ses] {
+            let mut env = envelope(&["b@example.com"]);
+            env.route = route;
+            let msg = [raw, b"From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n"].concat();
+            let prepared = preparer().prepare(&env, msg).unwrap();
+            let text = String::from_utf8_lossy(&prepared.message).into_owned();
+            let (fields, _) = headers::split(&prepared.message);
+            let signatures: Vec<_> = fields.iter().filter(|f| f.is("DKIM-Signature")).collect();
+            assert_eq!(signatures.len(), 1, "{route:?} {raw:?}:\n{text}");
+            let ours =
+                String::from_utf8_lossy(signatures[0].value()).replace(char::is_whitespace, "");
+            assert!(
+                ours.contains("d=goo.ne.jp;") && ours.contains("s=gooid-21-prod;"),
+                "{route:?}: {ours}"
+            );
+            assert!(!text.contains("CLIENTSIG"), "{route:?} {raw:?}:\n{text}");
+            assert_eq!(
+                prepared.signed_by,
+                Some(("goo.ne.jp".into(), "gooid-21-prod".into()))
+            );
+        }
+    }
+    // A signature for another domain with d= first stays beside ours on the legacy route.
+    let mut env = envelope(&["b@example.com"]);
+    env.route = Route::Legacy;
+    let msg = b"DKIM-Signature: d=example.org; s=x; b=OTHERSIG\r\nFrom: a@goo.ne.jp\r\n\r\nx\r\n";
+    let out = String::from_utf8(preparer().prepare(&env, msg.to_vec()).unwrap().message).unwrap();
+    assert_eq!(out.matches("DKIM-Signature:").count(), 2, "{out}");
+    assert!(out.contains("OTHERSIG"), "{out}");
+}

@@ -163,3 +163,41 @@ fn internationalized_addresses_go_to_legacy_whatever_the_percentage_and_rules() 
     );
     assert_eq!(BUILT_IN_RULES[0].route, Route::Legacy);
 }
+
+#[test]
+fn set_rules_replaces_the_rules_for_the_next_choice() {
+    let r = router(
+        vec![rule(
+            "recipient-domains = [\"docomo.ne.jp\"]\nroute = \"ses\"",
+        )],
+        0.0,
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@docomo.ne.jp"),
+        Route::Ses
+    );
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@example.com"),
+        Route::Legacy
+    );
+    // A reload: the old rule is gone, the new one applies at once.
+    r.set_rules(vec![rule(
+        "recipient-domains = [\"example.com\"]\nroute = \"ses\"",
+    )]);
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@docomo.ne.jp"),
+        Route::Legacy
+    );
+    assert_eq!(r.choose(CLIENT, "a@goo.ne.jp", "x@example.com"), Route::Ses);
+    // And a reload without rules leaves only the percentage.
+    r.set_rules(Vec::new());
+    assert_eq!(
+        r.choose(CLIENT, "a@goo.ne.jp", "x@example.com"),
+        Route::Legacy
+    );
+    assert_eq!(
+        r.ses_percent(),
+        0.0,
+        "a rules reload leaves the percentage alone"
+    );
+}

@@ -1,7 +1,9 @@
 //! An in-process SMTP server standing in for the legacy relay: it records
 //! each message, refuses recipients whose local part starts with `reject`
-//! (550 5.1.1) or `defer` (450 4.2.0), and counts connections, so tests can
-//! see what the proxy passed on and how it reuses connections.
+//! (550 5.1.1) or `defer` (450 4.2.0), answers 451 4.3.0 to the end of DATA
+//! when the sender's local part starts with `defer-data` (and keeps nothing),
+//! and counts connections, so tests can see what the proxy passed on and how
+//! it reuses connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,15 +186,22 @@ async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: 
                 };
                 data.extend_from_slice(unstuffed);
             }
-            let mut all = state.messages.lock().unwrap();
-            all.push(Received {
-                mail_from: std::mem::take(&mut from),
-                rcpt_to: std::mem::take(&mut rcpts),
-                data,
-                tls,
-                auth: auth.clone(),
-            });
-            format!("250 2.0.0 Ok: queued as L{:05}\r\n", all.len())
+            if from.starts_with("defer-data") {
+                // A sender asking for a temporary refusal of the message itself.
+                from.clear();
+                rcpts.clear();
+                "451 4.3.0 Error: queue file write error\r\n".to_string()
+            } else {
+                let mut all = state.messages.lock().unwrap();
+                all.push(Received {
+                    mail_from: std::mem::take(&mut from),
+                    rcpt_to: std::mem::take(&mut rcpts),
+                    data,
+                    tls,
+                    auth: auth.clone(),
+                });
+                format!("250 2.0.0 Ok: queued as L{:05}\r\n", all.len())
+            }
         } else if upper.starts_with("RSET") {
             state.rsets.fetch_add(1, Ordering::Relaxed);
             from.clear();

@@ -321,3 +321,134 @@ fn the_verdict_does_not_depend_on_the_read_split() {
         );
     }
 }
+
+/// Refused messages whose refusal sits right before the end marker or a
+/// line start, where the scanner steps back one byte to read it again: each
+/// step must give back exactly one byte, or the count consumed is off and the
+/// pipelined command behind the message is skipped or cut.
+const REFUSED_BEFORE_THE_MARKER: &[(usize, &[u8], DataEnd)] = &[
+    // A bare CR right before the CRLF of the last line, and before the marker's CR.
+    (1000, b"a\r\r\n.\r\n", DataEnd::BareLineEnding),
+    (1000, b"a\r\n\r\r\n.\r\n", DataEnd::BareLineEnding),
+    // A bare CR, then a line starting with a dot (the byte after the CR is a dot line's start).
+    (1000, b"a\r.\r\n.\r\n", DataEnd::BareLineEnding),
+    // ". CR x": the dot was stuffing, the CR is bare.
+    (1000, b"a\r\n.\rb\r\n.\r\n", DataEnd::BareLineEnding),
+    (1000, b"a\r\n.\r\r\n.\r\n", DataEnd::BareLineEnding),
+    // A bare LF (which ends no line) and a NUL, then the marker.
+    (1000, b"a\n\r\n.\r\n", DataEnd::BareLineEnding),
+    (1000, b"a\r\n\n\r\n.\r\n", DataEnd::BareLineEnding),
+    (1000, b"a\0\r\n.\r\n", DataEnd::NulByte),
+    (1000, b"\0\r\n.\r\n", DataEnd::NulByte),
+    // Oversize, the last line a stuffed dot line.
+    (4, b"0123456789\r\n..x\r\n.\r\n", DataEnd::TooBig),
+    (4, b"0123456789\r\n.\r\n", DataEnd::TooBig),
+];
+
+/// The exact count consumed by a refused message followed by pipelined
+/// commands, in one read, split into two reads at every byte, and one byte
+/// per read: the marker's last byte is the last one taken, whatever the split.
+#[test]
+fn a_refused_message_consumes_exactly_its_bytes_at_every_split() {
+    const TAIL: &[u8] = b"RSET\r\nMAIL FROM:<a@goo.ne.jp>\r\n";
+    for &(limit, body, ref verdict) in REFUSED_BEFORE_THE_MARKER {
+        let wire = [body, TAIL].concat();
+        // One read.
+        let mut rx = MessageReceiver::new(limit, 0);
+        let (used, end) = rx.ingest(&wire);
+        assert_eq!((used, &end), (body.len(), verdict), "{body:?} in one read");
+        // Two reads, at every split; then one byte at a time.
+        let mut splits: Vec<Vec<&[u8]>> = (1..wire.len())
+            .map(|at| vec![&wire[..at], &wire[at..]])
+            .collect();
+        splits.push(wire.chunks(1).collect());
+        for chunks in &splits {
+            let mut rx = MessageReceiver::new(limit, 0);
+            let mut consumed = 0;
+            let mut ended = None;
+            for chunk in chunks {
+                let (used, end) = rx.ingest(chunk);
+                consumed += used;
+                if end != DataEnd::Pending {
+                    ended = Some(end);
+                    break;
+                }
+                assert_eq!(used, chunk.len(), "{body:?}: a pending read takes it all");
+            }
+            let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+            assert_eq!(ended.as_ref(), Some(verdict), "{body:?} split {lens:?}");
+            assert_eq!(consumed, body.len(), "{body:?} split {lens:?}");
+        }
+    }
+}
+
+/// Through the session's input buffer: after a refused message the next
+/// pipelined command is parsed whole, in one read and when the message's
+/// last bytes come in a read of their own.
+#[test]
+fn after_a_refused_message_the_next_command_is_read_whole() {
+    use crate::smtp::input::{Command, Input};
+    for &(limit, body, ref verdict) in REFUSED_BEFORE_THE_MARKER {
+        for at in [body.len(), body.len() - 1, body.len() - 2, body.len() - 3] {
+            let mut input = Input::new();
+            let mut rx = MessageReceiver::new(limit, 0);
+            input.push(&body[..at]);
+            let first = input.feed(&mut rx);
+            input.push(&body[at..]);
+            input.push(b"RSET\r\nNOOP\r\n");
+            let end = if at < body.len() {
+                assert_eq!(first, DataEnd::Pending, "{body:?} cut at {at}");
+                input.feed(&mut rx)
+            } else {
+                first
+            };
+            assert_eq!(&end, verdict, "{body:?} cut at {at}");
+            assert!(
+                matches!(
+                    input.next_command(),
+                    Some(Command::Request(smtp_proto::Request::Rset))
+                ),
+                "{body:?} cut at {at}"
+            );
+            assert!(matches!(
+                input.next_command(),
+                Some(Command::Request(smtp_proto::Request::Noop { .. }))
+            ));
+            assert!(input.is_empty());
+        }
+    }
+}
+
+/// The budget share grows by what the buffer needs beyond what it holds
+/// (4096 bytes, then doubling), never by more, and the buffer never outgrows
+/// its share: a message that fits the budget is not refused for memory.
+#[test]
+fn the_budget_share_grows_by_the_missing_bytes_and_covers_the_buffer() {
+    let memory = DataMemory::new(10_000);
+    let mut rx = MessageReceiver::with_memory(100_000, 0, memory.clone());
+    let run = [b'x'; 3000];
+    assert_eq!(rx.ingest(&run), (3000, DataEnd::Pending));
+    assert_eq!((memory.held(), rx.reservation.bytes()), (4096, 4096));
+    assert!(
+        rx.body.capacity() <= rx.reservation.bytes(),
+        "{}",
+        rx.body.capacity()
+    );
+    // 6000 bytes held: the share doubles to 8192 (4096 more), within the 10,000 budget.
+    assert_eq!(rx.ingest(&run), (3000, DataEnd::Pending));
+    assert_eq!((memory.held(), rx.reservation.bytes()), (8192, 8192));
+    assert!(
+        rx.body.capacity() <= rx.reservation.bytes(),
+        "{}",
+        rx.body.capacity()
+    );
+    let (used, end) = rx.ingest(b"\r\n.\r\nQUIT\r\n");
+    assert_eq!(used, 5);
+    assert!(
+        matches!(end, DataEnd::Complete(ref b) if b.len() == 6002),
+        "{end:?}"
+    );
+    assert_eq!(memory.held(), 8192, "held until the reservation is dropped");
+    drop(rx.into_reservation());
+    assert_eq!(memory.held(), 0);
+}
