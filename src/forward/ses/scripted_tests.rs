@@ -13,7 +13,7 @@ use super::{
     MAX_ATTEMPTS, SesForwarder, classify, is_account_stop, is_credentials_refusal, is_throttling,
 };
 use crate::config::SesConfig;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, MailFrom};
 use crate::forward::Retry;
 
 #[test]
@@ -238,10 +238,11 @@ fn envelope() -> Envelope {
         helo: "client.test".into(),
         tls: false,
         esmtp: true,
-        mail_from: "a@goo.ne.jp".into(),
+        mail: MailFrom {
+            address: "a@goo.ne.jp".into(),
+            ..MailFrom::default()
+        },
         rcpt_to: vec!["b@example.com".into()],
-        smtputf8: false,
-        declared_size: 0,
         route: crate::route::Route::Ses,
         tags: Vec::new(),
     }
@@ -251,7 +252,7 @@ fn envelope() -> Envelope {
 async fn send_one(forwarder: &SesForwarder) -> Result<String, String> {
     let message = b"From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n".to_vec();
     match forwarder.send(&envelope(), message).await {
-        Ok(accepted) => Ok(accepted.upstream_id),
+        Ok(accepted) => Ok(accepted.upstream_id.unwrap_or_default()),
         Err(err) => Err(err.reply().to_string()),
     }
 }
