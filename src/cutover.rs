@@ -41,7 +41,7 @@ pub enum Source {
     Config,
     /// The state file written by `PUT /cutover` (file store).
     StateFile,
-    /// The rollback guard lowered it (see [`crate::guard`]).
+    /// The rollback guard lowered it (see `crate::guard`).
     Guard,
     /// An operator through `PUT /cutover` or `ses-relay cutover set` (SSM store).
     Api,

@@ -1,6 +1,6 @@
 //! `ses-relay cutover status|set`: a client of the running relay's admin API
 //! (`GET` and `PUT /cutover`), printing its answer as a table
-//! ([`crate::cutover_cli`]) or as the JSON it is.
+//! (`crate::cutover_cli`) or as the JSON it is.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -20,7 +20,7 @@ pub enum Command {
     Request(Request<String>),
     /// A complete line that is not a valid command.
     Invalid(smtp_proto::Error),
-    /// A line longer than [`MAX_LINE_LEN`]; it has been discarded up to its LF.
+    /// A line longer than `MAX_LINE_LEN`; it has been discarded up to its LF.
     TooLong,
     /// A line refused by our own checks (control bytes, malformed addresses)
     /// before smtp-proto parsed it.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The bytes of message data held by all sessions together, against
-/// `smtp.max-data-memory` (reloadable). Sessions take [`Reservation`]s from it.
+/// `smtp.max-data-memory` (reloadable). Sessions take `Reservation`s from it.
 #[derive(Debug)]
 pub struct DataMemory {
     limit: AtomicUsize,
