@@ -1,9 +1,9 @@
 //! The rollback guard end to end: the relay in-process with moto as SES v2
-//! and SQS (real answers: moto refuses a sender whose identity does not exist
-//! with `MessageRejected`), an in-process SMTP sink as the legacy relay, and
-//! SES events pushed into moto's SQS queue as the configuration set's
-//! SNS → SQS destination would. An account stop (`SendingPausedException`),
-//! which moto cannot be made to answer, is played by the in-process SES fake.
+//! (real answers: moto refuses a sender whose identity does not exist with
+//! `MessageRejected`) and an in-process SMTP sink as the legacy relay; SES
+//! events from SQS are tests/guard_feedback.rs. An account stop
+//! (`SendingPausedException`), which moto cannot be made to answer, is played
+//! by the in-process SES fake.
 //!
 //! The moto tests skip with the reason printed when moto is missing, unless
 //! `SES_RELAY_REQUIRE_PEERS=1` (as `.ci/run` sets), where they fail.
@@ -11,59 +11,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
+use common::guard::{admin, cutover, guard_config, metric};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, smtp, test_config};
-use serde_json::Value;
 use ses_relay::admin::client::request;
-use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
-
-const TOKEN: &str = "guard-test-token";
-
-fn credentials() -> SharedCredentialsProvider {
-    SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "test"))
-}
-
-/// SES 100 %, a legacy route to `sink`, the guard on with a small
-/// min-transactions and a window long enough for a slow machine.
-fn guard_config(endpoint: &str, sink: &SmtpSink, dir: &TempDir, min: u64) -> Config {
-    let mut config = test_config(endpoint);
-    config.legacy = Some(LegacyConfig {
-        relay: sink.addr.to_string(),
-        tls: LegacyTls::None,
-        connect_timeout: HumanDuration(Duration::from_secs(2)),
-        ..LegacyConfig::default()
-    });
-    config.cutover.ses_percent = Some(100.0);
-    config.cutover.state_file = dir.path("state/cutover.json");
-    std::fs::write(dir.path("token"), format!("{TOKEN}\n")).unwrap();
-    config.admin.token_file = dir.path("token");
-    config.guard.enabled = true;
-    config.guard.window = HumanDuration(Duration::from_secs(60));
-    config.guard.min_transactions = min;
-    config
-}
-
-async fn admin(relay: &RunningRelay, method: &str, body: Option<String>) -> (u16, Value) {
-    let addr = relay.admin_addr.unwrap();
-    let method = method.to_string();
-    let answer = tokio::task::spawn_blocking(move || {
-        let token = (method == "PUT").then_some(TOKEN);
-        request(addr, &method, "/cutover", token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap();
-    let json = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
-}
-
-async fn cutover(relay: &RunningRelay) -> Value {
-    admin(relay, "GET", None).await.1
-}
 
 fn rfc822(secs_ago: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -103,13 +57,6 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
 async fn verify_identity(endpoint: &str, domain: &str) {
     let config = test_config(endpoint);
     moto_identity(endpoint, domain, &config.ses.configuration_set).await;
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,174 +206,6 @@ async fn ten_minute_old_received_dates_trip_the_delay() {
     assert!(
         metrics.contains("ses_relay_delivery_delay_seconds_bucket{route=\"ses\",le=\"600\"}"),
         "{metrics}"
-    );
-    assert!(relay.stop().await);
-    drop(moto);
-}
-
-/// An SES event as the configuration set's destination publishes it.
-fn event(kind: &str, n: usize) -> String {
-    let mut event = serde_json::json!({
-        "eventType": kind,
-        "mail": { "messageId": format!("0106-{n}"), "source": "news@goo.ne.jp" },
-    });
-    if kind == "Bounce" {
-        event["bounce"] = serde_json::json!({
-            "bounceType": "Permanent",
-            "bounceSubType": "General",
-            "bouncedRecipients": [{ "emailAddress": "gone@example.net" }],
-        });
-    }
-    let raw = event.to_string();
-    if n.is_multiple_of(2) {
-        // SNS-wrapped, as without raw message delivery.
-        serde_json::json!({
-            "Type": "Notification",
-            "MessageId": format!("sns-{n}"),
-            "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
-            "Message": raw,
-        })
-        .to_string()
-    } else {
-        raw
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted() {
-    if !run_or_skip(
-        "bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted",
-        moto_missing(),
-    ) {
-        return;
-    }
-    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
-    let sink = SmtpSink::start().await;
-    let dir = TempDir::new("guard-bounce");
-    let mut config = guard_config(&moto.endpoint(), &sink, &dir, 50);
-    config.ses.region = "ap-northeast-1".into();
-    config.feedback.endpoint_url = moto.endpoint();
-    let sqs = ses_relay::feedback::client(&config, Some(credentials())).await;
-    let queue = sqs
-        .create_queue()
-        .queue_name("ses-events")
-        .send()
-        .await
-        .expect("moto: create queue");
-    let queue_url = queue.queue_url().unwrap().to_string();
-    config.feedback.sqs_queue_url = queue_url.clone();
-    config.feedback.poll_interval = HumanDuration(Duration::from_secs(1));
-
-    // preflight: the queue answers; a queue that does not exist is a FAIL.
-    let resolver = ses_relay::dns::StaticResolver::default();
-    let findings = ses_relay::preflight::run(&config, &resolver, Some(credentials())).await;
-    let queue_line = findings
-        .iter()
-        .find(|f| f.check.starts_with("feedback queue"))
-        .unwrap();
-    assert_eq!(
-        queue_line.level,
-        ses_relay::preflight::Level::Pass,
-        "{queue_line}"
-    );
-    let mut missing = config.clone();
-    missing.feedback.sqs_queue_url = format!("{}/123456789012/nope", moto.endpoint());
-    missing.legacy = None;
-    let findings = ses_relay::preflight::run(&missing, &resolver, Some(credentials())).await;
-    let find = |check: &str| {
-        findings
-            .iter()
-            .find(|f| f.check == check || f.check.starts_with(&format!("{check} ")))
-            .unwrap_or_else(|| panic!("no {check} in {findings:#?}"))
-            .clone()
-    };
-    assert_eq!(
-        find("feedback queue").level,
-        ses_relay::preflight::Level::Fail
-    );
-    let guard = find("guard");
-    assert!(guard.detail.contains("can only alert"), "{guard}");
-
-    let relay = RunningRelay::start(config).await;
-    // 100 sends, 10 permanent bounces, one poison message.
-    let mut bodies: Vec<String> = (0..100).map(|n| event("Send", n)).collect();
-    bodies.extend((0..10).map(|n| event("Bounce", n)));
-    bodies.push("{not an SES event".into());
-    for (b, chunk) in bodies.chunks(10).enumerate() {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("{b}-{i}"))
-                    .message_body(body)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        sqs.send_message_batch()
-            .queue_url(&queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("moto: send batch");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = cutover(&relay).await;
-        if status["source"] == "guard" {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no trip: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(status["ses_percent"], 0.0, "{status}");
-    let reason = status["reason"].as_str().unwrap();
-    assert!(reason.starts_with("guard: bounce ratio "), "{reason}");
-    assert!(reason.contains("> 0.05 over 1m"), "{reason}");
-    // Every message is counted once and deleted, the poison one included.
-    loop {
-        let attributes = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let attributes = attributes.attributes().unwrap();
-        let count = |name| {
-            attributes
-                .get(&name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(u64::MAX)
-        };
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        if count(A::ApproximateNumberOfMessages) == 0
-            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queue not drained: {attributes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let figures = cutover(&relay).await["guard"].clone();
-    assert_eq!(
-        (figures["sends"].clone(), figures["bounces"].clone()),
-        (100.into(), 10.into()),
-        "{figures}"
-    );
-    let metrics = ses_relay::metrics::render();
-    assert_eq!(
-        metric(&metrics, "ses_relay_ses_events_total{type=\"malformed\"}"),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(&metrics, "ses_relay_ses_events_total{type=\"bounce\"}"),
-        10.0
     );
     assert!(relay.stop().await);
     drop(moto);

@@ -6,16 +6,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::client::{BODY, refused_code, send};
 use common::ses_fake::{Mode, SesFake};
 use common::{RunningRelay, TempDir, TestCa, demo_txt, header_names, test_config, verify_dkim};
 use mail_auth::DkimResult;
 use mail_send::SmtpClientBuilder;
 use mail_send::smtp::message::Message;
-use ses_relay::config::{HumanDuration, SesMode};
+use ses_relay::config::SesMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const BODY: &str = "From: Goo <news@goo.ne.jp>\r\nTo: b@example.com\r\nSubject: hello\r\nMessage-ID: <1@goo.ne.jp>\r\nDate: Sun, 22 Nov 2026 08:00:00 +0900\r\n\r\nHello from the relay test.\r\n";
 
 /// A raw SMTP client, for what a polite client library will not send.
 struct Raw {
@@ -77,28 +76,6 @@ impl Raw {
     }
 }
 
-async fn send(
-    relay: &RunningRelay,
-    from: &str,
-    to: &[&str],
-    body: &str,
-) -> Result<String, mail_send::Error> {
-    let mut client = SmtpClientBuilder::new("127.0.0.1".to_string(), relay.addr.port())
-        .unwrap()
-        .helo_host("client.test")
-        .timeout(Duration::from_secs(30))
-        .connect_plain()
-        .await?;
-    let response = client
-        .send(Message::new(from, to.iter().copied(), body.as_bytes()))
-        .await?;
-    let _ = client.quit().await;
-    Ok(format!(
-        "{} {}.{}.{} {}",
-        response.code, response.esc[0], response.esc[1], response.esc[2], response.message
-    ))
-}
-
 /// Sends one message over STARTTLS (or implicit TLS) with a client that trusts
 /// only `ca`; returns the final reply code.
 async fn send_over_tls(port: u16, ca: &TestCa, implicit: bool) -> u16 {
@@ -120,13 +97,6 @@ async fn send_over_tls(port: u16, ca: &TestCa, implicit: bool) -> u16 {
         .unwrap();
     let _ = client.quit().await;
     response.code
-}
-
-fn refused_code(err: mail_send::Error) -> (u16, [u8; 3], String) {
-    match err {
-        mail_send::Error::UnexpectedReply(r) => (r.code, r.esc, r.message),
-        other => panic!("expected an SMTP refusal, got {other}"),
-    }
 }
 
 async fn assert_signed_once(raw: &[u8]) {
@@ -330,120 +300,6 @@ async fn connection_cap_answers_421_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(greeting.starts_with("220"), "{greeting}");
-    assert!(relay.stop().await);
-}
-
-#[tokio::test]
-async fn throttled_ses_is_a_451_after_retries() {
-    let ses = SesFake::start().await;
-    ses.set_mode(Mode::Throttle);
-    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let started = Instant::now();
-    let (code, esc, message) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((code, esc[0]), (451, 4), "{message}");
-    assert!(message.contains("TooManyRequestsException"), "{message}");
-    assert_eq!(ses.attempts(), 3, "throttling is retried twice");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "bounded by ses.timeout"
-    );
-    assert!(relay.stop().await);
-}
-
-#[tokio::test]
-async fn rejected_by_ses_is_a_554_with_ses_words() {
-    let ses = SesFake::start().await;
-    ses.set_mode(Mode::Reject(
-        "MessageRejected",
-        "Email address is not verified.",
-    ));
-    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (code, esc, message) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((code, esc), (554, [5, 7, 1]));
-    assert!(
-        message.contains("Email address is not verified."),
-        "{message}"
-    );
-    assert_eq!(ses.attempts(), 1, "a permanent refusal is not retried");
-    assert!(relay.stop().await);
-}
-
-#[tokio::test]
-async fn ses_server_error_is_a_451() {
-    let ses = SesFake::start().await;
-    ses.set_mode(Mode::Fail);
-    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (code, _, _) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(code, 451);
-    assert_eq!(ses.attempts(), 3, "server errors are retried twice");
-    assert!(relay.stop().await);
-}
-
-#[tokio::test]
-async fn a_request_ses_may_have_taken_is_not_sent_again() {
-    let ses = SesFake::start().await;
-    ses.set_mode(Mode::Hangup);
-    let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (code, esc, message) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
-    // The connection dropped after the request went out: SES may have the
-    // message, so only Postfix's own retry may send it again.
-    assert_eq!(ses.attempts(), 1);
-    assert!(relay.stop().await);
-}
-
-#[tokio::test]
-async fn stalled_ses_past_the_timeout_is_a_451() {
-    let ses = SesFake::start().await;
-    ses.set_mode(Mode::Stall(Duration::from_secs(20)));
-    let mut config = test_config(&ses.endpoint());
-    config.ses.timeout = HumanDuration(Duration::from_secs(1));
-    let relay = RunningRelay::start(config).await;
-    let started = Instant::now();
-    let (code, esc, message) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
-    relay.shutdown.trigger();
-}
-
-#[tokio::test]
-async fn unreachable_ses_is_a_451() {
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let relay = RunningRelay::start(test_config(&format!("http://{closed}"))).await;
-    let (code, esc, message) = refused_code(
-        send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!((code, esc), (451, [4, 4, 1]), "{message}");
     assert!(relay.stop().await);
 }
 

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod client;
+pub mod cutover;
+pub mod guard;
 pub mod peers;
 pub mod ses_fake;
 pub mod smtp_sink;
@@ -13,6 +16,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -282,4 +286,19 @@ pub async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) 
         }
     }
     replies
+}
+
+/// Runs the `ses-relay` binary with `args` from the crate root: exit code,
+/// stdout, stderr.
+pub fn ses_relay(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
