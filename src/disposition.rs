@@ -75,6 +75,20 @@ mod tests {
     }
 
     #[test]
+    fn status_page_headings_name_the_reply_class() {
+        let headings: Vec<_> = Disposition::ALL.iter().map(|d| d.heading()).collect();
+        assert_eq!(
+            headings,
+            [
+                "delivered",
+                "deferred (4xx)",
+                "rejected (5xx)",
+                "refused (client)"
+            ]
+        );
+    }
+
+    #[test]
     fn the_reply_class_decides() {
         assert_eq!(Disposition::of_code(250), Disposition::Delivered);
         assert_eq!(Disposition::of_code(299), Disposition::Delivered);

@@ -299,6 +299,67 @@ mod tests {
         assert_eq!(unknown.reply().to_string(), "550 5.1.1 No such user");
     }
 
+    /// Answers with its own name as the upstream id.
+    struct Named(&'static str);
+
+    impl Deliver for Named {
+        fn deliver<'a>(
+            &'a self,
+            _: &'a Envelope,
+            _: Vec<u8>,
+        ) -> BoxFuture<'a, Result<Accepted, UpstreamError>> {
+            Box::pin(std::future::ready(Ok(Accepted::queued(self.0.into()))))
+        }
+    }
+
+    async fn id_on(upstreams: &Upstreams, route: Route) -> Option<String> {
+        let envelope = Envelope {
+            id: "1".into(),
+            client: "127.0.0.1:25".parse().unwrap(),
+            helo: "client".into(),
+            tls: false,
+            esmtp: true,
+            mail: MailFrom::default(),
+            rcpt_to: vec!["b@example.com".into()],
+            route,
+            tags: Vec::new(),
+        };
+        let mut tx = upstreams.get(route).begin(&envelope.mail).await.unwrap();
+        assert_eq!(
+            tx.recipient("b@example.com").await.to_string(),
+            "250 2.1.5 Ok"
+        );
+        tx.data(&envelope, Vec::new()).await.unwrap().upstream_id
+    }
+
+    #[tokio::test]
+    async fn each_route_takes_its_upstream_and_ses_stands_in_for_a_missing_legacy() {
+        let both = Upstreams::new(Arc::new(Named("ses")), Some(Arc::new(Named("legacy"))));
+        assert!(both.has_legacy());
+        assert_eq!(id_on(&both, Route::Ses).await.as_deref(), Some("ses"));
+        assert_eq!(id_on(&both, Route::Legacy).await.as_deref(), Some("legacy"));
+        let only_ses = Upstreams::new(Arc::new(Named("ses")), None);
+        assert!(!only_ses.has_legacy());
+        assert_eq!(
+            id_on(&only_ses, Route::Legacy).await.as_deref(),
+            Some("ses")
+        );
+    }
+
+    #[test]
+    fn dispositions_follow_the_cause() {
+        let api = UpstreamError::temporary([4, 4, 1], "timeout", "SES did not answer");
+        assert_eq!(api.disposition(), Disposition::Deferred);
+        assert_eq!(api.code(), Some("timeout"));
+        let bounce = UpstreamError::permanent([5, 7, 1], "MessageRejected", "no");
+        assert_eq!(bounce.disposition(), Disposition::Rejected);
+        let full = UpstreamError::reply_of(Reply::dynamic(452, [4, 2, 2], "Mailbox full"));
+        assert_eq!(full.disposition(), Disposition::Deferred);
+        let odd = UpstreamError::reply_of(Reply::plain(354, "go on"));
+        assert_eq!(odd.disposition(), Disposition::Rejected);
+        assert_eq!(odd.status, [3, 0, 0]);
+    }
+
     #[test]
     fn an_accepted_message_is_queued_under_its_id() {
         let accepted = Accepted::queued("0100018c-aa".into());

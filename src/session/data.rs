@@ -11,6 +11,7 @@ use super::{Session, State};
 use crate::disposition::Disposition;
 use crate::envelope::Envelope;
 use crate::forward::{Accepted, Transaction, UpstreamError};
+use crate::log::Masker;
 use crate::metrics;
 use crate::prepare::PrepareError;
 use crate::relay::Relay;
@@ -239,12 +240,7 @@ pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, tota
         outcome.upstream_seconds,
         total.as_secs_f64(),
     );
-    // The line's fields cost a few allocations: only for a log that takes it.
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return;
-    }
     let masker = relay.masker;
-    let reply_text = outcome.reply.to_string();
     tracing::info!(
         id = %envelope.id,
         client = %masker.ip(envelope.client.ip()),
@@ -255,10 +251,21 @@ pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, tota
         result = outcome.disposition.as_str(),
         upstream_id = outcome.upstream_id.as_deref().unwrap_or(""),
         dkim = outcome.dkim.as_deref().unwrap_or("none"),
-        reply = %masker.text(&reply_text),
+        // Formatted only when a log takes the line.
+        reply = %MaskedReply(&outcome.reply, masker),
         duration_ms = total.as_millis() as u64,
         "transaction"
     );
+}
+
+/// A reply as the log shows it: addresses in its text masked.
+struct MaskedReply<'a>(&'a Reply, Masker);
+
+impl std::fmt::Display for MaskedReply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        f.write_str(&self.1.text(&text))
+    }
 }
 
 /// How a transaction ended, for the reply, the metrics and the log line.
@@ -296,5 +303,23 @@ impl Outcome {
             upstream_id: None,
             dkim: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_runs_from_the_first_received_date_and_never_below_zero() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let delay = delay_since(Some(now - 600)).unwrap();
+        assert!((600..=602).contains(&delay.as_secs()), "{delay:?}");
+        assert_eq!(delay_since(Some(now + 3600)), Some(Duration::ZERO));
+        assert_eq!(delay_since(None), None);
+        assert_eq!(delay_since(Some(-1)), None);
     }
 }

@@ -108,3 +108,91 @@ async fn the_session_deadline_says_so() {
     assert!(!reply.contains("Idle"), "{reply}");
     s.closed().await;
 }
+
+/// A relay with an armed rollback guard, an SES route and a legacy route
+/// (taken by senders at legacy.example).
+fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
+    let rule = crate::route::Rule::new(
+        Vec::new(),
+        &["legacy.example".to_string()],
+        &[],
+        crate::route::Route::Legacy,
+    );
+    let mut relay = Relay::new(
+        live(smtp_config()),
+        Router::new(true, vec![rule], 100.0),
+        Upstreams::new(ses, Some(legacy)),
+        Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
+        Masker::new(true),
+    );
+    let config = crate::config::GuardConfig {
+        enabled: true,
+        ..crate::config::GuardConfig::default()
+    };
+    relay.guard = crate::guard::Guard::new(&config, true);
+    Arc::new(relay)
+}
+
+#[tokio::test]
+async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
+    let (ses, legacy) = (Upstream::new(), Upstream::new());
+    let relay = guarded(ses.clone(), legacy.clone());
+    let counted = || relay.guard.snapshot().figures;
+    let mut s = TestSession::start(relay.clone()).await;
+    s.ehlo().await;
+    let message = "From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n";
+
+    // The relay's own send-rate limit is no answer of SES's.
+    ses.answer(Err(UpstreamError::temporary(
+        [4, 7, 0],
+        "max-send-rate",
+        "Sending rate limit of this relay reached, try again later",
+    )));
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    s.data(message, "451 4.7.0").await;
+    assert_eq!((counted().outcomes, counted().failures), (0, 0));
+
+    // SES throttling is.
+    ses.answer(Err(UpstreamError::temporary(
+        [4, 4, 5],
+        "Throttling",
+        "Maximum sending rate exceeded.",
+    )));
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    s.data(message, "451 4.4.5").await;
+    assert_eq!((counted().outcomes, counted().failures), (1, 1));
+
+    // A legacy failure says nothing about SES.
+    legacy.answer(Err(UpstreamError::permanent(
+        [5, 1, 1],
+        "legacy",
+        "No such user",
+    )));
+    s.mail_from("a@legacy.example", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    s.data(message, "554 5.1.1").await;
+    assert_eq!(legacy.count(), 1);
+    assert_eq!((counted().outcomes, counted().failures), (1, 1));
+}
+
+#[tokio::test]
+async fn the_messages_own_tags_reach_the_upstream() {
+    let upstream = Upstream::new();
+    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    s.ehlo().await;
+    s.mail_from("a@goo.ne.jp", "250").await;
+    s.rcpt_to("b@example.com", "250").await;
+    let message =
+        "From: a@goo.ne.jp\r\nX-SES-MESSAGE-TAGS: campaign=winter\r\nSubject: x\r\n\r\nbody\r\n";
+    s.data(message, "250 2.0.0").await;
+    let (envelope, sent) = upstream.last();
+    let tags: Vec<_> = envelope
+        .tags
+        .iter()
+        .map(|t| (t.name.as_str(), t.value.as_str()))
+        .collect();
+    assert_eq!(tags, [("campaign", "winter")]);
+    assert!(!sent.contains("X-SES-MESSAGE-TAGS"), "{sent}");
+}
