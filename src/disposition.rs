@@ -1,8 +1,6 @@
 //! How a transaction ended, in the one set of words the reply's class, the
 //! transaction log line, the metrics and the status page all use.
 
-use std::fmt;
-
 /// How a transaction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Disposition {
@@ -55,12 +53,6 @@ impl Disposition {
             400..=499 => Disposition::Deferred,
             _ => Disposition::Rejected,
         }
-    }
-}
-
-impl fmt::Display for Disposition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

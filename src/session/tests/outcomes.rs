@@ -6,7 +6,7 @@ use super::*;
 
 /// Renders what the session counted: a recorder of this thread only, so
 /// tests running side by side do not see each other's counts.
-fn counted(recorder: &metrics_exporter_prometheus::PrometheusRecorder) -> String {
+fn counted_metrics(recorder: &metrics_exporter_prometheus::PrometheusRecorder) -> String {
     recorder.handle().render()
 }
 
@@ -28,7 +28,7 @@ async fn client_mistakes_are_counted_refused_not_rejected() {
     s.rcpt_to("b@example.com", "250").await;
     let big = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(20_000));
     s.data(&big, "552 5.3.4").await;
-    let text = counted(&recorder);
+    let text = counted_metrics(&recorder);
     assert!(
         text.contains(r#"ses_relay_transactions_total{route="ses",result="refused"} 2"#),
         "{text}"
@@ -77,7 +77,7 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     s.rcpt_to("b@example.com", "451 4.4.1").await;
     s.rcpt_to("c@example.com", "451 4.4.1").await;
     s.cmd("RSET", "250").await;
-    let text = counted(&recorder);
+    let text = counted_metrics(&recorder);
     // One per transaction, not per RCPT.
     assert!(
         text.contains(r#"ses_relay_transactions_total{route="legacy",result="deferred"} 1"#),
@@ -86,7 +86,7 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     // A second transaction is a second deferred one.
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "451 4.4.1").await;
-    let text = counted(&recorder);
+    let text = counted_metrics(&recorder);
     assert!(
         text.contains(r#"ses_relay_transactions_total{route="legacy",result="deferred"} 2"#),
         "{text}"
@@ -135,6 +135,8 @@ fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
 
 #[tokio::test]
 async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
+    let recorder = local_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let (ses, legacy) = (Upstream::new(), Upstream::new());
     let relay = guarded(ses.clone(), legacy.clone());
     let counted = || relay.guard.snapshot().figures;
@@ -175,6 +177,13 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
     s.data(message, "554 5.1.1").await;
     assert_eq!(legacy.count(), 1);
     assert_eq!((counted().outcomes, counted().failures), (1, 1));
+    // SES's error codes are counted, the legacy route's are not among them.
+    let text = counted_metrics(&recorder);
+    assert!(
+        text.contains(r#"ses_relay_ses_errors_total{error="Throttling"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"error="legacy""#), "{text}");
 }
 
 #[tokio::test]
