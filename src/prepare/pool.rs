@@ -1,12 +1,7 @@
-//! The threads that prepare large messages: a fixed pool, one thread per core.
+//! The threads that prepare messages: a fixed pool, one thread per core.
 //!
-//! Signing (RSA-2048) is the one CPU-heavy step per message. For a message up
-//! to [`INLINE_LIMIT`] it runs on the async worker that received it: measured
-//! under load, the hand-off to a pool thread and back cost about one context
-//! switch per message (3.3 → 2.3 per message) for a job of a fraction of a
-//! millisecond. A larger message hashes for longer (11 ms for 10 MB) and would
-//! hold up every session on that worker, so it goes to the pool. tokio's
-//! blocking pool would do for those, but it grows a
+//! Signing (RSA-2048) is the one CPU-heavy step per message and must not run
+//! on the async worker threads. tokio's blocking pool would do, but it grows a
 //! thread per concurrent message (tens under load) that each sleep and wake per
 //! job; a pool sized to the cores keeps its threads busy back to back while
 //! there is work, and so spends the CPU on signing rather than on scheduling.
@@ -22,12 +17,6 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// Messages up to this size are prepared on the async worker that received
-/// them: one RSA-2048 signature and a hash of at most this many bytes, well
-/// under a millisecond, and the hand-off to a pool thread and back (two
-/// wake-ups, two context switches) cost more CPU than that blocking saves.
-pub const INLINE_LIMIT: usize = 256 * 1024;
 
 /// A fixed set of threads running one job at a time each, in arrival order.
 pub struct SigningPool {
@@ -52,20 +41,6 @@ impl SigningPool {
     /// One thread per core this process may use (cgroup CPU limits included).
     pub fn per_core() -> SigningPool {
         SigningPool::new(thread::available_parallelism().map_or(2, |n| n.get()))
-    }
-
-    /// Runs `job` for a message of `size` bytes: up to [`INLINE_LIMIT`] on
-    /// the calling thread (a panic is caught and gives `None`, as on the
-    /// pool), larger ones on the pool.
-    pub async fn run_for<R, F>(&self, size: usize, job: F) -> Option<R>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        if size <= INLINE_LIMIT {
-            return std::panic::catch_unwind(AssertUnwindSafe(job)).ok();
-        }
-        self.run(job).await
     }
 
     /// Runs `job` on the pool and waits for its result; `None` if it panicked.
@@ -99,15 +74,6 @@ mod tests {
     async fn runs_jobs_and_survives_a_panic() {
         let pool = SigningPool::new(1);
         assert_eq!(pool.run(|| 6 * 7).await, Some(42));
-        // Small jobs run here, large ones on the pool; a panic is caught either way.
-        let here = thread::current().name().map(str::to_string);
-        let on = |size| pool.run_for(size, || thread::current().name().map(str::to_string));
-        assert_eq!(on(INLINE_LIMIT).await, Some(here));
-        assert_eq!(
-            on(INLINE_LIMIT + 1).await,
-            Some(Some("ses-relay-sign-0".to_string()))
-        );
-        assert_eq!(pool.run_for(1, || -> u32 { panic!("bad key") }).await, None);
         assert_eq!(pool.run(|| -> u32 { panic!("bad key") }).await, None);
         // The only thread is still there.
         let name = pool

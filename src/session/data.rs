@@ -64,11 +64,10 @@ impl Session {
     ) -> Result<Ready, Outcome> {
         let live = self.live.clone();
         let job = envelope.clone();
-        let size = message.len();
         let done = self
             .relay
             .signer
-            .run_for(size, move || {
+            .run(move || {
                 let first_taken = crate::received::first_taken(&message);
                 (live.preparer.prepare(&job, message), first_taken)
             })
