@@ -248,12 +248,30 @@ fn envelope() -> Envelope {
     }
 }
 
-/// One message through the forwarder: `Ok(MessageId)` or the SMTP reply.
-async fn send_one(forwarder: &SesForwarder) -> Result<String, String> {
+/// What the client would hear for one message through the forwarder.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// Taken: SES's MessageId.
+    Queued(String),
+    /// Not taken: the SMTP reply line.
+    Refused(String),
+}
+
+impl Heard {
+    fn refused(self) -> String {
+        match self {
+            Heard::Refused(reply) => reply,
+            Heard::Queued(id) => panic!("expected a refusal, SES took it as {id}"),
+        }
+    }
+}
+
+/// One message through the forwarder.
+async fn send_one(forwarder: &SesForwarder) -> Heard {
     let message = b"From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n".to_vec();
     match forwarder.send(&envelope(), message).await {
-        Ok(accepted) => Ok(accepted.upstream_id.unwrap_or_default()),
-        Err(err) => Err(err.reply().to_string()),
+        Ok(accepted) => Heard::Queued(accepted.upstream_id.unwrap_or_default()),
+        Err(err) => Heard::Refused(err.reply().to_string()),
     }
 }
 
@@ -267,13 +285,16 @@ async fn expired_credentials_are_asked_for_again_before_the_next_message() {
     let chain = CountingChain::default();
     let forwarder = scripted_forwarder(&ses, &chain).await;
     assert_eq!(chain.calls(), 1, "asked once at startup");
-    let refused = send_one(&forwarder).await.unwrap_err();
+    let refused = send_one(&forwarder).await.refused();
     assert_eq!(
         refused,
         "451 4.3.0 scripted ExpiredTokenException (ExpiredTokenException)"
     );
     assert_eq!(ses.requests(), 1, "a 403 is not retried");
-    assert_eq!(send_one(&forwarder).await, Ok("scripted-1".into()));
+    assert_eq!(
+        send_one(&forwarder).await,
+        Heard::Queued("scripted-1".into())
+    );
     assert_eq!(chain.calls(), 2, "SES refused the credentials: renewed");
 }
 
@@ -288,9 +309,12 @@ async fn credentials_are_not_renewed_after_an_unrelated_refusal() {
     let forwarder = scripted_forwarder(&ses, &chain).await;
     assert_eq!(
         send_one(&forwarder).await,
-        Err("554 5.7.1 scripted MessageRejected (MessageRejected)".into())
+        Heard::Refused("554 5.7.1 scripted MessageRejected (MessageRejected)".into())
     );
-    assert_eq!(send_one(&forwarder).await, Ok("scripted-1".into()));
+    assert_eq!(
+        send_one(&forwarder).await,
+        Heard::Queued("scripted-1".into())
+    );
     assert_eq!(chain.calls(), 1, "long-term keys SES did not refuse");
     assert_eq!(ses.requests(), 2);
 }
@@ -306,7 +330,10 @@ async fn a_throttling_code_on_a_400_is_retried_as_throttling() {
     ])
     .await;
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
-    assert_eq!(send_one(&forwarder).await, Ok("scripted-1".into()));
+    assert_eq!(
+        send_one(&forwarder).await,
+        Heard::Queued("scripted-1".into())
+    );
     assert_eq!(ses.requests(), 2);
 
     // Throttled on every attempt: a temporary failure with its own code.
@@ -314,7 +341,7 @@ async fn a_throttling_code_on_a_400_is_retried_as_throttling() {
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
     assert_eq!(
         send_one(&forwarder).await,
-        Err("451 4.4.5 scripted ThrottlingException (ThrottlingException)".into())
+        Heard::Refused("451 4.4.5 scripted ThrottlingException (ThrottlingException)".into())
     );
     assert_eq!(ses.requests(), MAX_ATTEMPTS);
 }
@@ -325,7 +352,7 @@ async fn a_request_ses_may_have_taken_is_never_sent_again() {
     // may have the message. Sending it again could deliver it twice.
     let ses = ScriptedSes::start(&[Scripted::Hangup, Scripted::Status(200, "")]).await;
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
-    let refused = send_one(&forwarder).await.unwrap_err();
+    let refused = send_one(&forwarder).await.refused();
     assert!(
         refused.starts_with("451 4.4.1 cannot reach SES"),
         "{refused}"
@@ -335,7 +362,7 @@ async fn a_request_ses_may_have_taken_is_never_sent_again() {
     // SES answered, but the answer was cut short: it may well have the message.
     let ses = ScriptedSes::start(&[Scripted::Truncated, Scripted::Status(200, "")]).await;
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
-    let refused = send_one(&forwarder).await.unwrap_err();
+    let refused = send_one(&forwarder).await.refused();
     assert!(refused.starts_with("451 4.4.2 "), "{refused}");
     assert_eq!(ses.requests(), 1);
 
@@ -348,7 +375,7 @@ async fn a_request_ses_may_have_taken_is_never_sent_again() {
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
     assert_eq!(
         send_one(&forwarder).await,
-        Err("554 5.6.0 scripted BadRequestException (BadRequestException)".into())
+        Heard::Refused("554 5.6.0 scripted BadRequestException (BadRequestException)".into())
     );
     assert_eq!(ses.requests(), 1);
 }
@@ -363,7 +390,10 @@ async fn throttled_and_server_errors_are_retried_up_to_the_attempt_limit() {
     ])
     .await;
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
-    assert_eq!(send_one(&forwarder).await, Ok("scripted-2".into()));
+    assert_eq!(
+        send_one(&forwarder).await,
+        Heard::Queued("scripted-2".into())
+    );
     assert_eq!(ses.requests(), 3);
 
     // Never more than MAX_ATTEMPTS requests for one message.
@@ -371,7 +401,7 @@ async fn throttled_and_server_errors_are_retried_up_to_the_attempt_limit() {
     let forwarder = scripted_forwarder(&ses, &CountingChain::default()).await;
     assert_eq!(
         send_one(&forwarder).await,
-        Err("451 4.3.0 scripted InternalFailure (InternalFailure)".into())
+        Heard::Refused("451 4.3.0 scripted InternalFailure (InternalFailure)".into())
     );
     assert_eq!(ses.requests(), MAX_ATTEMPTS);
 }
