@@ -19,6 +19,12 @@ async fn dialogue(addr: SocketAddr, wire: &[u8], count: usize) -> Vec<String> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     write.write_all(wire).await.unwrap();
+    final_replies(&mut read, count).await
+}
+
+/// Reply lines until `count` final ones (not `250-` continuations) arrived,
+/// or the connection closed.
+async fn final_replies<R: AsyncBufReadExt + Unpin>(read: &mut R, count: usize) -> Vec<String> {
     let mut replies = Vec::new();
     while replies.len() < count {
         let mut line = String::new();
@@ -179,20 +185,7 @@ async fn after_a_refused_message_the_pipelined_transaction_is_read_whole() {
             } else {
                 write.write_all(&whole).await.unwrap();
             }
-            let mut replies = Vec::new();
-            while replies.len() < 12 {
-                let mut line = String::new();
-                let n = tokio::time::timeout(Duration::from_secs(20), read.read_line(&mut line))
-                    .await
-                    .expect("every pipelined command answered")
-                    .unwrap();
-                if n == 0 {
-                    break;
-                }
-                if line.as_bytes().get(3) != Some(&b'-') {
-                    replies.push(line);
-                }
-            }
+            let replies = final_replies(&mut read, 12).await;
             assert_eq!(
                 codes(&replies),
                 [

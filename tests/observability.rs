@@ -10,7 +10,7 @@ use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, smtp, test_config};
 use ses_relay::admin::client::request;
-use ses_relay::config::{LegacyConfig, LegacyTls};
+use ses_relay::config::{Config, LegacyConfig, LegacyTls};
 
 /// Metric names (`ses_relay_...`) used in a dashboard or rules file; recording
 /// rule names (`route:ses_relay_...:rate5m`) are not metrics we export.
@@ -73,10 +73,9 @@ fn transaction(to: &str) -> Vec<String> {
 
 const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: m\r\n\r\nbody";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_and_rules_metrics_are_exported_and_move() {
-    let ses = SesFake::start().await;
-    let sink = SmtpSink::start().await;
+/// SES at 100 %, and recipients at legacy.example to the sink by a rule
+/// (the percentage gauge is process-wide: every test here keeps it at 100).
+fn legacy_by_rule(ses: &SesFake, sink: &SmtpSink) -> Config {
     let mut config = test_config(&ses.endpoint());
     config.legacy = Some(LegacyConfig {
         relay: sink.addr.to_string(),
@@ -87,7 +86,14 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     config.cutover.rules = vec![
         toml::from_str("recipient-domains = [\"legacy.example\"]\nroute = \"legacy\"").unwrap(),
     ];
-    let relay = RunningRelay::start(config).await;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_rules_metrics_are_exported_and_move() {
+    let ses = SesFake::start().await;
+    let sink = SmtpSink::start().await;
+    let relay = RunningRelay::start(legacy_by_rule(&ses, &sink)).await;
     let admin = relay.admin_addr.unwrap();
     let before = get(admin, "/metrics").await;
 
@@ -228,19 +234,7 @@ fn every_dashboard_panel_fits_the_grid() {
 async fn a_legacy_4xx_at_the_end_of_data_is_passed_back_and_counted_deferred() {
     let ses = SesFake::start().await;
     let sink = SmtpSink::start().await;
-    let mut config = test_config(&ses.endpoint());
-    config.legacy = Some(LegacyConfig {
-        relay: sink.addr.to_string(),
-        tls: LegacyTls::None,
-        ..LegacyConfig::default()
-    });
-    // 100 % and a rule, as above: the percentage gauge is process-wide, and
-    // the test above expects 100.
-    config.cutover.ses_percent = Some(100.0);
-    config.cutover.rules = vec![
-        toml::from_str("recipient-domains = [\"legacy.example\"]\nroute = \"legacy\"").unwrap(),
-    ];
-    let relay = RunningRelay::start(config).await;
+    let relay = RunningRelay::start(legacy_by_rule(&ses, &sink)).await;
     let admin = relay.admin_addr.unwrap();
     let deferred = "ses_relay_transactions_total{route=\"legacy\",result=\"deferred\"}";
     let rejected = "ses_relay_transactions_total{route=\"legacy\",result=\"rejected\"}";
