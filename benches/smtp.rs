@@ -47,9 +47,9 @@ fn relay() -> Arc<Relay> {
         admin_token: None,
         admin_read_token: None,
     };
-    let router = Router::new(false, Vec::new(), 100.0);
-    let upstreams = Upstreams::new(Arc::new(Accept), None);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
+    let router = Router::new(false, Vec::new(), cutover.share());
+    let upstreams = Upstreams::new(Arc::new(Accept), None);
     Arc::new(Relay::new(
         live,
         router,

@@ -1,25 +1,30 @@
 //! What the relay does on its own while it serves: the rollback guard as
 //! `[guard]` and the cutover state start it, the refresh of the shared
-//! cutover store (SSM), and the periodic check of the DKIM DNS records.
+//! cutover store (SSM), the legacy relay's health probe, and the periodic
+//! check of the DKIM DNS records.
 //!
-//! Each task takes the parts of the relay it acts on, not the relay: this
-//! module is used by the wiring (`server.rs`) and uses nothing of it.
+//! Each task is a named struct holding the parts of the relay it acts on,
+//! not the relay, with `run(self, shutdown)`: this module is used by the
+//! wiring (`server.rs`) and uses nothing of it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::cutover::{Cutover, Source};
 use crate::dns::TxtResolver;
-use crate::guard::Guard;
+use crate::guard::{Guard, State};
 use crate::prepare::dkim::DkimKeys;
-use crate::route::Router;
 use crate::shutdown::Shutdown;
 
-/// The rollback guard from `[guard]`, tripped still if the cutover state in
-/// force came from its trip (a restart keeps the guard's percentage and alert).
+/// The rollback guard from `[guard]`, acting through `cutover`; tripped still
+/// if the value in force came from its trip.
 pub fn start_guard(config: &Config, cutover: &Cutover) -> Guard {
     let can_move_traffic = config.legacy.is_some();
-    let guard = Guard::new(&config.guard, can_move_traffic);
+    let guard = Guard::new(&config.guard, cutover.clone(), can_move_traffic);
     if !config.guard.enabled {
         return guard;
     }
@@ -41,39 +46,192 @@ pub fn start_guard(config: &Config, cutover: &Cutover) -> Guard {
         );
     }
     let status = cutover.status();
-    if status.source == Source::Guard {
+    if status.source == Source::Guard && guard.state() == State::Tripped {
         tracing::warn!(
             ses_percent = status.ses_percent,
             reason = status.reason.as_deref().unwrap_or(""),
             "rollback guard: still tripped from before the restart; a cutover change re-arms it"
         );
-        guard.restore_trip(status.reason);
     }
     guard
 }
 
-/// Reads the shared cutover store every `interval` until shutdown.
-pub async fn refresh_cutover_periodically(
-    cutover: &Cutover,
-    router: &Router,
-    guard: &Guard,
-    shutdown: &Shutdown,
-    interval: Duration,
-) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.triggered() => return,
-            _ = ticks.tick() => {
-                // An operator's change made through another relay re-arms this
-                // relay's guard too, as it does where it was made.
-                if cutover.refresh(router).await == Some(Source::Api) {
-                    guard.rearm();
+/// Reads the shared cutover store every `refresh-interval` (SSM store).
+pub struct CutoverRefresh {
+    /// The cutover to refresh.
+    pub cutover: Cutover,
+    /// How often.
+    pub interval: Duration,
+}
+
+impl CutoverRefresh {
+    /// Until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                _ = ticks.tick() => { self.cutover.refresh().await; }
+            }
+        }
+    }
+}
+
+/// Re-arms the guard as soon as an operator's change is in force (through
+/// the API here, or read from SSM), so its metric and log follow at once;
+/// the guard also checks for itself before each judgement.
+pub struct GuardFollowsOperators {
+    /// The guard.
+    pub guard: Arc<Guard>,
+    /// The cutover whose operators' changes re-arm it.
+    pub cutover: Cutover,
+}
+
+impl GuardFollowsOperators {
+    /// Until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut changes = self.cutover.operator_changes();
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Looking is enough: the guard re-arms when it sees a new change.
+                    let _ = self.guard.state();
                 }
             }
         }
     }
+}
+
+/// How often the legacy relay's health is probed (one connection per probe).
+pub const UPSTREAM_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An upstream's reachability as the probe last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    /// The last probe got the relay's 220 greeting.
+    Up,
+    /// The last probe failed (no connection, no greeting, or not 220).
+    Down,
+}
+
+impl Health {
+    /// As `GET /cutover` and the status page show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// The legacy route's health as the probe publishes it (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamHealth(Arc<AtomicU8>);
+
+impl UpstreamHealth {
+    /// The health now.
+    pub fn get(&self) -> Health {
+        match self.0.load(Ordering::Acquire) {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unknown,
+        }
+    }
+
+    fn set(&self, health: Health) {
+        let value = match health {
+            Health::Unknown => 0,
+            Health::Up => 1,
+            Health::Down => 2,
+        };
+        self.0.store(value, Ordering::Release);
+    }
+}
+
+/// Probes the legacy relay every [`UPSTREAM_PROBE_INTERVAL`]: connect, read
+/// its greeting, `QUIT`. The result is `ses_relay_upstream_up{route="legacy"}`
+/// and [`UpstreamHealth`], never readiness: every relay shares the same
+/// legacy relay, so a fault there is not a reason to take any relay out.
+pub struct LegacyProbe {
+    /// `host:port` of the legacy relay.
+    pub relay: String,
+    /// Where the result is published.
+    pub health: UpstreamHealth,
+}
+
+impl LegacyProbe {
+    /// Until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut was = Health::Unknown;
+        loop {
+            let health = match probe(&self.relay).await {
+                Ok(()) => Health::Up,
+                Err(reason) => {
+                    if was != Health::Down {
+                        tracing::warn!(relay = %self.relay, %reason, "legacy relay down (health probe)");
+                    }
+                    Health::Down
+                }
+            };
+            if health == Health::Up && was == Health::Down {
+                tracing::info!(relay = %self.relay, "legacy relay up again (health probe)");
+            }
+            self.health.set(health);
+            crate::metrics::upstream_up("legacy", health == Health::Up);
+            was = health;
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                _ = tokio::time::sleep(UPSTREAM_PROBE_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// One probe: the greeting must be a 220 within 2 s of connecting.
+async fn probe(relay: &str) -> Result<(), String> {
+    let step = Duration::from_secs(2);
+    let mut stream = tokio::time::timeout(step, tokio::net::TcpStream::connect(relay))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut greeting = Vec::new();
+    let mut chunk = [0u8; 512];
+    // The greeting's last line has a space after the code ("220 ", not "220-").
+    while !last_line_complete(&greeting) {
+        let n = tokio::time::timeout(step, stream.read(&mut chunk))
+            .await
+            .map_err(|_| "no greeting within 2 s".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 || greeting.len() > 4096 {
+            return Err("connection closed before the greeting".into());
+        }
+        greeting.extend_from_slice(&chunk[..n]);
+    }
+    let _ = stream.write_all(b"QUIT\r\n").await;
+    if greeting.starts_with(b"220") {
+        Ok(())
+    } else {
+        let first = String::from_utf8_lossy(&greeting[..greeting.len().min(3)]).into_owned();
+        Err(format!("greeting {first}, not 220"))
+    }
+}
+
+fn last_line_complete(text: &[u8]) -> bool {
+    if !text.ends_with(b"\n") {
+        return false;
+    }
+    let body = &text[..text.len() - 1];
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    body.get(start + 3) != Some(&b'-')
 }
 
 /// Checks every DKIM key's DNS record now and then every `interval`, setting

@@ -1,50 +1,72 @@
-//! The cutover knob: the SES percentage operators turn at runtime, where it
-//! came from, and where it is kept. Two stores (`cutover.store`):
+//! The cutover: the one owner of the SES share. It publishes the share the
+//! router reads ([`Cutover::share`]), shows it (`GET /cutover`, the CLI, the
+//! metric, the status page: [`Cutover::status`]), and takes every change
+//! through one entry point, [`Cutover::change`], carrying the percentage,
+//! the reason and who made it (config, operator, guard).
 //!
-//! - `file` (one relay): `cutover.state-file` (written atomically: temporary
-//!   file, fsync, rename, fsync of the directory), which wins over the config
-//!   value at startup so a restart keeps the operators' last word;
-//! - `ssm` (a fleet): one SSM parameter ([`ssm`], the client; `shared`, the
-//!   start and the refresh) shared by every relay, read every
-//!   `refresh-interval`; SSM's version number orders the changes. The
-//!   state file then caches the last value seen, for a start while SSM is
-//!   unreachable.
+//! Where the value is kept is a [`store::Store`] (`cutover.store`):
 //!
-//! Every change, whoever makes it (`PUT /cutover`, the rollback guard, the
-//! refresh that brings another relay's change), goes through
-//! [`Cutover::set`] or the refresh and ends in one audit log line.
+//! - `file` (one relay): `cutover.state-file`, written atomically off the
+//!   async workers; it wins over the config value at startup so a restart
+//!   keeps the operators' last word;
+//! - `ssm` (a fleet): one SSM parameter ([`ssm`]) every relay reads every
+//!   `refresh-interval`; the state file then caches the last value seen, for
+//!   a start while SSM is unreachable. `order` says which value wins.
+//!
+//! An operator's change is written to the store first and put in force once
+//! the store has it; if the write's outcome is unknown (SSM did not answer),
+//! nothing changes here, the caller is told so, and the relay reads SSM until
+//! it knows. The guard's trip is put in force here at once, then written,
+//! again until the store has it. Every change of the value in force ends in
+//! one audit log line.
 
 mod audit;
-mod shared;
+mod open;
+mod order;
 pub mod ssm;
+mod store;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use self::audit::{Audit, audit};
+use self::order::{InForce, Seen, Verdict};
+use self::store::{FileStore, Observed, Store, WriteError};
 use crate::config::CutoverStore;
-use crate::route::{PercentError, Router, check_percent};
-pub use ssm::{SsmStore, StoreError, Versioned};
+use crate::route::{Percent, PercentError, Share, ShareWriter};
+pub use ssm::{SsmStore, StoreError};
+pub use store::SavedState;
 
-/// SSM errors are logged at most this often (each one is counted).
+/// Store errors and refused values are logged at most this often (each one is counted).
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Where the percentage in force came from, or who changed it.
+/// Who made a change, or where the value in force came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// `cutover.ses-percent` in the config file (or its default); with the SSM
     /// store, the relay that created the parameter from it.
     Config,
-    /// The state file written by `PUT /cutover` (file store).
+    /// An operator's change kept in the state file (file store).
     StateFile,
     /// The rollback guard lowered it (see `crate::guard`).
     Guard,
-    /// An operator through `PUT /cutover` or `ses-relay cutover set` (SSM store).
+    /// An operator through `PUT /cutover`, `ses-relay cutover set`, or by
+    /// hand in the SSM parameter.
     Api,
+}
+
+impl Source {
+    /// Whether an operator made the change (it re-arms the guard).
+    pub fn is_operator(self) -> bool {
+        matches!(self, Source::Api | Source::StateFile)
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -59,37 +81,59 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The state file's content (with the SSM store: the local cache of the parameter).
+fn default_source() -> Source {
+    Source::Api
+}
+
+/// One change as a store keeps it (the SSM parameter's JSON value).
+///
+/// Only `ses_percent` is required, so a value written by hand with
+/// `aws ssm put-parameter` is taken: it counts as an operator's, made when
+/// SSM says it was, with an id of its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedState {
-    /// SES share, 0 to 100.
-    pub ses_percent: f64,
-    /// RFC 3339 time of the change.
-    pub updated_at: String,
-    /// Why, as the operator said.
+pub struct Record {
+    /// SES share, 0 to 100 in steps of 0.01 (validated when read).
+    pub ses_percent: Percent,
+    /// Why, as the operator (or the guard) said.
+    #[serde(default)]
     pub reason: String,
-    /// Who set it, when not an operator (the rollback guard), or with the SSM
-    /// store who wrote the parameter; absent in older files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<Source>,
-    /// SSM parameter version this value had (SSM store only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<i64>,
-    /// Host name of the relay that made the change (SSM store only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_by: Option<String>,
+    /// RFC 3339 time of the change, in milliseconds.
+    #[serde(default)]
+    pub updated_at: String,
+    /// Host name of the relay that made it.
+    #[serde(default)]
+    pub updated_by: String,
+    /// Who made the change: `api`, `guard` or `config`.
+    #[serde(default = "default_source")]
+    pub source: Source,
+    /// The change's unique id: a relay applies a value whose id differs from
+    /// the one in force, whatever its version.
+    #[serde(default)]
+    pub change_id: String,
+}
+
+/// A change asked for: the one way in ([`Cutover::change`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The new SES share.
+    pub percent: Percent,
+    /// Why (the audit line and `GET /cutover` show it).
+    pub reason: String,
+    /// Who asks: [`Source::Api`] for an operator, [`Source::Guard`], or
+    /// [`Source::Config`].
+    pub by: Source,
 }
 
 /// The percentage in force and its provenance (`GET /cutover`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
-    /// SES share applied to new transactions.
+    /// SES share applied to new transactions: exactly what the router uses.
     pub ses_percent: f64,
     /// `config` or `state-file` (file store); `api`, `guard` or `config` (SSM store: who wrote it).
     pub source: Source,
     /// When it was last changed at runtime, if ever.
     pub updated_at: Option<String>,
-    /// The operator's reason for that change.
+    /// The reason given with that change.
     pub reason: Option<String>,
     /// `file` or `ssm`.
     pub store: CutoverStore,
@@ -97,8 +141,13 @@ pub struct Status {
     pub version: Option<i64>,
     /// When the parameter was last read from SSM (SSM store; `None` until the first read).
     pub refreshed_at: Option<String>,
-    /// Host name of the relay that made the change (SSM store).
+    /// Host name of the relay that made the change.
     pub updated_by: Option<String>,
+    /// The change's unique id.
+    pub change_id: Option<String>,
+    /// The change is in force here but not yet in the shared store (a guard
+    /// trip being written).
+    pub pending_write: bool,
 }
 
 /// Why a cutover change or load failed.
@@ -115,348 +164,487 @@ pub enum CutoverError {
         /// What is wrong.
         reason: String,
     },
-    /// The state file cannot be written; the change was not applied.
-    #[error("cannot write cutover.state-file {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The SSM parameter cannot be written; the change was not applied.
+    /// The store certainly did not take the change; nothing changed anywhere.
     #[error("{0}; the change was not applied")]
-    Store(#[from] StoreError),
+    NotApplied(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store may or may not have taken the change: nothing changed here
+    /// yet, and the relay reads the store until it knows.
+    #[error(
+        "{0}; whether the change was applied is unknown: the relay reads the store until it knows"
+    )]
+    Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// The knob: current status, persisted on every change.
-pub struct Cutover {
-    state_file: PathBuf,
-    ssm: Option<SsmStore>,
+impl CutoverError {
+    /// `false` (certainly not applied), `"unknown"`, for `PUT /cutover`'s `applied`.
+    pub fn applied(&self) -> serde_json::Value {
+        match self {
+            CutoverError::Unknown(_) => serde_json::Value::from("unknown"),
+            _ => serde_json::Value::from(false),
+        }
+    }
+}
+
+/// What is in force, beside its [`Status`].
+struct State {
+    status: Status,
+    /// When the change in force was made (ms since the epoch), for ordering.
+    written_at: i64,
+    /// When a refused or older store value was last logged.
+    last_refusal_log: Option<Instant>,
+    /// When a store error was last logged (`Some` while the store is failing).
+    last_error_log: Option<Instant>,
+}
+
+struct Inner {
+    store: Box<dyn Store>,
+    share: ShareWriter,
+    state: Mutex<State>,
+    /// One write at a time: a store's write and the local apply stay in order.
+    writing: tokio::sync::Mutex<()>,
     /// `updated_by` of this relay's changes.
     hostname: String,
-    status: Arc<Mutex<Status>>,
-    /// One change at a time: the store's write and the local apply stay in order.
-    writing: Arc<tokio::sync::Mutex<()>>,
-    /// When an SSM error was last logged.
-    last_error_log: Mutex<Option<Instant>>,
+    /// Counts operators' changes put in force (the guard re-arms on each).
+    operator_changes: watch::Sender<u64>,
+    /// Makes change ids unique within the process.
+    sequence: AtomicU64,
+}
+
+/// The cutover: cheap to clone, every clone the same one.
+#[derive(Clone)]
+pub struct Cutover {
+    inner: Arc<Inner>,
 }
 
 impl Cutover {
-    /// The file store's status at startup: the state file if there is one, else the config's value.
+    /// The file store's cutover at startup: the state file if there is one,
+    /// else `configured` (from the config file).
     pub fn load(state_file: &Path, configured: f64) -> Result<Cutover, CutoverError> {
-        let status = match read_state(state_file)? {
-            Some(saved) => Status {
-                ses_percent: saved.ses_percent,
-                source: saved.source.unwrap_or(Source::StateFile),
-                updated_at: Some(saved.updated_at),
-                reason: Some(saved.reason),
-                ..Status::configured(configured, CutoverStore::File)
-            },
-            None => Status::configured(configured, CutoverStore::File),
+        let configured = Percent::new(configured)?;
+        let store = FileStore::new(state_file);
+        let (record, version) = match store.load()? {
+            Some(saved) => (saved.record(), None),
+            None => (Record::configured(configured), None),
         };
-        Ok(Cutover::with(state_file, None, String::new(), status))
+        Ok(Cutover::with(
+            Box::new(store),
+            String::new(),
+            record,
+            version,
+        ))
     }
 
-    fn with(state_file: &Path, ssm: Option<SsmStore>, hostname: String, status: Status) -> Cutover {
+    fn with(
+        store: Box<dyn Store>,
+        hostname: String,
+        record: Record,
+        version: Option<i64>,
+    ) -> Cutover {
+        let status = Status::of(&record, store.kind(), version);
+        let share = ShareWriter::new(record.ses_percent);
+        crate::metrics::cutover_percent(record.ses_percent.as_f64());
+        if let Some(version) = version {
+            crate::metrics::cutover_store_version(version);
+        }
         Cutover {
-            state_file: state_file.to_path_buf(),
-            ssm,
-            hostname,
-            status: Arc::new(Mutex::new(status)),
-            writing: Arc::new(tokio::sync::Mutex::new(())),
-            last_error_log: Mutex::new(None),
+            inner: Arc::new(Inner {
+                store,
+                share,
+                state: Mutex::new(State {
+                    written_at: millis_of(&record.updated_at),
+                    status,
+                    last_refusal_log: None,
+                    last_error_log: None,
+                }),
+                writing: tokio::sync::Mutex::new(()),
+                hostname,
+                operator_changes: watch::Sender::new(0),
+                sequence: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// The status now.
+    /// The status now: what routes.
     pub fn status(&self) -> Status {
-        self.lock().clone()
+        self.lock().status.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    /// The share the router reads.
+    pub fn share(&self) -> Share {
+        self.inner.share.reader()
     }
 
-    /// Validates, persists, then applies a new percentage to `router`. Nothing
-    /// changes if the state file cannot be written: a restart must not undo it.
-    /// With the SSM store, see [`Cutover::set_by`].
-    pub fn set(
-        &self,
-        router: &Router,
-        ses_percent: f64,
-        reason: &str,
-    ) -> Result<Status, CutoverError> {
-        self.set_by(router, ses_percent, reason, Source::StateFile)
+    /// How often the shared store is read for other relays' changes (`None`: never, file store).
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.inner.store.refresh_interval()
     }
 
-    /// [`Cutover::set`] on behalf of `source` (the rollback guard passes
-    /// [`Source::Guard`]), which the state file keeps so a restart shows it.
+    /// Operators' changes put in force so far: the guard re-arms when it moves.
+    pub fn operator_changes(&self) -> watch::Receiver<u64> {
+        self.inner.operator_changes.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The one way in. An operator's change (and the config's) is written to
+    /// the store first and put in force once the store has it: the future
+    /// answers with the status then in force, [`CutoverError::NotApplied`]
+    /// (nothing changed anywhere) or [`CutoverError::Unknown`] (nothing
+    /// changed here yet; the relay reads the store until it knows, and logs
+    /// an audit line for whatever is then in force).
     ///
-    /// With the SSM store the change applies here at once and is written to
-    /// the parameter right after, on a task of its own (this path cannot
-    /// wait: the guard calls it from where it judges), so the whole fleet
-    /// follows within `refresh-interval`. If SSM refuses it the change stays
-    /// on this relay only, counted and logged, until a newer version arrives.
-    pub fn set_by(
+    /// The guard's change is put in force before this returns, and the
+    /// future writes it, again and again while the store's answer is unknown
+    /// or a refusal, until the store has it or a newer change replaced it.
+    pub fn change(
         &self,
-        router: &Router,
-        ses_percent: f64,
-        reason: &str,
-        source: Source,
-    ) -> Result<Status, CutoverError> {
-        check_percent(ses_percent)?;
-        if let Some(store) = &self.ssm {
-            return Ok(self.set_through(store, router, ses_percent, reason, source));
-        }
-        let mut status = self.lock();
-        let saved = SavedState {
-            ses_percent,
-            updated_at: now_rfc3339(),
-            reason: reason.to_string(),
-            source: (source == Source::Guard).then_some(source),
-            version: None,
-            updated_by: None,
+        change: Change,
+    ) -> impl Future<Output = Result<Status, CutoverError>> + Send + 'static {
+        let this = self.clone();
+        let kind = self.inner.store.kind();
+        // The file store shows an operator's change as `state-file`, as it always has.
+        let by = match (change.by, kind) {
+            (Source::Api | Source::StateFile, CutoverStore::File) => Source::StateFile,
+            (Source::StateFile, CutoverStore::Ssm) => Source::Api,
+            (by, _) => by,
         };
-        if !self.state_file.as_os_str().is_empty() {
-            write_state(&self.state_file, &saved).map_err(|source| CutoverError::Write {
-                path: self.state_file.clone(),
-                source,
-            })?;
+        let record = self.record(change.percent, &change.reason, by);
+        let early = (by == Source::Guard).then(|| {
+            let mut state = self.lock();
+            let version = state.status.version;
+            self.install(
+                &mut state,
+                &record,
+                version,
+                kind == CutoverStore::Ssm,
+                "set",
+            );
+        });
+        async move {
+            match early {
+                Some(()) => this.write_until_known(record).await,
+                None => this.write_then_apply(record).await,
+            }
         }
-        router.set_ses_percent(ses_percent);
-        crate::metrics::cutover_percent(ses_percent);
-        let before = status.ses_percent;
-        *status = Status {
-            ses_percent,
-            source,
-            updated_at: Some(saved.updated_at),
-            reason: Some(saved.reason),
-            ..Status::configured(ses_percent, CutoverStore::File)
+    }
+
+    async fn write_then_apply(&self, record: Record) -> Result<Status, CutoverError> {
+        let _one_at_a_time = self.inner.writing.lock().await;
+        match self.inner.store.write(&record).await {
+            Ok(version) => {
+                let mut state = self.lock();
+                self.install(&mut state, &record, version, false, "set");
+                let status = state.status.clone();
+                drop(state);
+                self.keep(&record, version);
+                Ok(status)
+            }
+            Err(WriteError::NotApplied(err)) => {
+                crate::metrics::cutover_store_error();
+                tracing::error!(error = %err, to = %record.ses_percent, "cutover change refused by the store: not applied");
+                Err(CutoverError::NotApplied(err))
+            }
+            Err(WriteError::Unknown(err)) => {
+                crate::metrics::cutover_store_error();
+                tracing::error!(
+                    error = %err,
+                    to = %record.ses_percent,
+                    change_id = %record.change_id,
+                    "cutover change sent to the store without an answer: applied unknown; reading the store until known"
+                );
+                self.resolve(record.change_id.clone());
+                Err(CutoverError::Unknown(err))
+            }
+        }
+    }
+
+    /// Writes a change already in force here until the store has it.
+    async fn write_until_known(&self, record: Record) -> Result<Status, CutoverError> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            if self.lock().status.change_id.as_deref() != Some(record.change_id.as_str()) {
+                // A newer change replaced it: writing this one would undo that.
+                return Ok(self.status());
+            }
+            let written = {
+                let _one_at_a_time = self.inner.writing.lock().await;
+                self.inner.store.write(&record).await
+            };
+            let err = match written {
+                Ok(version) => {
+                    self.confirm(&record, version);
+                    return Ok(self.status());
+                }
+                Err(err) => err,
+            };
+            if self.inner.store.kind() == CutoverStore::File {
+                crate::metrics::cutover_store_error();
+                tracing::error!(error = %err, "cutover change in force here but not saved: a restart would undo it");
+                return Err(match err {
+                    WriteError::NotApplied(err) | WriteError::Unknown(err) => {
+                        CutoverError::NotApplied(err)
+                    }
+                });
+            }
+            if let WriteError::Unknown(_) = err {
+                // It may have landed: read before writing it again.
+                if let Ok(Some(seen)) = self.inner.store.read().await
+                    && seen.record.change_id == record.change_id
+                {
+                    self.confirm(&record, Some(seen.version));
+                    return Ok(self.status());
+                }
+            }
+            self.log_store_error(&format!(
+                "{err}; the change ({}%, {}) holds here and is written again in {delay:?}",
+                record.ses_percent, record.change_id
+            ));
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// The store has the change in force here: record its version.
+    fn confirm(&self, record: &Record, version: Option<i64>) {
+        let mut state = self.lock();
+        if state.status.change_id.as_deref() != Some(record.change_id.as_str()) {
+            return;
+        }
+        state.status.version = version.or(state.status.version);
+        state.status.pending_write = false;
+        drop(state);
+        if let Some(version) = version {
+            crate::metrics::cutover_store_version(version);
+        }
+        tracing::info!(
+            audit = "cutover",
+            version,
+            to = record.ses_percent.as_f64(),
+            source = %record.source,
+            change_id = %record.change_id,
+            "SES percentage written to the store: the fleet follows"
+        );
+        self.keep(record, version);
+    }
+
+    /// Puts `record` in force: the share the router reads, the metric, the
+    /// status, one audit line.
+    fn install(
+        &self,
+        state: &mut State,
+        record: &Record,
+        version: Option<i64>,
+        pending: bool,
+        how: &'static str,
+    ) {
+        let before = state.status.ses_percent;
+        let refreshed_at = state.status.refreshed_at.take();
+        self.inner.share.publish(record.ses_percent);
+        crate::metrics::cutover_percent(record.ses_percent.as_f64());
+        if let Some(version) = version {
+            crate::metrics::cutover_store_version(version);
+        }
+        state.status = Status {
+            refreshed_at,
+            pending_write: pending,
+            ..Status::of(record, self.inner.store.kind(), version)
         };
+        state.written_at = millis_of(&record.updated_at);
+        if record.source.is_operator() {
+            self.inner.operator_changes.send_modify(|n| *n += 1);
+        }
         audit(
             &Audit {
-                version: None,
+                version,
                 from: before,
-                to: ses_percent,
-                reason,
-                source,
-                updated_by: None,
-                how: None,
+                to: record.ses_percent.as_f64(),
+                reason: &record.reason,
+                source: record.source,
+                updated_by: Some(record.updated_by.as_str()).filter(|b| !b.is_empty()),
+                how: (self.inner.store.kind() == CutoverStore::Ssm).then_some(how),
+                change_id: &record.change_id,
             },
-            "SES percentage changed",
+            if pending {
+                "SES percentage changed here; writing it to the store"
+            } else {
+                "SES percentage changed"
+            },
         );
-        Ok(status.clone())
     }
 
-    /// `PUT /cutover`'s path: validates, then with the SSM store writes the
-    /// parameter first and applies it here once SSM has taken it (SSM not
-    /// answering: [`CutoverError::Store`], nothing changes anywhere); with the
-    /// file store, [`Cutover::set_by`]. `source` says who asks (`Api` for an
-    /// operator, which the file store shows as `state-file`, as it always has).
-    pub async fn change(
-        &self,
-        router: &Router,
-        ses_percent: f64,
-        reason: &str,
-        source: Source,
-    ) -> Result<Status, CutoverError> {
-        check_percent(ses_percent)?;
-        let Some(store) = &self.ssm else {
-            let source = if source == Source::Api {
-                Source::StateFile
-            } else {
-                source
-            };
-            return self.set_by(router, ses_percent, reason, source);
+    /// Keeps what is in force for the next start (SSM: the state file cache), off this task.
+    fn keep(&self, record: &Record, version: Option<i64>) {
+        let this = self.clone();
+        let record = record.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { this.inner.store.cache(&record, version).await });
+        }
+    }
+
+    /// Judges a value read from the store against the one in force, and puts
+    /// it in force when it is newer; whether it did.
+    fn observe(&self, seen: &Observed, how: &'static str) -> bool {
+        let mut state = self.lock();
+        let in_force = InForce {
+            change_id: state.status.change_id.as_deref().unwrap_or(""),
+            version: state.status.version,
+            written_at: state.written_at,
+            pending: state.status.pending_write,
         };
-        let _one_at_a_time = self.writing.lock().await;
-        let value = self.value(ses_percent, reason, source);
-        let version = store.put(&value).await.inspect_err(|err| {
-            crate::metrics::cutover_store_error();
-            tracing::error!(error = %err, "cutover change not written to SSM");
-        })?;
-        self.apply(router, Versioned { value, version }, "set");
-        Ok(self.status())
+        let written_at = millis_of(&seen.record.updated_at);
+        let verdict = order::verdict(
+            in_force,
+            Seen {
+                change_id: &seen.record.change_id,
+                version: seen.version,
+                written_at,
+            },
+        );
+        let before_version = state.status.version;
+        match verdict {
+            Verdict::Same => {
+                if state.status.version != Some(seen.version) {
+                    state.status.version = Some(seen.version);
+                    crate::metrics::cutover_store_version(seen.version);
+                }
+                state.status.pending_write = false;
+                false
+            }
+            Verdict::Apply { recreated } => {
+                if recreated {
+                    tracing::warn!(
+                        audit = "cutover",
+                        from_version = before_version,
+                        to_version = seen.version,
+                        change_id = %seen.record.change_id,
+                        "the SSM parameter was re-created (its version went back): following its newer value"
+                    );
+                }
+                self.install(&mut state, &seen.record, Some(seen.version), false, how);
+                drop(state);
+                self.keep(&seen.record, Some(seen.version));
+                true
+            }
+            Verdict::KeepPending => false,
+            Verdict::KeepOlder => {
+                if state
+                    .last_refusal_log
+                    .is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL)
+                {
+                    state.last_refusal_log = Some(Instant::now());
+                    tracing::warn!(
+                        version = seen.version,
+                        in_force_version = before_version,
+                        updated_at = %seen.record.updated_at,
+                        "the SSM parameter went back to a lower version with a value older than the one \
+                         in force (re-created from an old copy?): kept the value in force"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Counts a store error and logs it at most once a minute.
+    fn log_store_error(&self, reason: &str) {
+        crate::metrics::cutover_store_error();
+        let mut state = self.lock();
+        if state
+            .last_error_log
+            .is_none_or(|at| at.elapsed() >= ERROR_LOG_INTERVAL)
+        {
+            state.last_error_log = Some(Instant::now());
+            tracing::warn!(error = %reason, "cutover store");
+        }
+    }
+
+    /// A new change of this relay's: a unique id, the time in milliseconds.
+    fn record(&self, percent: Percent, reason: &str, source: Source) -> Record {
+        let now = SystemTime::now();
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+        let seed = format!(
+            "{nanos}/{}/{sequence}/{}",
+            std::process::id(),
+            self.inner.hostname
+        );
+        Record {
+            ses_percent: percent,
+            reason: reason.to_string(),
+            updated_at: humantime::format_rfc3339_millis(now).to_string(),
+            updated_by: self.inner.hostname.clone(),
+            source,
+            change_id: format!(
+                "{:x}-{:016x}",
+                nanos / 1_000_000,
+                xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
+            ),
+        }
+    }
+}
+
+impl Record {
+    /// A record from its JSON text: an object (a JSON array would fill the
+    /// fields in order, which nobody means), with a valid `ses_percent`.
+    pub fn from_json(text: &str) -> Result<Record, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if !value.is_object() {
+            return Err("expected a JSON object with ses_percent".to_string());
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    /// The config's value, as a record (no change was made at runtime).
+    fn configured(percent: Percent) -> Record {
+        Record {
+            ses_percent: percent,
+            reason: String::new(),
+            updated_at: String::new(),
+            updated_by: String::new(),
+            source: Source::Config,
+            change_id: String::new(),
+        }
     }
 }
 
 impl Status {
-    fn configured(ses_percent: f64, store: CutoverStore) -> Status {
+    fn of(record: &Record, store: CutoverStore, version: Option<i64>) -> Status {
+        let runtime = !record.updated_at.is_empty();
         Status {
-            ses_percent,
-            source: Source::Config,
-            updated_at: None,
-            reason: None,
+            ses_percent: record.ses_percent.as_f64(),
+            source: record.source,
+            updated_at: Some(record.updated_at.clone()).filter(|_| runtime),
+            reason: Some(record.reason.clone()).filter(|_| runtime),
             store,
-            version: None,
+            version,
             refreshed_at: None,
-            updated_by: None,
+            updated_by: Some(record.updated_by.clone()).filter(|b| !b.is_empty()),
+            change_id: Some(record.change_id.clone()).filter(|c| !c.is_empty()),
+            pending_write: false,
         }
     }
 }
 
-fn read_state(path: &Path) -> Result<Option<SavedState>, CutoverError> {
-    if path.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let corrupt = |reason: String| CutoverError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(corrupt(err.to_string())),
-    };
-    let saved: SavedState = serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
-    if !(0.0..=100.0).contains(&saved.ses_percent) {
-        return Err(corrupt(format!(
-            "ses_percent {} is outside 0..=100",
-            saved.ses_percent
-        )));
-    }
-    Ok(Some(saved))
-}
-
-fn write_state(path: &Path, saved: &SavedState) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("cutover.json")
-    ));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+/// An RFC 3339 time in milliseconds since the epoch (0 when it is not one).
+fn millis_of(rfc3339: &str) -> i64 {
+    humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    mail_parser::DateTime::from_timestamp(secs).to_rfc3339()
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ses-relay-cutover-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir.join("state").join("cutover.json")
-    }
-
-    #[test]
-    fn state_file_round_trip_and_it_wins_at_startup() {
-        let path = temp("roundtrip");
-        let router = Router::new(true, Vec::new(), 10.0);
-        let cutover = Cutover::load(&path, 10.0).unwrap();
-        assert_eq!(cutover.status().source, Source::Config);
-        let status = cutover.set(&router, 50.0, "week 2").unwrap();
-        assert_eq!(router.ses_percent(), 50.0);
-        assert_eq!(status.source, Source::StateFile);
-        // A restart with the config still saying 10 keeps 50.
-        let restarted = Cutover::load(&path, 10.0).unwrap();
-        let status = restarted.status();
-        assert_eq!(
-            (status.ses_percent, status.source),
-            (50.0, Source::StateFile)
-        );
-        assert_eq!(status.reason.as_deref(), Some("week 2"));
-        assert!(!path.with_file_name(".cutover.json.tmp").exists());
-        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
-    }
-
-    #[test]
-    fn sources_are_spelled_as_the_api_spells_them() {
-        for source in [
-            Source::Config,
-            Source::StateFile,
-            Source::Guard,
-            Source::Api,
-        ] {
-            let json = serde_json::to_string(&source).unwrap();
-            assert_eq!(json, format!("\"{source}\""));
-        }
-    }
-
-    #[test]
-    fn a_guard_change_keeps_its_source_across_a_restart() {
-        let path = temp("guard");
-        let router = Router::new(true, Vec::new(), 50.0);
-        let cutover = Cutover::load(&path, 50.0).unwrap();
-        let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
-        let status = cutover.set_by(&router, 0.0, reason, Source::Guard).unwrap();
-        assert_eq!((status.source, router.ses_percent()), (Source::Guard, 0.0));
-        let status = Cutover::load(&path, 50.0).unwrap().status();
-        assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
-        assert_eq!(status.reason.as_deref(), Some(reason));
-        // An operator's change afterwards is the operator's again.
-        cutover.set(&router, 10.0, "re-armed").unwrap();
-        let status = Cutover::load(&path, 50.0).unwrap().status();
-        assert_eq!(status.source, Source::StateFile);
-        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
-    }
-
-    #[test]
-    fn out_of_range_is_refused_and_nothing_changes() {
-        let path = temp("range");
-        let router = Router::new(true, Vec::new(), 10.0);
-        let cutover = Cutover::load(&path, 10.0).unwrap();
-        for bad in [101.0, -1.0, f64::NAN, 12.345, 0.001] {
-            assert!(matches!(
-                cutover.set(&router, bad, "x"),
-                Err(CutoverError::Percent(_))
-            ));
-        }
-        assert!(matches!(
-            cutover.set(&router, 12.345, "x"),
-            Err(CutoverError::Percent(PercentError::TooPrecise(_)))
-        ));
-        assert!(matches!(
-            cutover.set(&router, -5.0, "x"),
-            Err(CutoverError::Percent(PercentError::Negative(_)))
-        ));
-        assert_eq!(router.ses_percent(), 10.0);
-        assert!(!path.exists());
-    }
-
-    #[test]
-    fn corrupt_state_file_is_an_error_naming_it() {
-        let path = temp("corrupt");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "{not json").unwrap();
-        let err = Cutover::load(&path, 10.0).err().unwrap().to_string();
-        assert!(err.contains(&path.display().to_string()), "{err}");
-        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
-    }
-
-    #[test]
-    fn unwritable_state_file_refuses_the_change() {
-        let path = PathBuf::from("/proc/ses-relay-cannot-write/cutover.json");
-        let router = Router::new(true, Vec::new(), 10.0);
-        let cutover = Cutover::load(&path, 10.0).unwrap();
-        assert!(matches!(
-            cutover.set(&router, 50.0, "x"),
-            Err(CutoverError::Write { .. })
-        ));
-        assert_eq!(router.ses_percent(), 10.0);
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod state_file_tests;

@@ -25,11 +25,18 @@ pub enum PercentError {
 /// Reads a percentage typed on the command line: a number from 0 to 100 with
 /// at most two decimals (the router resolves 0.01 %), so what is set is
 /// exactly what every place shows afterwards.
+///
+/// An integer is read as one (`-0` is 0, as in JSON and TOML); anything
+/// else as a decimal number, through the same one validation as every other
+/// source (`-0.0` is refused as negative).
 pub fn parse_percent(text: &str) -> Result<f64, PercentError> {
     let trimmed = text.trim().trim_end_matches('%').trim();
-    let value: f64 = trimmed
-        .parse()
-        .map_err(|_| PercentError::NotANumber(text.to_string()))?;
+    let value: f64 = match trimmed.parse::<i64>() {
+        Ok(integer) => integer as f64,
+        Err(_) => trimmed
+            .parse()
+            .map_err(|_| PercentError::NotANumber(text.to_string()))?,
+    };
     check_percent(value).map_err(|err| match err {
         crate::route::PercentError::OutOfRange(v) if v.is_nan() => {
             PercentError::NotANumber(text.to_string())

@@ -292,7 +292,7 @@ fn count(relay: &Relay, event: SesEvent) {
     if let Some(kind) = event.guard_kind()
         && let Some(trip) = relay.guard.ses_event(kind)
     {
-        relay.guard.enforce(&trip, &relay.cutover, &relay.router);
+        relay.guard.enforce(&trip);
     }
 }
 

@@ -50,6 +50,10 @@ pub const DATA_MEMORY: &str = "ses_relay_data_memory_bytes";
 pub const CUTOVER_STORE_ERRORS: &str = "ses_relay_cutover_store_errors_total";
 /// SSM parameter version of the cutover value in force (compare across the fleet).
 pub const CUTOVER_STORE_VERSION: &str = "ses_relay_cutover_store_version";
+/// 1 while the health probe reaches the route's upstream, 0 while it does not,
+/// by `route` (`legacy`: the legacy relay's greeting, probed every 5 s by one
+/// background task). Not readiness: every relay shares the same upstreams.
+pub const UPSTREAM_UP: &str = "ses_relay_upstream_up";
 /// Always 1, labelled with the running `version`, git `commit` and `build_date`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
 /// From the oldest `Received:` date (the Postfix fleet first took the message)
@@ -196,6 +200,10 @@ pub fn describe() {
         CUTOVER_STORE_VERSION,
         "SSM parameter version of the cutover value in force"
     );
+    describe_gauge!(
+        UPSTREAM_UP,
+        "1 while the health probe reaches the route's upstream"
+    );
 }
 
 /// The guard's series at 0, so dashboards and alerts see them before the first trip.
@@ -333,6 +341,11 @@ pub fn cutover_store_error() {
 /// Publishes the SSM parameter version in force.
 pub fn cutover_store_version(version: i64) {
     gauge!(CUTOVER_STORE_VERSION).set(version as f64);
+}
+
+/// Publishes whether the health probe reaches `route`'s upstream.
+pub fn upstream_up(route: &'static str, up: bool) {
+    gauge!(UPSTREAM_UP, "route" => route).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Publishes the DNS check of one key.

@@ -372,19 +372,12 @@ async fn ssm_check(config: &Config, credentials: Option<SharedCredentialsProvide
     )
     .await;
     match store.get().await {
-        Ok(Some(shared)) => finding(
+        Ok(Some((value, version))) => finding(
             Level::Pass,
             check,
             format!(
-                "GetParameter allowed: version {}, ses_percent {} ({} by {}, {})",
-                shared.version,
-                shared.value.ses_percent,
-                serde_json::to_value(shared.value.source)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                shared.value.updated_by,
-                shared.value.updated_at
+                "GetParameter allowed: version {version}, ses_percent {} ({} by {}, {})",
+                value.ses_percent, value.source, value.updated_by, value.updated_at
             ),
         ),
         Ok(None) => finding(

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio_rustls::TlsAcceptor;
 
+use crate::background::UpstreamHealth;
 use crate::config::{RuleConfig, SmtpConfig};
 use crate::cutover::Cutover;
 use crate::envelope::TransactionIds;
@@ -42,11 +43,11 @@ pub struct Relay {
     generation: AtomicU64,
     /// Message bytes held by all sessions, against `smtp.max-data-memory`.
     pub data_memory: Arc<DataMemory>,
-    /// Route choice (the policy).
+    /// Route choice (the policy; it reads the SES share from the cutover).
     pub router: Router,
     /// Each route's upstream.
     pub upstreams: Upstreams,
-    /// The runtime SES percentage and its state file.
+    /// The owner of the SES share: its store, its one way in.
     pub cutover: Cutover,
     /// Transaction ids.
     pub ids: TransactionIds,
@@ -54,12 +55,12 @@ pub struct Relay {
     pub masker: Masker,
     /// The stop switch.
     pub shutdown: Shutdown,
-    /// `host:port` of the legacy relay when the route proxies over SMTP (readiness probe).
-    pub legacy_relay: Option<String>,
+    /// The legacy relay's health as its probe last saw it (SMTP legacy route only).
+    pub legacy_health: Option<UpstreamHealth>,
     /// The threads that sign.
     pub signer: SigningPool,
     /// The rollback guard (disabled unless `guard.enabled`).
-    pub guard: Guard,
+    pub guard: Arc<Guard>,
 }
 
 impl Relay {
@@ -81,9 +82,9 @@ impl Relay {
             ids: TransactionIds::default(),
             masker,
             shutdown: Shutdown::new(),
-            legacy_relay: None,
+            legacy_health: None,
             signer: SigningPool::per_core(),
-            guard: Guard::disabled(),
+            guard: Arc::new(Guard::disabled()),
         }
     }
 

@@ -67,46 +67,142 @@ pub fn bucket(sender: &str, first_recipient: &str) -> u32 {
     (xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), SPLIT_SEED) % BUCKETS) as u32
 }
 
-/// `ses_percent` as a bucket threshold (0..=10000).
-pub fn threshold(ses_percent: f64) -> u32 {
-    (ses_percent.clamp(0.0, 100.0) * 100.0).round() as u32
-}
-
 /// Why a value is not an SES percentage the router can apply.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum PercentError {
-    /// Not a percentage.
+    /// Not a finite number.
     #[error("ses_percent must be a number from 0 to 100, got {0}")]
     OutOfRange(f64),
-    /// Below zero.
+    /// Below zero, or zero written with a minus sign (`-0.0`): a sign that
+    /// whatever wrote it computed the value rather than meant it.
     #[error("ses_percent {0} is negative: the SES percentage is 0 to 100 (0 = all legacy)")]
     Negative(f64),
     /// Above 100.
     #[error("ses_percent {0} is above 100: the SES percentage is 0 to 100 (100 = all SES)")]
     Above100(f64),
     /// Finer than the router's 0.01 % buckets: refused rather than rounded, so
-    /// the value set is the value every place shows.
+    /// the value set is the value every place shows and routes.
     #[error("ses_percent {0} has more than two decimals: the split resolves 0.01 % (e.g. 12.34)")]
     TooPrecise(f64),
 }
 
-/// Checks a percentage before it is applied: a finite number from 0 to 100
-/// with at most two decimals.
+/// An SES share the router can apply: 0 to 100 in steps of 0.01, kept as
+/// hundredths so that what is shown is exactly what routes.
+///
+/// Every source of a value (config, `PUT /cutover`, the CLI, the SSM
+/// parameter, the state file) goes through [`Percent::new`]: a finite number
+/// from 0 to 100 with at most two decimals. A value is exact when
+/// `round(v × 100) / 100 == v` in binary floating point, which is how `12.34`
+/// parses; `12.3400000001`, `99.999999999` and `1e-320` are not, and are
+/// refused rather than rounded. An integer `-0` (JSON, TOML) arrives as 0;
+/// a float `-0.0` is refused as negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Percent(u16);
+
+impl Percent {
+    /// All traffic to legacy.
+    pub const ZERO: Percent = Percent(0);
+    /// All traffic to SES.
+    pub const ALL: Percent = Percent(BUCKETS as u16);
+
+    /// Validates a percentage (the one check every source goes through).
+    pub fn new(ses_percent: f64) -> Result<Percent, PercentError> {
+        if !ses_percent.is_finite() {
+            return Err(PercentError::OutOfRange(ses_percent));
+        }
+        if ses_percent.is_sign_negative() {
+            return Err(PercentError::Negative(ses_percent));
+        }
+        if ses_percent > 100.0 {
+            return Err(PercentError::Above100(ses_percent));
+        }
+        let hundredths = (ses_percent * 100.0).round();
+        if hundredths / 100.0 != ses_percent {
+            return Err(PercentError::TooPrecise(ses_percent));
+        }
+        Ok(Percent(hundredths as u16))
+    }
+
+    /// From hundredths of a percent, clamped to 100 %.
+    pub fn from_hundredths(hundredths: u16) -> Percent {
+        Percent(hundredths.min(BUCKETS as u16))
+    }
+
+    /// Hundredths of a percent: the bucket threshold.
+    pub fn hundredths(self) -> u16 {
+        self.0
+    }
+
+    /// As a number, e.g. `12.34`.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_f64())
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.as_f64())
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Percent, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        Percent::new(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks a percentage before it is applied: [`Percent::new`], for callers
+/// that only need the verdict.
 pub fn check_percent(ses_percent: f64) -> Result<(), PercentError> {
-    if !ses_percent.is_finite() {
-        return Err(PercentError::OutOfRange(ses_percent));
+    Percent::new(ses_percent).map(|_| ())
+}
+
+/// The SES share in force, as the cutover publishes it and the router reads
+/// it: one value with one writer (the cutover, through [`ShareWriter`]).
+#[derive(Debug, Clone)]
+pub struct Share(Arc<AtomicU32>);
+
+impl Share {
+    /// A share nobody changes (tests, benches).
+    pub fn fixed(percent: Percent) -> Share {
+        Share(Arc::new(AtomicU32::new(u32::from(percent.hundredths()))))
     }
-    if ses_percent < 0.0 {
-        return Err(PercentError::Negative(ses_percent));
+
+    /// The share in force now.
+    pub fn get(&self) -> Percent {
+        let hundredths = self.0.load(Ordering::Acquire);
+        Percent::from_hundredths(u16::try_from(hundredths).unwrap_or(u16::MAX))
     }
-    if ses_percent > 100.0 {
-        return Err(PercentError::Above100(ses_percent));
+}
+
+/// The write side of a [`Share`]: held by the cutover alone.
+#[derive(Debug)]
+pub struct ShareWriter(Share);
+
+impl ShareWriter {
+    /// A share starting at `percent`.
+    pub fn new(percent: Percent) -> ShareWriter {
+        ShareWriter(Share::fixed(percent))
     }
-    let hundredths = ses_percent * 100.0;
-    if (hundredths - hundredths.round()).abs() > 1e-6 {
-        return Err(PercentError::TooPrecise(ses_percent));
+
+    /// A reader of this share, for the router.
+    pub fn reader(&self) -> Share {
+        self.0.clone()
     }
-    Ok(())
+
+    /// Puts `percent` in force for the next transactions.
+    pub fn publish(&self, percent: Percent) {
+        (self.0)
+            .0
+            .store(u32::from(percent.hundredths()), Ordering::Release);
+    }
 }
 
 /// A rule of the relay itself, applied before the configured ones whenever a
@@ -187,19 +283,21 @@ fn in_domains(domains: &[String], address: &str) -> bool {
 
 /// Picks the route per transaction: the policy only (rules, the SES share,
 /// whether a legacy route exists); the upstreams are `forward::Upstreams`.
+/// The share is the cutover's, read at each choice: the router keeps no copy.
 pub struct Router {
     has_legacy: bool,
     rules: RwLock<Arc<[Rule]>>,
-    ses_threshold: AtomicU32,
+    share: Share,
 }
 
 impl Router {
-    /// A router; without a legacy route every transaction takes SES.
-    pub fn new(has_legacy: bool, rules: Vec<Rule>, ses_percent: f64) -> Router {
+    /// A router reading `share` (the cutover's); without a legacy route every
+    /// transaction takes SES.
+    pub fn new(has_legacy: bool, rules: Vec<Rule>, share: Share) -> Router {
         Router {
             has_legacy,
             rules: RwLock::new(rules.into()),
-            ses_threshold: AtomicU32::new(threshold(ses_percent)),
+            share,
         }
     }
 
@@ -218,7 +316,7 @@ impl Router {
         {
             return rule.route;
         }
-        if bucket(sender, first_recipient) < self.ses_threshold.load(Ordering::Relaxed) {
+        if bucket(sender, first_recipient) < u32::from(self.share.get().hundredths()) {
             Route::Ses
         } else {
             Route::Legacy
@@ -227,13 +325,7 @@ impl Router {
 
     /// The SES share now applied to new transactions.
     pub fn ses_percent(&self) -> f64 {
-        f64::from(self.ses_threshold.load(Ordering::Relaxed)) / 100.0
-    }
-
-    /// Applies a new SES share to the next transactions.
-    pub fn set_ses_percent(&self, ses_percent: f64) {
-        self.ses_threshold
-            .store(threshold(ses_percent), Ordering::Relaxed);
+        self.share.get().as_f64()
     }
 
     /// Replaces the rules (SIGHUP reload).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use tokio::net::TcpListener;
 
-use crate::background;
+use crate::background::{self, CutoverRefresh, GuardFollowsOperators, LegacyProbe, UpstreamHealth};
 use crate::config::{Config, LegacyMode, RuleConfig, SesMode};
 use crate::cutover::{Cutover, CutoverError};
 use crate::dns::{SystemResolver, TxtResolver};
@@ -86,7 +86,8 @@ pub struct Server {
     grace: Duration,
     /// The SES event queue's reader: client, queue URL, long-poll wait.
     feedback: Option<(aws_sdk_sqs::Client, String, Duration)>,
-    cutover_refresh: Option<Duration>,
+    /// The legacy relay's health probe (SMTP legacy route).
+    legacy_probe: Option<LegacyProbe>,
 }
 
 /// Builds the reloadable part: loads keys, certificates and the admin token.
@@ -174,8 +175,7 @@ impl Server {
         let cutover = Cutover::open(config, options.ses_credentials.clone()).await?;
         let rules = config.cutover.rules.iter().map(RuleConfig::rule).collect();
         let upstreams = Upstreams::new(ses, legacy);
-        let router = Router::new(upstreams.has_legacy(), rules, cutover.status().ses_percent);
-        crate::metrics::cutover_percent(router.ses_percent());
+        let router = Router::new(upstreams.has_legacy(), rules, cutover.share());
         let mut listeners = Vec::new();
         for (addrs, implicit_tls) in [
             (&config.smtp.listen, false),
@@ -209,7 +209,7 @@ impl Server {
             cutover,
             Masker::new(config.log.mask_pii),
         );
-        relay.guard = background::start_guard(config, &relay.cutover);
+        relay.guard = Arc::new(background::start_guard(config, &relay.cutover));
         let feedback = if config.feedback.sqs_queue_url.is_empty() {
             None
         } else {
@@ -220,11 +220,15 @@ impl Server {
                 crate::feedback::long_poll(config),
             ))
         };
-        relay.legacy_relay = config
+        let legacy_probe = config
             .legacy
             .as_ref()
             .filter(|l| l.mode == LegacyMode::Smtp)
-            .map(|l| l.relay.clone());
+            .map(|l| LegacyProbe {
+                relay: l.relay.clone(),
+                health: UpstreamHealth::default(),
+            });
+        relay.legacy_health = legacy_probe.as_ref().map(|p| p.health.clone());
         let interval = config.dkim.dns_check_interval.0;
         let resolver = match options.txt_resolver {
             Some(resolver) => Some(resolver),
@@ -248,8 +252,7 @@ impl Server {
                 .map(|r| (interval, r)),
             grace: config.smtp.shutdown_grace.0,
             feedback,
-            cutover_refresh: (config.cutover.store == crate::config::CutoverStore::Ssm)
-                .then_some(config.cutover.refresh_interval.0),
+            legacy_probe,
         })
     }
 
@@ -295,18 +298,21 @@ impl Server {
         let admin = self
             .admin
             .map(|admin| tokio::spawn(crate::admin::serve(admin, self.relay.clone())));
-        if let Some(interval) = self.cutover_refresh {
-            let relay = self.relay.clone();
-            accepting.spawn(async move {
-                background::refresh_cutover_periodically(
-                    &relay.cutover,
-                    &relay.router,
-                    &relay.guard,
-                    &relay.shutdown,
-                    interval,
-                )
-                .await
-            });
+        let shutdown = self.relay.shutdown.clone();
+        if let Some(interval) = self.relay.cutover.refresh_interval() {
+            let refresh = CutoverRefresh {
+                cutover: self.relay.cutover.clone(),
+                interval,
+            };
+            accepting.spawn(refresh.run(shutdown.clone()));
+        }
+        let follow = GuardFollowsOperators {
+            guard: self.relay.guard.clone(),
+            cutover: self.relay.cutover.clone(),
+        };
+        accepting.spawn(follow.run(shutdown.clone()));
+        if let Some(probe) = self.legacy_probe {
+            accepting.spawn(probe.run(shutdown.clone()));
         }
         if let Some((interval, resolver)) = self.dns_check {
             let relay = self.relay.clone();

@@ -4,6 +4,9 @@
 
 mod common;
 
+use ses_relay::cutover::{Change, Source};
+use ses_relay::route::Percent;
+
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -73,7 +76,12 @@ async fn ten_thousand_transactions_split_within_one_and_a_half_points() {
         relay
             .relay
             .cutover
-            .set(&relay.relay.router, percent, "test")
+            .change(Change {
+                percent: Percent::new(percent).unwrap(),
+                reason: "test".into(),
+                by: Source::Api,
+            })
+            .await
             .unwrap();
         let started = Instant::now();
         let tag = format!("p{percent}");

@@ -367,7 +367,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
-    use ses_relay::cutover::Source;
+    use ses_relay::cutover::{Change, Source};
     if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {
         return;
     }
@@ -388,15 +388,17 @@ async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     let a = RunningRelay::start(guarded(&dir_a)).await;
     let b = RunningRelay::start(guarded(&dir_b)).await;
     assert_eq!(b.relay.router.ses_percent(), 100.0);
-    // The guard's path: synchronous, in force here at once, written to SSM right after.
+    // The guard's path: in force here at once, written to SSM right after.
     let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
-    let status = a
-        .relay
-        .cutover
-        .set_by(&a.relay.router, 0.0, reason, Source::Guard)
-        .unwrap();
+    let writing = a.relay.cutover.change(Change {
+        percent: ses_relay::route::Percent::ZERO,
+        reason: reason.into(),
+        by: Source::Guard,
+    });
+    let status = a.relay.cutover.status();
     assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
     assert_eq!(a.relay.router.ses_percent(), 0.0);
+    writing.await.unwrap();
     until_percent(&b, 0.0, REFRESH * 3).await;
     let status = cutover(&b).await;
     assert_eq!(status["source"], "guard", "{status}");

@@ -4,8 +4,8 @@
 //! - `PUT /cutover` with `Authorization: Bearer <token>` and `{"ses_percent": 50, "reason": "week 2"}`:
 //!   validated, persisted to the state file, applied to the next transactions, audit-logged;
 //!   it re-arms the rollback guard;
-//! - `GET /healthz`: the process is up; `GET /readyz`: listeners bound and the routes usable,
-//!   503 from the moment a SIGTERM drain starts (the load balancer's health check);
+//! - `GET /healthz`: the process is up; `GET /readyz`: serving, 503 from the moment a
+//!   SIGTERM drain starts (the load balancer's health check; upstream health is not readiness);
 //! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
 //!
 //! Off loopback (or with `admin.read-token-file`), everything but the probes
@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod client;
+mod connections;
 mod status;
 
 use std::convert::Infallible;
@@ -28,12 +29,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use self::access::{Limits, Need};
+use self::connections::Connections;
 
-use crate::cutover::{CutoverError, Source};
+use crate::cutover::{Change, CutoverError, Source};
 use crate::relay::Relay;
+use crate::route::Percent;
 
 /// Largest request body accepted (a cutover change is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -50,32 +52,50 @@ const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// [`serve`] with these bounds.
+///
+/// At the connection cap, the connection idle the longest (one that has
+/// sent nothing, or is between requests) is closed to make room: idle
+/// connections, however many, cannot keep a load balancer's probe out. Only
+/// when every connection is in the middle of a request is a new one refused.
 pub async fn serve_with(listener: TcpListener, relay: Arc<Relay>, limits: Limits) {
     // Fixed for the listener's life: a reload cannot open a listener that is off loopback.
     let off_loopback = listener.local_addr().map_or(true, access::off_loopback);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Connections::new(limits.max_connections);
     loop {
         let accepted = listener.accept().await;
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(connection) = connections.admit() else {
             let _ = stream.try_write(BUSY);
-            tracing::debug!("admin connection refused: {} open", limits.max_connections);
+            tracing::debug!(
+                "admin connection refused: {} requests in progress",
+                limits.max_connections
+            );
             continue;
         };
         let relay = relay.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let closed = connection.closed();
+            let activity = connection.clone();
             let service = hyper::service::service_fn(move |request| {
-                handle(relay.clone(), off_loopback, request)
+                let busy = activity.busy();
+                let relay = relay.clone();
+                async move {
+                    let _busy = busy;
+                    handle(relay, off_loopback, request).await
+                }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
+            let serving = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
+            tokio::select! {
+                _ = tokio::time::timeout(limits.connection_lifetime, serving) => {}
+                _ = closed => {}
+            }
+            drop(connection);
         });
     }
 }
@@ -177,16 +197,43 @@ fn cutover_status(relay: &Relay) -> Reply {
             "version": status.version,
             "refreshed_at": status.refreshed_at,
             "updated_by": status.updated_by,
+            "change_id": status.change_id,
+            "pending_write": status.pending_write,
+            "upstreams": upstreams_json(relay),
         }),
     )
 }
 
-/// `PUT /cutover` body.
+/// Each route's reachability as its probe last saw it (SES: not probed).
+fn upstreams_json(relay: &Relay) -> serde_json::Value {
+    let legacy = match &relay.legacy_health {
+        Some(health) => health.get().as_str(),
+        None if relay.router.has_legacy() => "not probed",
+        None => "not used",
+    };
+    serde_json::json!({ "legacy": legacy })
+}
+
+/// `PUT /cutover` body: a JSON object with exactly these two fields.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Change {
-    ses_percent: f64,
+struct ChangeBody {
+    ses_percent: Percent,
     reason: String,
+}
+
+/// The body as a change, or why not: only a JSON object will do (serde
+/// would fill a struct from an array, `[10, "x"]`, field by field), and the
+/// percentage goes through the one validation ([`Percent`]).
+fn parse_change(body: &[u8]) -> Result<ChangeBody, String> {
+    const EXPECTED: &str =
+        "expected {\"ses_percent\": <0-100, at most two decimals>, \"reason\": \"...\"}";
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| format!("{EXPECTED}: {err}"))?;
+    if !value.is_object() {
+        return Err(format!("{EXPECTED}: the body is not a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|err| format!("{EXPECTED}: {err}"))
 }
 
 async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
@@ -203,14 +250,9 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
         Ok(body) => body.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or over 16 KiB"),
     };
-    let change: Change = match serde_json::from_slice(&body) {
+    let change = match parse_change(&body) {
         Ok(change) => change,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"ses_percent\": <0-100>, \"reason\": \"...\"}}: {err}"),
-            );
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     if change.reason.trim().is_empty() {
         return error(
@@ -218,70 +260,62 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
             "reason must not be empty: it goes into the audit log",
         );
     }
-    if !relay.router.has_legacy() && change.ses_percent < 100.0 {
+    if !relay.router.has_legacy() && change.ses_percent < Percent::ALL {
         return error(
             StatusCode::BAD_REQUEST,
             "no [legacy] route is configured: only 100 is possible",
         );
     }
-    match relay
+    let asked = change.ses_percent;
+    let outcome = relay
         .cutover
-        .change(
-            &relay.router,
-            change.ses_percent,
-            change.reason.trim(),
-            Source::Api,
-        )
-        .await
-    {
-        Ok(_) => {
-            // An operator's word re-arms the rollback guard on a fresh window.
-            relay.guard.rearm();
-            cutover_status(relay)
-        }
+        .change(Change {
+            percent: asked,
+            reason: change.reason.trim().to_string(),
+            by: Source::Api,
+        })
+        .await;
+    match outcome {
+        // The value in force is the value asked for (the guard re-arms on
+        // the operator's change by itself).
+        Ok(_) => cutover_status(relay),
         Err(err @ CutoverError::Percent(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
-        Err(err @ CutoverError::Store(_)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
-        }
+        Err(err @ (CutoverError::NotApplied(_) | CutoverError::Unknown(_))) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "error": err.to_string(),
+                "applied": err.applied(),
+                "ses_percent": relay.cutover.status().ses_percent,
+            }),
+        ),
         Err(err) => {
             tracing::error!(error = %err, "cutover change not applied");
-            error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": err.to_string(), "applied": false }),
+            )
         }
     }
 }
 
+/// Ready while serving and not draining. A route's health is not
+/// readiness: every relay shares the same legacy relay and the same SES, so
+/// a fault there would take the whole fleet out at once, SES route included.
+/// The legacy relay's health is shown beside, from its probe.
 async fn readyz(relay: &Relay) -> Reply {
-    let mut ready = !relay.shutdown.is_triggered();
-    let legacy = match &relay.legacy_relay {
-        None => "not used".to_string(),
-        Some(addr) => {
-            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(_)) => "reachable".to_string(),
-                Ok(Err(err)) => {
-                    ready = false;
-                    format!("unreachable: {err}")
-                }
-                Err(_) => {
-                    ready = false;
-                    "unreachable: connect timed out".to_string()
-                }
-            }
-        }
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
+    let draining = relay.shutdown.is_triggered();
+    let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     json(
         status,
         serde_json::json!({
-            "ready": ready,
-            "shutting_down": relay.shutdown.is_triggered(),
-            "legacy_relay": legacy,
-            "ses_percent": relay.router.ses_percent(),
+            "ready": !draining,
+            "shutting_down": draining,
+            "upstreams": upstreams_json(relay),
+            "ses_percent": relay.cutover.status().ses_percent,
         }),
     )
 }

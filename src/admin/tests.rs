@@ -42,9 +42,9 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
         )
         .unwrap(),
     );
-    let router = Router::new(true, Vec::new(), 0.0);
-    let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
+    let router = Router::new(true, Vec::new(), cutover.share());
+    let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
     Arc::new(Relay::new(
         live,
         router,
@@ -139,27 +139,39 @@ async fn on_loopback_without_a_read_token_reads_stay_open() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_get_503_and_a_freed_slot_serves_again() {
+async fn idle_connections_at_the_cap_make_room_for_a_probe() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
     let addr = start(relay(None), limits).await;
-    let first = TcpStream::connect(addr).await.unwrap();
+    let mut first = TcpStream::connect(addr).await.unwrap();
     let _second = TcpStream::connect(addr).await.unwrap();
-    // Both are accepted (and hold a slot) before the third arrives.
+    // Both are accepted (and hold a place) before the probe arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, answer) = request(addr, "GET", "/healthz", None, "").await;
-    assert_eq!(status, 503, "{answer}");
-    drop(first);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = request(addr, "GET", "/healthz", None, "").await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no slot freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let (status, answer) = request(addr, "GET", "/readyz", None, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The connection idle the longest was closed for it.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), first.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_hundred_idle_connections_do_not_keep_the_probes_out() {
+    let addr = start(relay(None), Limits::default()).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for path in ["/readyz", "/healthz"] {
+        let started = Instant::now();
+        let (status, answer) = request(addr, "GET", path, None, "").await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path}");
     }
 }
 
@@ -213,4 +225,61 @@ fn off_loopback_reads_need_a_token_even_without_a_read_token_file() {
     // The same relay on loopback: open, as before.
     let request = hyper::Request::get("/metrics").body(()).unwrap();
     assert!(super::refuse_read(&relay, false, &request).is_none());
+}
+
+#[tokio::test]
+async fn every_body_that_is_not_exactly_a_percentage_gets_400_and_changes_nothing() {
+    let relay = relay(None);
+    let addr = start(relay.clone(), Limits::default()).await;
+    for body in [
+        r#"{"ses_percent": 12.345, "reason": "x"}"#,
+        r#"{"ses_percent": 12.3400000001, "reason": "x"}"#,
+        r#"{"ses_percent": 99.999999999, "reason": "x"}"#,
+        r#"{"ses_percent": 1e-320, "reason": "x"}"#,
+        r#"{"ses_percent": -0.0, "reason": "x"}"#,
+        r#"{"ses_percent": -1, "reason": "x"}"#,
+        r#"{"ses_percent": 100.5, "reason": "x"}"#,
+        r#"{"ses_percent": "50", "reason": "x"}"#,
+        r#"{"ses_percent": null, "reason": "x"}"#,
+        r#"{"ses_percent": 50, "reason": "x", "extra": 1}"#,
+        r#"{"ses_percent": 50, "reason": "  "}"#,
+        r#"[10, "x"]"#,
+        r#"[10]"#,
+        r#""50""#,
+        r#"50"#,
+        "",
+    ] {
+        let (status, answer) = request(addr, "PUT", "/cutover", Some(WRITE), body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains("\"error\""), "{body}: {answer}");
+    }
+    assert_eq!(relay.cutover.status().ses_percent, 0.0);
+    assert_eq!(relay.router.ses_percent(), 0.0);
+    // Two decimals, exactly: taken, and what is shown is what routes.
+    let (status, answer) = request(
+        addr,
+        "PUT",
+        "/cutover",
+        Some(WRITE),
+        r#"{"ses_percent": 12.34, "reason": "x"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"ses_percent\": 12.34"), "{answer}");
+    assert_eq!(relay.router.ses_percent(), 12.34);
+}
+
+#[tokio::test]
+async fn readiness_is_serving_not_the_health_of_a_route() {
+    let mut relay = relay(None);
+    let health = crate::background::UpstreamHealth::default();
+    Arc::get_mut(&mut relay).unwrap().legacy_health = Some(health);
+    let addr = start(relay.clone(), Limits::default()).await;
+    // The legacy relay not reached (its probe says nothing yet, or down): ready all the same.
+    let (status, answer) = request(addr, "GET", "/readyz", None, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"legacy\": \"unknown\""), "{answer}");
+    relay.shutdown.trigger();
+    let (status, answer) = request(addr, "GET", "/readyz", None, "").await;
+    assert_eq!(status, 503, "draining: {answer}");
 }

@@ -44,7 +44,38 @@ pub fn set(path: Option<&Path>, percent: &str, reason: &str) -> ExitCode {
     };
     let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
     let answer = client::request(addr, "PUT", "/cutover", Some(&token), Some(&body));
+    if let Ok(refused) = &answer
+        && refused.status == 503
+    {
+        return not_applied(refused);
+    }
     print_answer(addr, answer, true)
+}
+
+/// Exit status of `cutover set` when the store's answer never came: the
+/// change may still be applied.
+pub const EXIT_UNKNOWN: u8 = 3;
+
+/// A `503` to `PUT /cutover`: says whether the change was certainly not
+/// applied (exit 1) or may still be (exit [`EXIT_UNKNOWN`]), and what to do.
+fn not_applied(answer: &Answer) -> ExitCode {
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+    let error = body["error"].as_str().unwrap_or(answer.body.trim());
+    let in_force = &body["ses_percent"];
+    if body["applied"] == "unknown" {
+        eprintln!(
+            "applied: unknown. {error}\nThe change was sent to the store, which did not answer: it may \
+             still take effect. The relay reads the store until it knows and logs an audit line. Check \
+             with `ses-relay cutover status` in a few seconds; in force here now: {in_force}%."
+        );
+        ExitCode::from(EXIT_UNKNOWN)
+    } else {
+        eprintln!(
+            "applied: false. {error}\nNothing changed anywhere; in force: {in_force}%. Try again \
+             when the store answers."
+        );
+        ExitCode::FAILURE
+    }
 }
 
 /// The config (not validated: only `[admin]` matters here) and the admin

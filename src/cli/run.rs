@@ -42,7 +42,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
         tracing::info!(%addr, "admin API listening");
     }
     let relay = server.relay();
-    tracing::info!(ses_percent = relay.router.ses_percent(), source = %relay.cutover.status().source, "cutover");
+    let cutover = relay.cutover.status();
+    tracing::info!(ses_percent = cutover.ses_percent, source = %cutover.source, store = ?cutover.store, "cutover");
     // Every listener is bound: tell systemd (Type=notify) we are ready.
     if let Err(err) = crate::notify::notify("READY=1") {
         tracing::warn!(error = %err, "cannot notify systemd");

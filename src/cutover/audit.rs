@@ -20,6 +20,8 @@ pub(super) struct Audit<'a> {
     pub(super) updated_by: Option<&'a str>,
     /// `set` (made here) or how a value from SSM arrived (SSM store).
     pub(super) how: Option<&'static str>,
+    /// The change's unique id (empty: the config's value).
+    pub(super) change_id: &'a str,
 }
 
 /// The one audit line every change of the percentage in force ends in,
@@ -34,6 +36,7 @@ pub(super) fn audit(change: &Audit<'_>, message: &str) {
         source = %change.source,
         updated_by = change.updated_by,
         how = change.how,
+        change_id = Some(change.change_id).filter(|c| !c.is_empty()),
         "{message}"
     );
 }
@@ -85,6 +88,7 @@ mod tests {
                     source: Source::StateFile,
                     updated_by: None,
                     how: None,
+                    change_id: "",
                 },
                 "SES percentage changed",
             );
@@ -97,6 +101,7 @@ mod tests {
                     source: Source::Guard,
                     updated_by: Some("relay-b"),
                     how: Some("refresh"),
+                    change_id: "19aa-0123456789abcdef",
                 },
                 "SES percentage changed",
             );
@@ -111,7 +116,7 @@ mod tests {
         );
         assert_eq!(file["reason"], "week 2");
         assert_eq!(file["source"], "state-file");
-        for absent in ["version", "updated_by", "how"] {
+        for absent in ["version", "updated_by", "how", "change_id"] {
             assert!(!file.contains_key(absent), "{absent} in {file:?}");
         }
         let shared = &lines[1];
@@ -119,6 +124,7 @@ mod tests {
         assert_eq!(shared["source"], "guard");
         assert_eq!(shared["updated_by"], "relay-b");
         assert_eq!(shared["how"], "refresh");
+        assert_eq!(shared["change_id"], "19aa-0123456789abcdef");
         assert_eq!(shared["to"].as_f64(), Some(5.0));
     }
 }

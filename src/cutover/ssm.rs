@@ -1,8 +1,14 @@
 //! The shared cutover store: one SSM Parameter Store parameter that every
 //! relay of a fleet reads every `cutover.refresh-interval` and writes on a
-//! change. SSM's own parameter version orders the changes, so no relay needs
-//! a clock or a lock of its own: a higher version is a newer value.
+//! change, with the state file as the local cache of the last value seen.
+//!
+//! SSM has no compare-and-set and no idempotency token, so a write is sent
+//! once (no SDK retry): a second attempt could land after the relay reported
+//! the first as failed. A write that got no answer is reported as unknown,
+//! never as failed; the cutover then reads until it knows (`super`).
 
+use std::error::Error as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -11,39 +17,16 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::ParameterType;
-use serde::{Deserialize, Serialize};
 
-use super::Source;
+use super::Record;
+use super::store::{Observed, Store, StoreFuture, WriteError};
+use crate::config::CutoverStore;
 
-/// Bound on one SSM call, retries included: a refresh must not pile up behind
-/// a hung connection, and `PUT /cutover` must answer the operator quickly.
+/// Bound on one SSM call: a refresh must not pile up behind a hung
+/// connection, and `PUT /cutover` must answer the operator quickly.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The parameter's JSON value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParameterValue {
-    /// SES share, 0 to 100.
-    pub ses_percent: f64,
-    /// Why, as the operator (or the guard) said.
-    pub reason: String,
-    /// RFC 3339 time of the change.
-    pub updated_at: String,
-    /// Host name of the relay that wrote it.
-    pub updated_by: String,
-    /// Who made the change: `api`, `guard` or `config`.
-    pub source: Source,
-}
-
-/// The parameter as read: its value and SSM's version number.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Versioned {
-    /// The value.
-    pub value: ParameterValue,
-    /// SSM's version of the parameter (1 when created, +1 on every write).
-    pub version: i64,
-}
-
-/// Why an SSM call failed.
+/// Why an SSM call failed, or what it returned is not a cutover value.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SSM did not answer, or refused the call (network, throttling, permissions).
@@ -56,7 +39,8 @@ pub enum StoreError {
         /// The error code and message, or the transport error.
         detail: String,
     },
-    /// The parameter holds something that is not a cutover value.
+    /// The parameter holds something that is not a cutover value: skipped,
+    /// the value in force stays.
     #[error("SSM parameter {parameter} version {version}: {reason}")]
     Corrupt {
         /// The parameter name.
@@ -73,6 +57,8 @@ pub enum StoreError {
 pub struct SsmStore {
     client: aws_sdk_ssm::Client,
     parameter: String,
+    cache: PathBuf,
+    refresh_interval: Duration,
 }
 
 impl SsmStore {
@@ -85,11 +71,12 @@ impl SsmStore {
         credentials: Option<SharedCredentialsProvider>,
     ) -> SsmStore {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            // Never two attempts of one write: see the module's doc.
+            .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_timeout(CALL_TIMEOUT)
-                    .operation_attempt_timeout(CALL_TIMEOUT / 2)
+                    .operation_attempt_timeout(CALL_TIMEOUT)
                     .connect_timeout(Duration::from_secs(2))
                     .build(),
             );
@@ -105,7 +92,16 @@ impl SsmStore {
         SsmStore {
             client: aws_sdk_ssm::Client::new(&loader.load().await),
             parameter: parameter.to_string(),
+            cache: PathBuf::new(),
+            refresh_interval: Duration::from_secs(10),
         }
+    }
+
+    /// Caches values in `state_file` and is read every `interval`.
+    pub(crate) fn caching(mut self, state_file: &Path, interval: Duration) -> SsmStore {
+        self.cache = state_file.to_path_buf();
+        self.refresh_interval = interval;
+        self
     }
 
     /// The parameter's name.
@@ -113,8 +109,10 @@ impl SsmStore {
         &self.parameter
     }
 
-    /// The value and version; `None` when the parameter does not exist yet.
-    pub async fn get(&self) -> Result<Option<Versioned>, StoreError> {
+    /// The value and version; `None` when the parameter does not exist. A
+    /// value written by hand without `updated_at` or `change_id` gets SSM's
+    /// own time of the write and an id made of its version and that time.
+    pub async fn get(&self) -> Result<Option<(Record, i64)>, StoreError> {
         let answer = self
             .client
             .get_parameter()
@@ -132,32 +130,31 @@ impl SsmStore {
             return Ok(None);
         };
         let version = parameter.version;
-        let corrupt = |reason: String| StoreError::Corrupt {
+        let text = parameter.value.unwrap_or_default();
+        // `ses_percent` goes through the one validation (`Percent`) here.
+        let mut record = Record::from_json(&text).map_err(|reason| StoreError::Corrupt {
             parameter: self.parameter.clone(),
             version,
             reason,
-        };
-        let text = parameter.value.unwrap_or_default();
-        let value: ParameterValue =
-            serde_json::from_str(&text).map_err(|err| corrupt(err.to_string()))?;
-        if !value.ses_percent.is_finite() || !(0.0..=100.0).contains(&value.ses_percent) {
-            return Err(corrupt(format!(
-                "ses_percent {} is outside 0..=100",
-                value.ses_percent
-            )));
+        })?;
+        let modified = parameter
+            .last_modified_date
+            .and_then(|d| u64::try_from(d.to_millis().ok()?).ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+        if super::millis_of(&record.updated_at) == 0
+            && let Some(modified) = modified
+        {
+            record.updated_at = humantime::format_rfc3339_millis(modified).to_string();
         }
-        if !matches!(value.source, Source::Api | Source::Guard | Source::Config) {
-            return Err(corrupt(format!(
-                "source {:?} is not api, guard or config",
-                value.source
-            )));
+        if record.change_id.is_empty() {
+            record.change_id = format!("ssm-v{version}@{}", record.updated_at);
         }
-        Ok(Some(Versioned { value, version }))
+        Ok(Some((record, version)))
     }
 
     /// Writes the value, replacing what is there; returns the new version.
-    pub async fn put(&self, value: &ParameterValue) -> Result<i64, StoreError> {
-        self.write(value, true)
+    pub async fn put(&self, record: &Record) -> Result<i64, WriteError> {
+        self.send(record, true)
             .await
             .map(|v| v.expect("overwrite never finds the parameter existing"))
     }
@@ -165,16 +162,12 @@ impl SsmStore {
     /// Writes the value only if the parameter does not exist (PutParameter
     /// without overwrite, so two relays starting at once cannot clobber each
     /// other). `Ok(None)`: somebody else created it first.
-    pub async fn create(&self, value: &ParameterValue) -> Result<Option<i64>, StoreError> {
-        self.write(value, false).await
+    pub async fn create(&self, record: &Record) -> Result<Option<i64>, WriteError> {
+        self.send(record, false).await
     }
 
-    async fn write(
-        &self,
-        value: &ParameterValue,
-        overwrite: bool,
-    ) -> Result<Option<i64>, StoreError> {
-        let text = serde_json::to_string(value).expect("plain struct serializes");
+    async fn send(&self, record: &Record, overwrite: bool) -> Result<Option<i64>, WriteError> {
+        let text = serde_json::to_string(record).expect("plain struct serializes");
         let answer = self
             .client
             .put_parameter()
@@ -191,7 +184,15 @@ impl SsmStore {
             {
                 Ok(None)
             }
-            Err(err) => Err(self.call_error("PutParameter", &err)),
+            Err(err) => {
+                let known_unsent = sent_nothing(&err);
+                let error = Box::new(self.call_error("PutParameter", &err));
+                Err(if known_unsent {
+                    WriteError::NotApplied(error)
+                } else {
+                    WriteError::Unknown(error)
+                })
+            }
         }
     }
 
@@ -211,6 +212,56 @@ impl SsmStore {
     }
 }
 
+/// Whether a failed PutParameter certainly changed nothing: SSM refused it
+/// (a 4xx answer), or it was never sent (built wrong, or the connection
+/// could not be opened). A timeout, a connection lost after sending, a 5xx
+/// or an unreadable answer may all have been applied.
+fn sent_nothing<E>(err: &SdkError<E, aws_sdk_ssm::config::http::HttpResponse>) -> bool {
+    match err {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::ServiceError(service) => service.raw().status().as_u16() < 500,
+        SdkError::DispatchFailure(failure) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> =
+                failure.as_connector_error().and_then(|e| e.source());
+            while let Some(err) = source {
+                if let Some(hyper) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+                    return hyper.is_connect();
+                }
+                source = err.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+impl Store for SsmStore {
+    fn kind(&self) -> CutoverStore {
+        CutoverStore::Ssm
+    }
+
+    fn write<'a>(&'a self, record: &'a Record) -> StoreFuture<'a, Result<Option<i64>, WriteError>> {
+        Box::pin(async move { self.put(record).await.map(Some) })
+    }
+
+    fn read(&self) -> StoreFuture<'_, Result<Option<Observed>, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .get()
+                .await?
+                .map(|(record, version)| Observed { record, version }))
+        })
+    }
+
+    fn cache<'a>(&'a self, record: &'a Record, version: Option<i64>) -> StoreFuture<'a, ()> {
+        Box::pin(super::store::cache_to(&self.cache, record, version))
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(self.refresh_interval)
+    }
+}
+
 /// This host's name for `updated_by` (the kernel's, else `$HOSTNAME`, else `fallback`).
 pub fn hostname(fallback: &str) -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -224,22 +275,25 @@ pub fn hostname(fallback: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cutover::Source;
+    use crate::route::Percent;
 
     #[test]
     fn parameter_json_uses_the_documented_field_names() {
-        let value = ParameterValue {
-            ses_percent: 50.0,
+        let value = Record {
+            ses_percent: Percent::new(50.0).unwrap(),
             reason: "week 2".into(),
-            updated_at: "2026-12-01T08:00:00Z".into(),
+            updated_at: "2026-12-01T08:00:00.000Z".into(),
             updated_by: "relay-a".into(),
             source: Source::Api,
+            change_id: "19aa-0123456789abcdef".into(),
         };
         let json: serde_json::Value = serde_json::to_value(&value).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
-                "ses_percent": 50.0, "reason": "week 2", "updated_at": "2026-12-01T08:00:00Z",
-                "updated_by": "relay-a", "source": "api"
+                "ses_percent": 50.0, "reason": "week 2", "updated_at": "2026-12-01T08:00:00.000Z",
+                "updated_by": "relay-a", "source": "api", "change_id": "19aa-0123456789abcdef"
             })
         );
         for (source, text) in [
@@ -248,6 +302,28 @@ mod tests {
             (Source::Api, "api"),
         ] {
             assert_eq!(serde_json::to_value(source).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn a_value_written_by_hand_needs_only_the_percentage_and_goes_through_the_one_check() {
+        let record = Record::from_json(r#"{"ses_percent": 0}"#).unwrap();
+        assert_eq!(
+            (record.ses_percent, record.source),
+            (Percent::ZERO, Source::Api)
+        );
+        for bad in [
+            r#"{"ses_percent": 12.345}"#,
+            r#"{"ses_percent": 1e-320}"#,
+            r#"{"ses_percent": -0.0}"#,
+            r#"{"ses_percent": "50"}"#,
+            r#"{"ses_percent": 101}"#,
+            r#""50""#,
+            r#"50"#,
+            r#"[10, "x"]"#,
+            r#"{"reason": "no percentage"}"#,
+        ] {
+            assert!(Record::from_json(bad).is_err(), "{bad}");
         }
     }
 }

@@ -5,10 +5,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::{Condition, EventKind, Figures, Judge, Thresholds, Trip};
 use crate::config::GuardConfig;
-use crate::cutover::{Cutover, Source};
-use crate::route::Router;
+use crate::cutover::{Change, Cutover, Source};
+use crate::route::Percent;
 
 /// Armed (judging), tripped (judging stopped until an operator re-arms), or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,46 +42,80 @@ struct Inner {
     judge: Judge,
     state: State,
     last_trip: Option<String>,
+    /// Operators' changes put in force by the cutover: each one re-arms.
+    operator_changes: Option<watch::Receiver<u64>>,
 }
 
-/// The shared guard: one per relay.
+/// The shared guard: one per relay, holding the cutover it acts through.
 pub struct Guard {
     inner: Mutex<Inner>,
-    fallback_percent: f64,
+    fallback_percent: Percent,
     can_move_traffic: bool,
+    cutover: Option<Cutover>,
 }
 
 impl Guard {
     /// A guard that never judges (`guard.enabled = false`, tests).
     pub fn disabled() -> Guard {
-        let mut guard = Guard::new(&GuardConfig::default(), false);
-        guard
-            .inner
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .state = State::Disabled;
-        guard
-    }
-
-    /// From `[guard]`; `can_move_traffic` when a `[legacy]` route exists.
-    pub fn new(config: &GuardConfig, can_move_traffic: bool) -> Guard {
         Guard {
             inner: Mutex::new(Inner {
-                judge: Judge::new(Thresholds::from(config)),
-                state: if config.enabled {
-                    State::Armed
-                } else {
-                    State::Disabled
-                },
+                judge: Judge::new(Thresholds::from(&GuardConfig::default())),
+                state: State::Disabled,
                 last_trip: None,
+                operator_changes: None,
             }),
-            fallback_percent: config.fallback_percent,
-            can_move_traffic,
+            fallback_percent: Percent::ZERO,
+            can_move_traffic: false,
+            cutover: None,
         }
     }
 
+    /// From `[guard]`, acting through `cutover`; `can_move_traffic` when a
+    /// `[legacy]` route exists. Tripped from the start when the value in
+    /// force came from its trip (a restart keeps the guard's percentage and
+    /// its alert until an operator acts).
+    pub fn new(config: &GuardConfig, cutover: Cutover, can_move_traffic: bool) -> Guard {
+        let status = cutover.status();
+        let tripped = config.enabled && status.source == Source::Guard;
+        Guard {
+            inner: Mutex::new(Inner {
+                judge: Judge::new(Thresholds::from(config)),
+                state: match (config.enabled, tripped) {
+                    (false, _) => State::Disabled,
+                    (true, false) => State::Armed,
+                    (true, true) => State::Tripped,
+                },
+                last_trip: status.reason.filter(|_| tripped),
+                operator_changes: Some(cutover.operator_changes()),
+            }),
+            fallback_percent: Percent::new(config.fallback_percent).unwrap_or(Percent::ZERO),
+            can_move_traffic,
+            cutover: Some(cutover),
+        }
+        .with_trip_metric(tripped)
+    }
+
+    fn with_trip_metric(self, tripped: bool) -> Guard {
+        if tripped {
+            crate::metrics::guard_tripped(true);
+        }
+        self
+    }
+
+    /// The guard, re-armed first if an operator changed the cutover since it last looked.
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = inner
+            .operator_changes
+            .as_mut()
+            .is_some_and(|changes| changes.has_changed().unwrap_or(false));
+        if changed {
+            if let Some(changes) = inner.operator_changes.as_mut() {
+                changes.borrow_and_update();
+            }
+            rearm(&mut inner);
+        }
+        inner
     }
 
     /// Records, then judges when armed; a trip returned is to be [`Guard::enforce`]d.
@@ -130,33 +166,9 @@ impl Guard {
         Some(trip)
     }
 
-    /// An operator set the percentage: judging starts again on an empty window.
-    pub fn rearm(&self) {
-        let mut inner = self.lock();
-        if inner.state == State::Disabled {
-            return;
-        }
-        let was = inner.state;
-        inner.state = State::Armed;
-        inner.judge.restart();
-        crate::metrics::guard_tripped(false);
-        if was == State::Tripped {
-            tracing::info!(
-                audit = "guard",
-                "rollback guard re-armed by an operator's change"
-            );
-        }
-    }
-
-    /// At startup, the cutover state came from a trip: stay tripped until an operator acts.
-    pub fn restore_trip(&self, reason: Option<String>) {
-        let mut inner = self.lock();
-        if inner.state == State::Disabled {
-            return;
-        }
-        inner.state = State::Tripped;
-        inner.last_trip = reason;
-        crate::metrics::guard_tripped(true);
+    /// Whether the guard is tripped now (after following operators' changes).
+    pub fn state(&self) -> State {
+        self.lock().state
     }
 
     /// State and figures now.
@@ -173,12 +185,13 @@ impl Guard {
     }
 
     /// Acts on a trip: counts it, logs it, and (with a legacy route) lowers the
-    /// SES share to `fallback-percent` through the cutover path, persisted and
-    /// audited, in force for the next transaction. Never raises the share.
-    pub fn enforce(&self, trip: &Trip, cutover: &Cutover, router: &Router) {
+    /// SES share to `fallback-percent` through the cutover's one entry point:
+    /// in force for the next transaction at once, then written to the store
+    /// until it has it. Never raises the share.
+    pub fn enforce(&self, trip: &Trip) {
         crate::metrics::guard_trip(trip.condition.as_str());
         crate::metrics::guard_tripped(true);
-        if !self.can_move_traffic {
+        let Some(cutover) = self.cutover.as_ref().filter(|_| self.can_move_traffic) else {
             tracing::error!(
                 audit = "guard",
                 condition = trip.condition.as_str(),
@@ -186,18 +199,46 @@ impl Guard {
                 "rollback guard tripped; no [legacy] route, so it can only alert"
             );
             return;
-        }
-        let percent = cutover.status().ses_percent.min(self.fallback_percent);
+        };
+        let percent = cutover.share().get().min(self.fallback_percent);
         tracing::error!(
             audit = "guard",
             condition = trip.condition.as_str(),
             reason = %trip.reason,
-            to = percent,
+            to = percent.as_f64(),
             "rollback guard tripped; moving traffic to legacy"
         );
-        if let Err(err) = cutover.set_by(router, percent, &trip.reason, Source::Guard) {
-            tracing::error!(error = %err, "rollback guard: cutover change not applied");
+        let writing = cutover.change(Change {
+            percent,
+            reason: trip.reason.clone(),
+            by: Source::Guard,
+        });
+        // In force here already; the write to the store goes on by itself.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                if let Err(err) = writing.await {
+                    tracing::error!(error = %err, "rollback guard: cutover change not saved");
+                }
+            })),
+            Err(_) => tracing::error!("rollback guard: no runtime, the trip holds here only"),
         }
+    }
+}
+
+/// An operator set the percentage: judging starts again on an empty window.
+fn rearm(inner: &mut Inner) {
+    if inner.state == State::Disabled {
+        return;
+    }
+    let was = inner.state;
+    inner.state = State::Armed;
+    inner.judge.restart();
+    crate::metrics::guard_tripped(false);
+    if was == State::Tripped {
+        tracing::info!(
+            audit = "guard",
+            "rollback guard re-armed by an operator's change"
+        );
     }
 }
 
@@ -212,7 +253,8 @@ mod tests {
             min_transactions: 3,
             ..GuardConfig::default()
         };
-        let guard = Guard::new(&config, true);
+        let cutover = Cutover::load(std::path::Path::new(""), 50.0).unwrap();
+        let guard = Guard::new(&config, cutover.clone(), true);
         assert!(guard.upstream_outcome(false, None).is_none());
         assert!(guard.upstream_outcome(false, None).is_none());
         assert!(guard.upstream_outcome(false, None).is_some());
@@ -222,7 +264,17 @@ mod tests {
         );
         assert!(guard.ses_stopped("SendingPausedException").is_none());
         assert_eq!(guard.snapshot().state, State::Tripped);
-        guard.rearm();
+        // An operator's change re-arms it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(cutover.change(Change {
+            percent: Percent::new(40.0).unwrap(),
+            reason: "operator".into(),
+            by: Source::Api,
+        }))
+        .unwrap();
+        assert_eq!(guard.snapshot().state, State::Armed);
         assert_eq!(guard.snapshot().figures.outcomes, 0, "window restarted");
         let trip = guard.ses_stopped("AccountSuspendedException").unwrap();
         assert_eq!(trip.condition, Condition::SesPaused);

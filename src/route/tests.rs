@@ -1,8 +1,12 @@
 use super::*;
 use crate::config::RuleConfig;
 
+fn pct(value: f64) -> Percent {
+    Percent::new(value).unwrap()
+}
+
 fn router(rules: Vec<Rule>, percent: f64) -> Router {
-    Router::new(true, rules, percent)
+    Router::new(true, rules, Share::fixed(pct(percent)))
 }
 
 fn rule(text: &str) -> Rule {
@@ -26,12 +30,54 @@ fn bucket_values_are_stable() {
 const PINNED: [u32; 3] = [7538, 4682, 5131];
 
 #[test]
-fn thresholds_resolve_fractions() {
-    assert_eq!(threshold(0.0), 0);
-    assert_eq!(threshold(0.5), 50);
-    assert_eq!(threshold(10.0), 1000);
-    assert_eq!(threshold(100.0), 10_000);
-    assert_eq!(threshold(150.0), 10_000);
+fn percentages_resolve_hundredths() {
+    assert_eq!(pct(0.0).hundredths(), 0);
+    assert_eq!(pct(0.5).hundredths(), 50);
+    assert_eq!(pct(10.0).hundredths(), 1000);
+    assert_eq!(pct(12.34).hundredths(), 1234);
+    assert_eq!(pct(100.0).hundredths(), 10_000);
+    assert_eq!(Percent::from_hundredths(15_000), Percent::ALL);
+    // Every value of two decimals is exact, and shows as it was written.
+    for hundredths in 0..=10_000u16 {
+        let text = format!("{}.{:02}", hundredths / 100, hundredths % 100);
+        let value: f64 = text.parse().unwrap();
+        let percent = Percent::new(value).unwrap();
+        assert_eq!(percent.hundredths(), hundredths, "{text}");
+        assert_eq!(percent.as_f64(), value, "{text}");
+    }
+}
+
+#[test]
+fn one_validation_refuses_what_is_not_exactly_two_decimals() {
+    for bad in [
+        12.345,
+        12.3400000001,
+        99.999999999,
+        1e-320,
+        0.001,
+        100.01,
+        101.0,
+        1e308,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        -1.0,
+        -0.0,
+        -0.01,
+    ] {
+        assert!(Percent::new(bad).is_err(), "{bad} accepted");
+    }
+    assert!(matches!(Percent::new(-0.0), Err(PercentError::Negative(_))));
+    assert!(matches!(
+        Percent::new(12.3400000001),
+        Err(PercentError::TooPrecise(_))
+    ));
+    // JSON keeps the sign of zero (`-0` and `-0.0` are both -0.0): refused.
+    assert!(serde_json::from_str::<Percent>("-0").is_err());
+    assert!(serde_json::from_str::<Percent>("-0.0").is_err());
+    assert_eq!(serde_json::from_str::<Percent>("0").unwrap(), Percent::ZERO);
+    assert!(serde_json::from_str::<Percent>("\"50\"").is_err());
+    assert_eq!(serde_json::to_string(&pct(12.34)).unwrap(), "12.34");
 }
 
 #[test]
@@ -55,7 +101,8 @@ fn split_is_uniform_and_deterministic() {
 
 #[test]
 fn raising_the_percentage_only_moves_legacy_to_ses() {
-    let r = router(Vec::new(), 0.0);
+    let writer = ShareWriter::new(Percent::ZERO);
+    let r = Router::new(true, Vec::new(), writer.reader());
     let keys: Vec<String> = (0..5_000).map(|i| format!("u{i}@goo.ne.jp")).collect();
     let mut before: Vec<Route> = keys
         .iter()
@@ -66,7 +113,7 @@ fn raising_the_percentage_only_moves_legacy_to_ses() {
         "0 % is all legacy"
     );
     for percent in [0.5, 10.0, 50.0, 99.99, 100.0] {
-        r.set_ses_percent(percent);
+        writer.publish(pct(percent));
         let now: Vec<Route> = keys
             .iter()
             .map(|k| r.choose(CLIENT, k, "x@example.com"))
@@ -134,7 +181,7 @@ fn without_a_legacy_route_everything_goes_to_ses() {
     let r = Router::new(
         false,
         vec![rule("sender-domains = [\"goo.ne.jp\"]\nroute = \"legacy\"")],
-        0.0,
+        Share::fixed(Percent::ZERO),
     );
     assert_eq!(r.choose(CLIENT, "a@goo.ne.jp", "b@example.com"), Route::Ses);
 }
@@ -156,7 +203,7 @@ fn internationalized_addresses_go_to_legacy_whatever_the_percentage_and_rules() 
         );
     }
     // Without a legacy route there is nowhere else: SES, where RCPT refuses it.
-    let only_ses = Router::new(false, Vec::new(), 100.0);
+    let only_ses = Router::new(false, Vec::new(), Share::fixed(Percent::ALL));
     assert_eq!(
         only_ses.choose(CLIENT, "a@goo.ne.jp", "\u{3042}@example.jp"),
         Route::Ses

@@ -171,7 +171,7 @@ impl Session {
             }
         };
         if let Some(trip) = trip {
-            guard.enforce(&trip, &self.relay.cutover, &self.relay.router);
+            guard.enforce(&trip);
         }
     }
 

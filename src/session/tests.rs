@@ -71,8 +71,8 @@ fn smtp_config() -> SmtpConfig {
 }
 
 fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
-    let router = Router::new(false, Vec::new(), 100.0);
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
+    let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(upstream, None);
     Arc::new(Relay::new(
         live(smtp),

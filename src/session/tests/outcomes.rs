@@ -61,9 +61,9 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let recorder = local_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let live = live(smtp_config());
-    let router = Router::new(true, Vec::new(), 0.0);
-    let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
+    let router = Router::new(true, Vec::new(), cutover.share());
+    let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
     let relay = Arc::new(Relay::new(
         live,
         router,
@@ -118,18 +118,19 @@ fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
         &[],
         crate::route::Route::Legacy,
     );
+    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let mut relay = Relay::new(
         live(smtp_config()),
-        Router::new(true, vec![rule], 100.0),
+        Router::new(true, vec![rule], cutover.share()),
         Upstreams::new(ses, Some(legacy)),
-        Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
+        cutover.clone(),
         Masker::new(true),
     );
     let config = crate::config::GuardConfig {
         enabled: true,
         ..crate::config::GuardConfig::default()
     };
-    relay.guard = crate::guard::Guard::new(&config, true);
+    relay.guard = Arc::new(crate::guard::Guard::new(&config, cutover, true));
     Arc::new(relay)
 }
 

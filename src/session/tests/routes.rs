@@ -39,7 +39,11 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
             admin_token: None,
             admin_read_token: None,
         },
-        Router::new(true, Vec::new(), 100.0),
+        Router::new(
+            true,
+            Vec::new(),
+            crate::route::Share::fixed(crate::route::Percent::ALL),
+        ),
         Upstreams::new(ses.clone(), Some(legacy.clone())),
         Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
         Masker::new(true),
