@@ -352,15 +352,98 @@ impl Server {
     }
 }
 
+/// What a reload applied, and what it held back.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The configuration now in force: the new file, with the sections and
+    /// keys that need a restart as they were running.
+    pub config: Config,
+    /// The changed keys that need a restart (`ses.configuration-set`), not applied.
+    pub held_back: Vec<String>,
+}
+
+/// Sections a reload never changes: each runs as loaded at startup, whole,
+/// until a restart (so, for one, the `X-SES-CONFIGURATION-SET` header and
+/// SendEmail's `ConfigurationSetName` always name the same set).
+const RESTART_SECTIONS: &[&str] = &["ses", "legacy", "feedback", "guard", "log"];
+
+/// Keys of reloadable sections that still need a restart.
+const RESTART_KEYS: &[(&str, &str)] = &[
+    ("smtp", "listen"),
+    ("smtp", "listen-tls"),
+    ("smtp", "hostname"),
+    ("admin", "listen"),
+    ("cutover", "store"),
+    ("cutover", "ses-percent"),
+    ("cutover", "state-file"),
+    ("cutover", "ssm-parameter"),
+    ("cutover", "endpoint-url"),
+    ("cutover", "refresh-interval"),
+];
+
 /// Applies a new config file's reloadable parts (allowed clients, limits
 /// including `max-connections` and `max-data-memory`, rules, TLS
-/// certificates, DKIM keys, admin token). Everything is built
+/// certificates, DKIM keys, admin tokens). A section or key that needs a
+/// restart is applied whole or not at all: changed, it is held back, named
+/// in [`Reloaded::held_back`], and runs on as before. Everything is built
 /// before anything is swapped, so a bad config changes nothing.
-pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
-    config.validate()?;
-    let live = build_live(config)?;
-    let rules = config.cutover.rules.iter().map(RuleConfig::rule).collect();
+pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded, StartError> {
+    new.validate()?;
+    let before = to_json(running);
+    let after = to_json(new);
+    let mut held_back = Vec::new();
+    for section in RESTART_SECTIONS {
+        held_back.extend(changed_keys(section, &before[section], &after[section]));
+    }
+    for (section, key) in RESTART_KEYS {
+        if before[section][key] != after[section][key] {
+            held_back.push(format!("{section}.{key}"));
+        }
+    }
+    let mut effective = new.clone();
+    effective.ses = running.ses.clone();
+    effective.legacy = running.legacy.clone();
+    effective.feedback = running.feedback.clone();
+    effective.guard = running.guard.clone();
+    effective.log = running.log.clone();
+    effective.smtp.listen = running.smtp.listen.clone();
+    effective.smtp.listen_tls = running.smtp.listen_tls.clone();
+    effective.smtp.hostname = running.smtp.hostname.clone();
+    effective.admin.listen = running.admin.listen;
+    effective.cutover = crate::config::CutoverConfig {
+        rules: new.cutover.rules.clone(),
+        ..running.cutover.clone()
+    };
+    let live = build_live(&effective)?;
+    let rules = effective.cutover.rules.iter().map(RuleConfig::rule).collect();
     relay.router.set_rules(rules);
     relay.replace_live(live);
-    Ok(())
+    Ok(Reloaded {
+        config: effective,
+        held_back,
+    })
+}
+
+fn to_json(config: &Config) -> serde_json::Value {
+    serde_json::to_value(config).unwrap_or_default()
+}
+
+/// `section.key` for every key whose value differs (a section added or
+/// removed is named whole).
+fn changed_keys(section: &str, before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+    if before == after {
+        return Vec::new();
+    }
+    match (before.as_object(), after.as_object()) {
+        (Some(before), Some(after)) => {
+            let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .filter(|k| before.get(*k) != after.get(*k))
+                .map(|k| format!("{section}.{k}"))
+                .collect()
+        }
+        _ => vec![format!("[{section}]")],
+    }
 }

@@ -233,7 +233,8 @@ async fn health_and_readiness() {
     assert_eq!(get("/nope").await.unwrap().status, 404);
     assert!(relay.stop().await);
 
-    // Legacy relay down: not ready.
+    // Legacy relay down: still ready (every relay shares it: a load balancer
+    // must not take the fleet out for one route), and the gauge says down.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -241,11 +242,26 @@ async fn health_and_readiness() {
     let dir = TempDir::new("health-down");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 10.0)).await;
     let addr = relay.admin_addr.unwrap();
-    let ready =
-        tokio::task::spawn_blocking(move || request(addr, "GET", "/readyz", None, None).unwrap())
-            .await
-            .unwrap();
-    assert_eq!(ready.status, 503, "{}", ready.body);
+    let get = |path: &'static str| {
+        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = get("/metrics").await.unwrap().body;
+        if metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no legacy down gauge:\n{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(ready.body.contains("\"legacy\": \"down\""), "{}", ready.body);
+    let status = get("/cutover").await.unwrap();
+    assert!(status.body.contains("\"legacy\": \"down\""), "{}", status.body);
+    // A drain is the only thing that makes it unready.
+    relay.relay.shutdown.trigger();
+    assert_eq!(get("/readyz").await.unwrap().status, 503);
     assert!(relay.stop().await);
 }
 

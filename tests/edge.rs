@@ -110,6 +110,7 @@ async fn a_reload_applies_max_connections() {
     let ses = SesFake::start().await;
     let mut config = test_config(&ses.endpoint());
     config.smtp.max_connections = 1;
+    let running = config.clone();
     let relay = RunningRelay::start(config.clone()).await;
     let first = TcpStream::connect(relay.addr).await.unwrap();
     let mut first = BufReader::new(first);
@@ -120,13 +121,13 @@ async fn a_reload_applies_max_connections() {
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
 
     config.smtp.max_connections = 2;
-    ses_relay::server::reload(&relay.relay, &config).expect("reload applies");
+    ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
     let second = dialogue(relay.addr, b"QUIT\r\n", 2).await;
     assert!(second[0].starts_with("220"), "{second:?}");
 
     // Lowered again: the open session stays, new ones wait for room.
     config.smtp.max_connections = 1;
-    ses_relay::server::reload(&relay.relay, &config).expect("reload applies");
+    ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let refused = dialogue(relay.addr, b"", 1).await;
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");

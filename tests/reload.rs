@@ -318,3 +318,52 @@ fn sighup_applies_changed_routing_rules() {
     );
     assert!(child.0.wait().unwrap().success());
 }
+
+/// A reload never applies `[ses]` by halves: a changed `configuration-set`
+/// is held back whole and named, so the `X-SES-CONFIGURATION-SET` header and
+/// SendEmail's `ConfigurationSetName` keep naming the same set; the
+/// reloadable rest of the same file applies.
+#[tokio::test]
+async fn a_changed_ses_section_is_held_back_whole_and_named() {
+    use common::ses_fake::SesFake;
+    let ses = SesFake::start().await;
+    let running = common::test_config(&ses.endpoint());
+    let relay = common::RunningRelay::start(running.clone()).await;
+    let mut new = running.clone();
+    new.ses.configuration_set = "another-set".into();
+    new.ses.region = "us-east-1".into();
+    new.smtp.max_recipients = 7;
+    let reloaded = ses_relay::server::reload(&relay.relay, &running, &new).expect("reload applies");
+    assert_eq!(
+        reloaded.held_back,
+        vec!["ses.configuration-set", "ses.region"],
+        "the keys that need a restart, named"
+    );
+    assert_eq!(reloaded.config.ses.configuration_set, running.ses.configuration_set);
+    assert_eq!(relay.relay.live().smtp.max_recipients, 7, "the rest applies");
+
+    let commands: Vec<String> = [
+        "EHLO postfix.test",
+        "MAIL FROM:<news@goo.ne.jp>",
+        "RCPT TO:<user@example.com>",
+        "DATA",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let replies = common::smtp(
+        relay.addr,
+        &commands,
+        Some("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: reload\r\n\r\nbody\r\n"),
+    )
+    .await;
+    assert!(replies.last().unwrap().starts_with("250"), "{replies:?}");
+    let sent = ses.requests().pop().expect("one SendEmail");
+    let header = String::from_utf8_lossy(&sent.raw)
+        .lines()
+        .find_map(|l| l.strip_prefix("X-SES-CONFIGURATION-SET: ").map(str::to_string))
+        .expect("the header");
+    assert_eq!(header, running.ses.configuration_set);
+    assert_eq!(sent.configuration_set.as_deref(), Some(header.as_str()));
+    assert!(relay.stop().await);
+}

@@ -167,7 +167,8 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
 <p>up {hours}h {minutes}m · sessions in flight: <b>{sessions}</b>{shutting}</p>
 <h2>Cutover</h2>
 <p class="big">{percent} % to SES</p>
-<p>source: {source}{change}{store}</p>
+<p>source: {source}{change}{store}{pending}</p>
+<p>legacy relay: <b>{legacy}</b></p>
 <ol>{rules}</ol>
 <h2>Rollback guard</h2>
 {guard}
@@ -202,6 +203,16 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
             }
         },
         guard = guard_section(&relay.guard.snapshot()),
+        pending = if status.pending_write {
+            " · <b>written here, not yet in SSM</b>"
+        } else {
+            ""
+        },
+        legacy = match &relay.legacy_health {
+            Some(health) => health.get().as_str(),
+            None if relay.router.has_legacy() => "not probed",
+            None => "not used",
+        },
         change = match (&status.updated_at, &status.reason) {
             (Some(at), Some(reason)) => format!(" · changed {} — {}", escape(at), escape(reason)),
             _ => String::new(),

@@ -32,6 +32,7 @@ pub fn run(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> {
+    let mut running = config.clone();
     let mut signals = Signals::install();
     // Server::bind installs the metrics recorder, for every caller alike.
     let server = Server::bind(&config, ServerOptions::default()).await?;
@@ -52,7 +53,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     let serving = tokio::spawn(server.run());
     let signal = loop {
         match signals.next().await {
-            Signal::Reload => reload(&relay, path.as_deref()),
+            Signal::Reload => reload(&relay, &mut running, path.as_deref()),
             other => break other,
         }
     };
@@ -66,17 +67,28 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     Ok(())
 }
 
-/// SIGHUP: a bad new config is refused and the running one stays.
-fn reload(relay: &Relay, path: Option<&Path>) {
+/// SIGHUP: a bad new config is refused and the running one stays; changed
+/// keys that need a restart are named and held back, whole sections at a time.
+fn reload(relay: &Relay, running: &mut Config, path: Option<&Path>) {
     let _ = crate::notify::notify("RELOADING=1");
     let outcome = super::load(path)
         .map_err(StartError::from)
-        .and_then(|config| crate::server::reload(relay, &config));
+        .and_then(|config| crate::server::reload(relay, running, &config));
     match outcome {
-        Ok(()) => tracing::info!(
-            "config reloaded: allowed clients, limits, rules, TLS certificates, DKIM keys, admin token \
-             (listeners, [ses], [legacy] and [admin] listen need a restart)"
-        ),
+        Ok(reloaded) => {
+            if reloaded.held_back.is_empty() {
+                tracing::info!(
+                    "config reloaded: allowed clients, limits, rules, TLS certificates, DKIM keys, admin tokens"
+                );
+            } else {
+                tracing::warn!(
+                    keys = %reloaded.held_back.join(", "),
+                    "config reloaded, except these changed keys, which need a restart: their sections \
+                     ([ses], [legacy], [feedback], [guard], [log]) or keys run on unchanged, whole"
+                );
+            }
+            *running = reloaded.config;
+        }
         Err(err) => {
             tracing::error!(error = %err, "config reload refused; the running config stays")
         }

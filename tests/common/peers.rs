@@ -300,6 +300,11 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (to stop and continue it: `SIGSTOP`, `SIGCONT`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What moto shows at `GET /moto-api/data.json`.
     pub fn sent(&self) -> Vec<MotoMessage> {
         let body = http_get(self.port, "/moto-api/data.json");

@@ -1,0 +1,123 @@
+//! The fleet tests' shared harness: two relays sharing one cutover through
+//! moto's SSM, with moto's SES v2 and an SMTP sink as the legacy relay; the
+//! admin API as an operator uses it, and where a message went.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ses_relay::admin::client::{Answer, request};
+use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
+
+use super::peers::{Moto, moto_identity};
+use super::smtp_sink::SmtpSink;
+use super::{RunningRelay, TempDir, test_config};
+
+pub const TOKEN: &str = "fleet-token";
+pub const PARAMETER: &str = "/ses-relay/test/cutover";
+pub const CONFIG_SET: &str = "ses-migration-production-config-set";
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+pub fn fleet_config(
+    ses: &str,
+    ssm: &str,
+    legacy: SocketAddr,
+    dir: &TempDir,
+    configured: f64,
+) -> Config {
+    let mut config = test_config(ses);
+    config.legacy = Some(LegacyConfig {
+        relay: legacy.to_string(),
+        tls: LegacyTls::None,
+        connect_timeout: HumanDuration(Duration::from_secs(2)),
+        ..LegacyConfig::default()
+    });
+    config.cutover.ses_percent = Some(configured);
+    config.cutover.store = CutoverStore::Ssm;
+    config.cutover.ssm_parameter = PARAMETER.into();
+    config.cutover.refresh_interval = HumanDuration(REFRESH);
+    config.cutover.endpoint_url = ssm.into();
+    config.cutover.state_file = dir.path("state/cutover.json");
+    std::fs::write(dir.path("token"), TOKEN).unwrap();
+    config.admin.token_file = dir.path("token");
+    config
+}
+
+pub async fn admin(
+    relay: &RunningRelay,
+    method: &'static str,
+    path: &'static str,
+    body: Option<String>,
+) -> Answer {
+    let addr = relay.admin_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let token = (method == "PUT").then_some(TOKEN);
+        request(addr, method, path, token, body.as_deref()).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn cutover(relay: &RunningRelay) -> serde_json::Value {
+    let answer = admin(relay, "GET", "/cutover", None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    serde_json::from_str(&answer.body).unwrap()
+}
+
+pub async fn set(relay: &RunningRelay, percent: f64, reason: &str) -> Answer {
+    let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
+    admin(relay, "PUT", "/cutover", Some(body)).await
+}
+
+/// Polls `relay` until its percentage is `percent`; returns how long it took.
+pub async fn until_percent(relay: &RunningRelay, percent: f64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = cutover(relay).await;
+        if status["ses_percent"].as_f64() == Some(percent) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{percent}% not in force after {within:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends one message tagged `tag` through `relay`; the final reply.
+pub async fn send(relay: &RunningRelay, tag: &str) -> String {
+    let commands: Vec<String> = [
+        "EHLO postfix.test",
+        "MAIL FROM:<news@goo.ne.jp>",
+        "RCPT TO:<user@example.com>",
+        "DATA",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let message =
+        format!("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: {tag}\r\n\r\nfleet\r\n");
+    let replies = super::smtp(relay.addr, &commands, Some(&message)).await;
+    replies.last().unwrap().clone()
+}
+
+/// Where the message tagged `tag` went: `ses` (moto), `legacy` (the sink), or nowhere.
+pub fn route_of(ses: &Moto, legacy: &SmtpSink, tag: &str) -> &'static str {
+    let subject = format!("Subject: {tag}\r\n");
+    if ses.sent().iter().any(|m| m.raw.contains(&subject)) {
+        "ses"
+    } else if legacy
+        .messages()
+        .iter()
+        .any(|m| String::from_utf8_lossy(&m.data).contains(&subject))
+    {
+        "legacy"
+    } else {
+        "nowhere"
+    }
+}
+
+pub async fn prepare_ses(endpoint: &str) {
+    moto_identity(endpoint, "goo.ne.jp", CONFIG_SET).await;
+}
+
