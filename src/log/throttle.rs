@@ -7,10 +7,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// At most `burst` lines per `window` of one kind of line. When a window
-/// left lines out, one WARN line says how many (`suppressed=N`): at the end
-/// of the window (a timer, so a flood that stops is still accounted for) or
-/// at the next line of its kind, whichever comes first.
+/// The first summary of a flood comes this long after its first line left
+/// out: soon enough for the operator watching, late enough to count a burst.
+const FIRST_SUMMARY: Duration = Duration::from_secs(1);
+
+/// At most `burst` lines per `window` of one kind of line. Lines left out
+/// are counted, and one WARN line says how many (`suppressed=N`): a second
+/// after the first one left out, then at most once per window while the
+/// flood lasts (a timer, so a flood that stops is still accounted for), and
+/// before the next line let through.
 #[derive(Debug)]
 pub struct LogThrottle {
     what: &'static str,
@@ -24,8 +29,9 @@ struct ThrottleState {
     started: Option<Instant>,
     logged: u32,
     suppressed: u64,
-    /// A timer is set to write the summary at the end of this window.
+    /// A timer is set to write the summary.
     timer: bool,
+    last_summary: Option<Instant>,
 }
 
 /// What [`LogThrottle::admit_at`] decided.
@@ -35,8 +41,8 @@ struct Admission {
     admitted: bool,
     /// A summary of this many lines left out is due first.
     summary: u64,
-    /// Set a timer for the end of the window.
-    arm_timer: bool,
+    /// Set a timer to write the summary after this long.
+    timer: Option<Duration>,
 }
 
 impl LogThrottle {
@@ -52,6 +58,7 @@ impl LogThrottle {
                 logged: 0,
                 suppressed: 0,
                 timer: false,
+                last_summary: None,
             }),
         }
     }
@@ -60,79 +67,67 @@ impl LogThrottle {
     pub fn admit(&'static self) -> bool {
         let admission = self.admit_at(Instant::now());
         self.summarize(admission.summary);
-        if admission.arm_timer {
-            self.arm_timer();
+        if let Some(delay) = admission.timer {
+            // Outside a runtime the next line let through writes the summary.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    self.summarize(self.take_at(Instant::now()));
+                });
+            }
         }
         admission.admitted
     }
 
     fn admit_at(&self, now: Instant) -> Admission {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut summary = 0;
         let expired = state
             .started
             .is_none_or(|started| now.duration_since(started) >= self.window);
         if expired {
-            summary = std::mem::take(&mut state.suppressed);
             state.started = Some(now);
             state.logged = 0;
-            state.timer = false;
         }
         if state.logged < self.burst {
             state.logged += 1;
+            let summary = std::mem::take(&mut state.suppressed);
+            if summary > 0 {
+                state.last_summary = Some(now);
+            }
             return Admission {
                 admitted: true,
                 summary,
-                arm_timer: false,
+                timer: None,
             };
         }
         state.suppressed += 1;
-        let arm_timer = !std::mem::replace(&mut state.timer, true);
+        let timer = (!std::mem::replace(&mut state.timer, true)).then(|| {
+            let next = state.last_summary.map_or(Duration::ZERO, |last| {
+                (last + self.window).saturating_duration_since(now)
+            });
+            next.max(FIRST_SUMMARY)
+        });
         Admission {
             admitted: false,
-            summary,
-            arm_timer,
+            summary: 0,
+            timer,
         }
     }
 
-    /// Takes the count of lines left out in a window that has ended.
-    fn take_expired(&self, now: Instant) -> u64 {
+    /// The timer's end: takes the count of lines left out.
+    fn take_at(&self, now: Instant) -> u64 {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let ended = state
-            .started
-            .is_some_and(|started| now.duration_since(started) >= self.window);
-        if ended {
-            state.timer = false;
-            std::mem::take(&mut state.suppressed)
-        } else {
-            0
+        state.timer = false;
+        let suppressed = std::mem::take(&mut state.suppressed);
+        if suppressed > 0 {
+            state.last_summary = Some(now);
         }
-    }
-
-    /// At the end of the window, the summary; only inside a tokio runtime
-    /// (outside one, the next line of the kind writes it).
-    fn arm_timer(&'static self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let ends = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.started.map_or(Instant::now(), |s| s + self.window)
-        };
-        runtime.spawn(async move {
-            tokio::time::sleep_until(ends.into()).await;
-            self.summarize(self.take_expired(Instant::now().max(ends)));
-        });
+        suppressed
     }
 
     fn summarize(&self, suppressed: u64) {
         if suppressed > 0 {
-            tracing::warn!(
-                suppressed,
-                "suppressed {suppressed} more in {}: {}",
-                humantime::format_duration(self.window),
-                self.what
-            );
+            tracing::warn!(suppressed, "suppressed {suppressed} more: {}", self.what);
         }
     }
 }
@@ -141,11 +136,11 @@ impl LogThrottle {
 mod tests {
     use super::*;
 
-    fn admitted(admitted: bool, summary: u64, arm_timer: bool) -> Admission {
+    fn admission(admitted: bool, summary: u64, timer: Option<u64>) -> Admission {
         Admission {
             admitted,
             summary,
-            arm_timer,
+            timer: timer.map(Duration::from_secs),
         }
     }
 
@@ -153,47 +148,33 @@ mod tests {
     fn a_burst_goes_through_then_the_rest_is_counted_once() {
         let throttle = LogThrottle::new("test", 2, Duration::from_secs(10));
         let t0 = Instant::now();
-        assert_eq!(throttle.admit_at(t0), admitted(true, 0, false));
-        assert_eq!(throttle.admit_at(t0), admitted(true, 0, false));
-        // The first line left out sets the timer, the others only count.
-        assert_eq!(throttle.admit_at(t0), admitted(false, 0, true));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(throttle.admit_at(t0), admission(true, 0, None));
+        assert_eq!(throttle.admit_at(t0), admission(true, 0, None));
+        // The first line left out sets the timer (a second), the others only count.
+        assert_eq!(throttle.admit_at(t0), admission(false, 0, Some(1)));
         for _ in 0..99 {
-            assert_eq!(
-                throttle.admit_at(t0 + Duration::from_secs(1)),
-                admitted(false, 0, false)
-            );
+            assert_eq!(throttle.admit_at(at(0)), admission(false, 0, None));
         }
-        // Before the window ends the timer finds nothing to say.
-        assert_eq!(throttle.take_expired(t0 + Duration::from_secs(9)), 0);
-        // A new window: the summary of the last one comes first.
-        assert_eq!(
-            throttle.admit_at(t0 + Duration::from_secs(10)),
-            admitted(true, 100, false)
-        );
-        assert_eq!(
-            throttle.admit_at(t0 + Duration::from_secs(11)),
-            admitted(true, 0, false)
-        );
+        assert_eq!(throttle.take_at(at(1)), 100);
+        // Still flooding: the next summary a window after the last one.
+        assert_eq!(throttle.admit_at(at(2)), admission(false, 0, Some(9)));
+        assert_eq!(throttle.admit_at(at(3)), admission(false, 0, None));
+        // A new window: the count so far comes before the line let through,
+        // and the timer then finds nothing to say.
+        assert_eq!(throttle.admit_at(at(10)), admission(true, 2, None));
+        assert_eq!(throttle.take_at(at(11)), 0);
+        assert_eq!(throttle.admit_at(at(11)), admission(true, 0, None));
+        assert_eq!(throttle.admit_at(at(12)), admission(false, 0, Some(8)));
     }
 
     #[test]
-    fn the_timer_takes_the_count_and_the_next_line_does_not_repeat_it() {
+    fn a_quiet_throttle_lets_every_line_through() {
         let throttle = LogThrottle::new("test", 1, Duration::from_secs(10));
         let t0 = Instant::now();
-        assert!(throttle.admit_at(t0).admitted);
-        for _ in 0..5 {
-            assert!(!throttle.admit_at(t0).admitted);
+        for window in 0..5 {
+            let now = t0 + Duration::from_secs(10 * window);
+            assert_eq!(throttle.admit_at(now), admission(true, 0, None));
         }
-        assert_eq!(throttle.take_expired(t0 + Duration::from_secs(10)), 5);
-        assert_eq!(throttle.take_expired(t0 + Duration::from_secs(10)), 0);
-        assert_eq!(
-            throttle.admit_at(t0 + Duration::from_secs(12)),
-            admitted(true, 0, false)
-        );
-        // A second flood in the new window sets a new timer.
-        assert_eq!(
-            throttle.admit_at(t0 + Duration::from_secs(12)),
-            admitted(false, 0, true)
-        );
     }
 }
