@@ -71,7 +71,7 @@ async fn hostile_session(relay: SocketAddr) {
         format!("MAIL FROM:<\"{ESCAPES}\"@goo.ne.jp>"),
         format!("MAIL FROM:<x@{ESCAPES}.jp>"),
         "RSET".to_string(),
-        format!("MAIL FROM:<\"\x1b]0;q\x07\"@goo.ne.jp>"),
+        "MAIL FROM:<\"\x1b]0;q\x07\"@goo.ne.jp>".to_string(),
         format!("RCPT TO:<{ESCAPES}@example.com>"),
         format!("RCPT TO:<\"{ESCAPES}\"@example.com>"),
         "RCPT TO:<b@example.com>".to_string(),
@@ -83,7 +83,12 @@ async fn hostile_session(relay: SocketAddr) {
         reply(&mut read).await;
     }
     // Whatever MAIL got, a clean transaction carries the hostile tags.
-    for command in ["RSET", "MAIL FROM:<a@goo.ne.jp>", "RCPT TO:<b@example.com>", "DATA"] {
+    for command in [
+        "RSET",
+        "MAIL FROM:<a@goo.ne.jp>",
+        "RCPT TO:<b@example.com>",
+        "DATA",
+    ] {
         read.get_mut()
             .write_all(format!("{command}\r\n").as_bytes())
             .await
@@ -183,7 +188,10 @@ async fn hostile_input_reaches_the_log_escaped(mask_pii: bool) {
     // What was sent is there, escaped (so this test sees the fields it aims at).
     let tags = r"\x1b]0;pwned\x07\x1b[2J\x08\x7f\u{9b}31m";
     assert!(log.contains(tags), "no {tags} in:\n{log}");
-    let audit = log.lines().find(|l| l.contains("audit=\"cutover\"")).unwrap();
+    let audit = log
+        .lines()
+        .find(|l| l.contains("audit=\"cutover\""))
+        .unwrap();
     assert!(
         audit.contains("week 2 ") && audit.contains("forged line"),
         "{audit}"

@@ -221,6 +221,20 @@ impl Config {
             if legacy.max_connections == 0 {
                 bad("legacy.max-connections", "must be at least 1".into());
             }
+            // Each pooled connection is a descriptor (and tokio's semaphore
+            // holds at most usize::MAX >> 3 permits).
+            let pool_limit = descriptor_limit()
+                .unwrap_or(u64::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS as u64);
+            if legacy.max_connections as u64 > pool_limit {
+                bad(
+                    "legacy.max-connections",
+                    format!(
+                        "{} connections are more than this process can open ({pool_limit})",
+                        legacy.max_connections
+                    ),
+                );
+            }
             for (key, value) in [
                 ("legacy.idle-timeout", legacy.idle_timeout),
                 ("legacy.connect-timeout", legacy.connect_timeout),

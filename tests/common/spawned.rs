@@ -136,7 +136,10 @@ impl SpawnedRelay {
             if done(&text) {
                 return text;
             }
-            assert!(Instant::now() < deadline, "log never showed {what}:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {what}:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
