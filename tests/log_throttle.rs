@@ -1,7 +1,8 @@
 //! Log floods an outsider can cause, counted in lines: 500 connections from
 //! a peer not in `proxy-trusted`, 100 broken PROXY headers from a trusted
 //! one, and a legacy outage failing 100 transactions each give a handful of
-//! WARN lines and one `suppressed N more` line that accounts for the rest.
+//! WARN lines and one `suppressed N more` line that accounts for the rest;
+//! so do 100 failed TLS handshakes.
 //! The relay runs as its own process with its log in a file.
 
 mod common;
@@ -90,6 +91,36 @@ async fn refusals_and_broken_proxy_headers_are_throttled_with_a_count() {
 
     knock_many(100, BALANCER, relay.smtp, b"PROXY \x1b]0;x\x07\r\n").await;
     let (lines, summaries) = accounted(&relay, "closed without a greeting", 100);
+    assert!(lines <= 10, "{lines} lines");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_throttled_with_a_count() {
+    let dir = TempDir::new("throttle-tls");
+    let ca = common::TestCa::new();
+    let tls = ca.tls_config();
+    let config = config_file(
+        &dir,
+        &format!(
+            "listen-tls = [\"127.0.0.1:0\"]\n[smtp.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+        "",
+    );
+    let relay = SpawnedRelay::start(&dir, &config);
+    let implicit_tls: SocketAddr = relay
+        .log()
+        .lines()
+        .find(|l| l.contains("INFO listening") && l.contains("implicit_tls=true"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|addr| addr.parse().ok())
+        .expect("implicit TLS listener in the log");
+    // Plaintext SMTP where a ClientHello belongs.
+    knock_many(100, "127.0.0.1", implicit_tls, b"EHLO scanner\r\n").await;
+    let (lines, summaries) = accounted(&relay, "TLS handshake failed", 100);
     assert!(lines <= 10, "{lines} lines");
     assert_eq!(summaries.len(), 1, "{summaries:?}");
 }

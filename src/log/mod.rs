@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 pub use escape::{EscapedFields, JsonSafe, JsonSafeWriter, escape_controls, is_control};
 pub use throttle::LogThrottle;
@@ -25,7 +26,8 @@ pub fn init(config: &LogConfig) {
     // Logs go to stderr (journald and `docker logs` take both); stdout stays for command output.
     // Colour codes only for a person at a terminal: journald and files get plain text.
     let ansi = std::io::stderr().is_terminal();
-    let _ = tracing::subscriber::set_global_default(subscriber(config, std::io::stderr, ansi));
+    // try_init also forwards the `log` crate's records (rustls, some AWS crates).
+    let _ = subscriber(config, std::io::stderr, ansi).try_init();
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests give a buffer):
