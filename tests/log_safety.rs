@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// Trusted balancer; 127.0.0.1 plays a host that is not one.
 const BALANCER: &str = "127.0.0.2";
@@ -24,34 +24,12 @@ const BALANCER: &str = "127.0.0.2";
 /// would end an SMTP command line).
 const ESCAPES: &str = "\x1b]0;pwned\x07\x1b[2J\x08\x7f\u{9b}31m";
 
-async fn connect_from(source: &str, relay: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(relay).await.unwrap()
-}
-
 /// Writes `bytes`, then reads until the relay closes or goes quiet.
 async fn send_and_drain(stream: &mut TcpStream, bytes: &[u8]) -> String {
     let _ = stream.write_all(bytes).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Reads one (possibly multi-line) reply.
-async fn reply(read: &mut BufReader<TcpStream>) -> String {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        all.push_str(&line);
-        if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
-            return all;
-        }
-    }
 }
 
 /// A session through the balancer with hostile EHLO, addresses and tags.

@@ -11,17 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 const BALANCER: &str = "127.0.0.2";
-
-async fn connect_from(source: &str, relay: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(relay).await.unwrap()
-}
 
 /// Sends `bytes` from `source`, then reads until the relay closes.
 async fn knock(source: &'static str, relay: SocketAddr, bytes: &'static [u8]) {
@@ -123,24 +117,6 @@ async fn failed_tls_handshakes_are_throttled_with_a_count() {
     let (lines, summaries) = accounted(&relay, "TLS handshake failed", 100);
     assert!(lines <= 10, "{lines} lines");
     assert_eq!(summaries.len(), 1, "{summaries:?}");
-}
-
-/// One reply; the first line of it.
-async fn reply(read: &mut BufReader<TcpStream>) -> String {
-    let mut first = String::new();
-    loop {
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        if first.is_empty() {
-            first = line.clone();
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return first;
-        }
-    }
 }
 
 #[tokio::test]

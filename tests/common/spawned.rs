@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
 use super::TempDir;
 
 /// A relay process, killed on drop.
@@ -163,4 +166,28 @@ fn address_after(text: &str, marker: &str) -> Option<SocketAddr> {
         .find_map(|line| line.split_once(marker))
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|addr| addr.parse().ok())
+}
+
+/// A connection to `relay` from `source` (any of 127.0.0.0/8 on Linux
+/// loopback), to play a balancer or a host that is not one.
+pub async fn connect_from(source: &str, relay: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(relay).await.unwrap()
+}
+
+/// One SMTP reply, every line of it (empty when the relay closed).
+pub async fn reply(read: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        all.push_str(&line);
+        if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
 }
