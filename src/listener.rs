@@ -22,9 +22,63 @@ use crate::smtp::Reply;
 /// How long a refusal may take to write before the socket is dropped.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Refusals logged: at most 10 lines per minute per reason (the metric counts all).
-static DENIED_LOG: LogThrottle = LogThrottle::new(10, Duration::from_secs(60));
-static OVERLOADED_LOG: LogThrottle = LogThrottle::new(10, Duration::from_secs(60));
+/// Lines an outsider can cause: at most 10 per minute of each kind (the
+/// metrics count every event).
+static DENIED_LOG: LogThrottle = throttle("client not in allowed-clients, refused");
+static OVERLOADED_LOG: LogThrottle = throttle("max-connections reached, refused");
+static UNTRUSTED_LOG: LogThrottle = throttle("peer not in proxy-trusted, refused");
+static PROXY_HEADER_LOG: LogThrottle = throttle("closed without a greeting (PROXY header)");
+static TLS_LOG: LogThrottle = throttle("TLS handshake failed");
+static ACCEPT_LOG: LogThrottle = throttle("accept failed");
+
+const fn throttle(what: &'static str) -> LogThrottle {
+    LogThrottle::new(what, 10, Duration::from_secs(60))
+}
+
+/// After a failed accept the listener waits this long, doubling up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing: out of descriptors,
+/// every retry would fail at once, and a loop would only burn a core.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// File descriptors one session can hold: the client's socket and one upstream socket.
+pub const DESCRIPTORS_PER_SESSION: u64 = 2;
+
+/// Descriptors kept aside from the sessions: listeners, the admin API and
+/// its clients, the SES, SSM and SQS connection pools, the resolver, the
+/// log, the runtime's own (epoll, eventfd). 64 leaves room to spare.
+pub const DESCRIPTORS_RESERVED: u64 = 64;
+
+/// Descriptors `max_connections` sessions need, with the reserve.
+pub fn descriptors_needed(max_connections: usize) -> u64 {
+    u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(DESCRIPTORS_PER_SESSION)
+        .saturating_add(DESCRIPTORS_RESERVED)
+}
+
+/// The most descriptors this process can have open: the hard
+/// `RLIMIT_NOFILE`, which [`raise_descriptor_limit`] makes the soft one too.
+/// `None`: unlimited.
+pub fn descriptor_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one (systemd's `LimitNOFILE=`
+/// or `ulimit -Hn`): the soft default, often 1024, would stop a relay at
+/// about 500 sessions. Returns the limit now in force (`None`: unlimited).
+pub fn raise_descriptor_limit() -> Result<Option<u64>, std::io::Error> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+    }
+    Ok(getrlimit(Resource::Nofile).current)
+}
 
 /// A bound SMTP listener.
 pub struct Listener {
@@ -78,17 +132,26 @@ pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
 
 /// Accepts until shutdown.
 pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<ConnectionSlots>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
             _ = relay.shutdown.triggered() => return,
             accepted = listener.socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                pair
+            }
             Err(err) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if ACCEPT_LOG.admit() {
+                    tracing::warn!(error = %err, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                }
+                tokio::select! {
+                    _ = relay.shutdown.triggered() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
@@ -98,7 +161,9 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
         if live.smtp.proxy_protocol && !proxied {
             metrics::connection("denied");
-            tracing::warn!(peer = %relay.masker.ip(peer.ip()), "peer not in proxy-trusted, refused");
+            if UNTRUSTED_LOG.admit() {
+                tracing::warn!(peer = %relay.masker.ip(peer.ip()), "peer not in proxy-trusted, refused");
+            }
             refuse(
                 stream,
                 Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
@@ -107,10 +172,9 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         }
         if !proxied && !live.smtp.admits(peer.ip()) {
             metrics::connection("denied");
-            if let Some(suppressed) = DENIED_LOG.admit() {
+            if DENIED_LOG.admit() {
                 tracing::warn!(
                     client = %relay.masker.ip(peer.ip()),
-                    suppressed,
                     "client not in allowed-clients, refused"
                 );
             }
@@ -122,10 +186,9 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         }
         let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
             metrics::connection("overloaded");
-            if let Some(suppressed) = OVERLOADED_LOG.admit() {
+            if OVERLOADED_LOG.admit() {
                 tracing::warn!(
                     client = %relay.masker.ip(peer.ip()),
-                    suppressed,
                     "max-connections reached, refused"
                 );
             }
@@ -173,7 +236,9 @@ async fn admit_proxied(
         }
         Ok(client) => {
             metrics::connection("denied");
-            tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
+            if DENIED_LOG.admit() {
+                tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
+            }
             refuse(
                 stream,
                 Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
@@ -182,7 +247,9 @@ async fn admit_proxied(
         }
         Err(err) => {
             metrics::connection(err.label());
-            tracing::warn!(proxy = %masker.ip(peer.ip()), error = %err, "closed without a greeting");
+            if PROXY_HEADER_LOG.admit() {
+                tracing::warn!(proxy = %masker.ip(peer.ip()), error = %err, "closed without a greeting");
+            }
             None
         }
     }
@@ -200,7 +267,17 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
     };
     match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Session::new(relay, Box::new(tls), peer, true).run().await,
-        _ => metrics::connection("tls_failed"),
+        Ok(Err(err)) => tls_failed(&relay, peer, &err),
+        Err(_) => tls_failed(&relay, peer, &"no handshake within smtp.idle-timeout"),
+    }
+}
+
+/// A TLS handshake that failed (implicit TLS or STARTTLS): counted, and
+/// logged within the throttle (a scanner's handshakes fail by the hundred).
+pub fn tls_failed(relay: &Relay, peer: SocketAddr, error: &dyn std::fmt::Display) {
+    metrics::connection("tls_failed");
+    if TLS_LOG.admit() {
+        tracing::warn!(client = %relay.masker.ip(peer.ip()), error = %error, "TLS handshake failed");
     }
 }
 

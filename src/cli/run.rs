@@ -11,10 +11,16 @@ use crate::shutdown::{Signal, Signals};
 
 /// `ses-relay run`, with the config file at `path` (the embedded dev config when None).
 pub fn run(path: Option<PathBuf>) -> ExitCode {
+    // Before validation, which holds smtp.max-connections against the limit.
+    let descriptors = crate::listener::raise_descriptor_limit();
     let Some(config) = super::or_report(super::load(path.as_deref())) else {
         return ExitCode::FAILURE;
     };
     crate::log::init(&config.log);
+    match descriptors {
+        Ok(limit) => tracing::debug!(limit = ?limit, "file descriptor limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the file descriptor limit"),
+    }
     for warning in config.warnings() {
         tracing::warn!(key = %warning.key, "{}", warning.message);
     }

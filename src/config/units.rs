@@ -17,6 +17,11 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration the config takes: a year is past any timeout,
+/// interval or window a relay needs, and far from where a deadline
+/// (`now + duration`) would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Why a size or duration in the config does not read; serde puts the key in front.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UnitError {
@@ -34,6 +39,9 @@ pub enum UnitError {
     /// More bytes than a u64 holds.
     #[error("size `{0}` is too large")]
     TooLarge(String),
+    /// Longer than [`MAX_DURATION`].
+    #[error("`{0}` is too long (at most 365 days)")]
+    TooLong(String),
     /// Neither seconds nor humantime syntax.
     #[error("`{text}` is not a duration (expected e.g. 30s, 5m): {source}")]
     NotADuration {
@@ -86,15 +94,24 @@ impl HumanDuration {
     /// Parses `5m`, `30s`, `250ms`, `1h 30m`, or a bare number of seconds.
     pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
-        if let Ok(seconds) = text.parse::<u64>() {
-            return Ok(HumanDuration(Duration::from_secs(seconds)));
+        let duration = match text.parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds),
+            Err(_) => {
+                humantime::parse_duration(text).map_err(|source| UnitError::NotADuration {
+                    text: text.to_string(),
+                    source,
+                })?
+            }
+        };
+        HumanDuration::bounded(duration, text)
+    }
+
+    /// `duration`, unless it is longer than [`MAX_DURATION`].
+    fn bounded(duration: Duration, text: &str) -> Result<Self, UnitError> {
+        if duration > MAX_DURATION {
+            return Err(UnitError::TooLong(text.to_string()));
         }
-        humantime::parse_duration(text)
-            .map(HumanDuration)
-            .map_err(|source| UnitError::NotADuration {
-                text: text.to_string(),
-                source,
-            })
+        Ok(HumanDuration(duration))
     }
 }
 
@@ -116,7 +133,11 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-struct UnitVisitor<T>(fn(&str) -> Result<T, UnitError>, fn(u64) -> T, &'static str);
+struct UnitVisitor<T>(
+    fn(&str) -> Result<T, UnitError>,
+    fn(u64) -> Result<T, UnitError>,
+    &'static str,
+);
 
 impl<T> Visitor<'_> for UnitVisitor<T> {
     type Value = T;
@@ -130,13 +151,12 @@ impl<T> Visitor<'_> for UnitVisitor<T> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-        Ok((self.1)(v))
+        (self.1)(v).map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-        u64::try_from(v)
-            .map(self.1)
-            .map_err(|_| E::custom("must not be negative"))
+        let v = u64::try_from(v).map_err(|_| E::custom("must not be negative"))?;
+        self.visit_u64(v)
     }
 }
 
@@ -144,7 +164,7 @@ impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(UnitVisitor(
             ByteSize::parse,
-            ByteSize,
+            |n| Ok(ByteSize(n)),
             "a size such as \"40MiB\"",
         ))
     }
@@ -154,7 +174,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(UnitVisitor(
             HumanDuration::parse,
-            |s| HumanDuration(Duration::from_secs(s)),
+            |s| HumanDuration::bounded(Duration::from_secs(s), &s.to_string()),
             "a duration such as \"30s\" or \"5m\"",
         ))
     }
@@ -208,5 +228,14 @@ mod tests {
             Duration::from_secs(45)
         );
         assert!(HumanDuration::parse("soon").is_err());
+        assert_eq!(HumanDuration::parse("365d").unwrap().0, MAX_DURATION);
+        for too_long in [
+            "366d",
+            "1000000000000d",
+            "18446744073709551615",
+            "584942417355y",
+        ] {
+            assert!(HumanDuration::parse(too_long).is_err(), "{too_long}");
+        }
     }
 }

@@ -3,12 +3,18 @@
 use std::path::Path;
 
 use crate::envelope::{MAX_TAGS, tag_text_problem};
+use crate::listener::{
+    DESCRIPTORS_PER_SESSION, DESCRIPTORS_RESERVED, descriptor_limit, descriptors_needed,
+};
 use crate::net::canonical_ip;
 
 use super::{
     Config, ConfigError, CutoverStore, LegacyMode, NEVER_SIGNED_HEADERS, Problem,
     SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS, SesMode,
 };
+
+/// The lowest `ses.max-send-rate` other than 0 (off): one recipient per 100 s.
+const MIN_SEND_RATE: f64 = 0.01;
 
 impl Config {
     /// Checks meaning: every problem found, each with its key.
@@ -74,6 +80,9 @@ impl Config {
         }
         if smtp.max_connections == 0 {
             bad("smtp.max-connections", "must be at least 1".into());
+        }
+        if let Some(problem) = descriptor_problem(smtp.max_connections, descriptor_limit()) {
+            bad("smtp.max-connections", problem);
         }
         if smtp.max_data_memory.0 < smtp.max_message_size.0 {
             bad(
@@ -141,10 +150,15 @@ impl Config {
                 format!("`{}` is not an http(s) URL", ses.endpoint_url),
             );
         }
-        if !ses.max_send_rate.is_finite() || ses.max_send_rate < 0.0 {
+        let rate = ses.max_send_rate;
+        // NaN fails both comparisons; below 0.01/s a recipient would book
+        // more than 100 s, which no one means (and 1e-300 overflows time).
+        if !(rate == 0.0 || (MIN_SEND_RATE..=f64::MAX).contains(&rate)) {
             bad(
                 "ses.max-send-rate",
-                "must be 0 (unlimited) or a positive rate".into(),
+                format!(
+                    "{rate} is neither 0 (unlimited) nor a rate of at least {MIN_SEND_RATE} recipients per second"
+                ),
             );
         }
         if ses.mode == SesMode::Outbox && ses.outbox_dir.as_os_str().is_empty() {
@@ -206,6 +220,20 @@ impl Config {
             }
             if legacy.max_connections == 0 {
                 bad("legacy.max-connections", "must be at least 1".into());
+            }
+            // Each pooled connection is a descriptor (and tokio's semaphore
+            // holds at most usize::MAX >> 3 permits).
+            let pool_limit = descriptor_limit()
+                .unwrap_or(u64::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS as u64);
+            if legacy.max_connections as u64 > pool_limit {
+                bad(
+                    "legacy.max-connections",
+                    format!(
+                        "{} connections are more than this process can open ({pool_limit})",
+                        legacy.max_connections
+                    ),
+                );
             }
             for (key, value) in [
                 ("legacy.idle-timeout", legacy.idle_timeout),
@@ -387,6 +415,21 @@ fn readable_by_others(path: &Path) -> bool {
 #[cfg(not(unix))]
 fn readable_by_others(_path: &Path) -> bool {
     false
+}
+
+/// Whether `max_connections` sessions fit in `limit` file descriptors (the
+/// hard `RLIMIT_NOFILE`, which `run` raises the soft one to; `None`:
+/// unlimited). Past it, accept fails (EMFILE) well before the cap.
+fn descriptor_problem(max_connections: usize, limit: Option<u64>) -> Option<String> {
+    let needed = descriptors_needed(max_connections);
+    let limit = limit.filter(|limit| needed > *limit)?;
+    let fits = limit.saturating_sub(DESCRIPTORS_RESERVED) / DESCRIPTORS_PER_SESSION;
+    Some(format!(
+        "{max_connections} sessions need {needed} file descriptors \
+         ({DESCRIPTORS_PER_SESSION} each plus {DESCRIPTORS_RESERVED}), but the limit is {limit} \
+         (RLIMIT_NOFILE): set smtp.max-connections to at most {fits}, or raise the limit \
+         (systemd LimitNOFILE=, ulimit -n)"
+    ))
 }
 
 /// Loopback, IPv4-mapped IPv6 (`::ffff:127.0.0.1`) included.

@@ -26,8 +26,21 @@ use tokio_rustls::TlsConnector;
 use super::{Accepted, BoxFuture, Transaction, Upstream, UpstreamError};
 use crate::config::{LegacyConfig, LegacyTls};
 use crate::envelope::{Envelope, MailFrom};
+use crate::log::LogThrottle;
 use crate::smtp::{Reply, dot_stuff};
 use crate::tls::{Io, TlsError};
+
+/// During an outage every transaction fails the same way: one line per
+/// cause per 10 s, the next one saying how many were left out (the metric
+/// `ses_relay_legacy_errors_total` counts each).
+static CONNECT_LOG: LogThrottle = outage("legacy relay not reachable");
+static TLS_LOG: LogThrottle = outage("legacy relay does not offer STARTTLS");
+static AUTH_LOG: LogThrottle = outage("legacy relay AUTH failed");
+static LOST_LOG: LogThrottle = outage("legacy relay connection lost");
+
+const fn outage(what: &'static str) -> LogThrottle {
+    LogThrottle::new(what, 1, Duration::from_secs(10))
+}
 
 /// Why the legacy forwarder could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +194,9 @@ impl Pool {
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Connection, UpstreamError> {
         let unreachable = |why: String| {
             crate::metrics::legacy_error("connect");
-            tracing::warn!(relay = %self.relay, "legacy relay: {why}");
+            if CONNECT_LOG.admit() {
+                tracing::warn!(relay = %self.relay, "legacy relay: {why}");
+            }
             UpstreamError::reply_of(Reply::new(
                 451,
                 [4, 4, 1],
@@ -217,7 +232,9 @@ impl Pool {
         {
             if !offers_tls {
                 crate::metrics::legacy_error("tls");
-                tracing::warn!(relay = %self.relay, "legacy relay does not offer STARTTLS (legacy.tls = required)");
+                if TLS_LOG.admit() {
+                    tracing::warn!(relay = %self.relay, "legacy relay does not offer STARTTLS (legacy.tls = required)");
+                }
                 return Err(UpstreamError::reply_of(Reply::new(
                     451,
                     [4, 7, 4],
@@ -239,7 +256,9 @@ impl Pool {
                 .await
                 .map_err(|err| {
                     crate::metrics::legacy_error("auth");
-                    tracing::warn!(relay = %self.relay, error = %err, "legacy relay AUTH failed");
+                    if AUTH_LOG.admit() {
+                        tracing::warn!(relay = %self.relay, error = %err, "legacy relay AUTH failed");
+                    }
                     UpstreamError::reply_of(Reply::new(
                         451,
                         [4, 7, 0],
@@ -318,7 +337,9 @@ fn pass_through(response: &Response<String>) -> Reply {
 
 fn connection_lost(err: mail_send::Error) -> Reply {
     crate::metrics::legacy_error("lost");
-    tracing::warn!(error = %err, "legacy relay connection lost");
+    if LOST_LOG.admit() {
+        tracing::warn!(error = %err, "legacy relay connection lost");
+    }
     LOST
 }
 

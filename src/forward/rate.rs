@@ -25,9 +25,12 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `rate` recipients per second (> 0); a send waits at most `max_wait`.
+    /// Validation keeps the rate at 0.01 or more; a rate whose interval no
+    /// `Duration` holds (0, tiny, negative, NaN) refuses every send rather
+    /// than panic.
     pub fn new(rate: f64, max_wait: Duration) -> RateLimiter {
         RateLimiter {
-            per_recipient: Duration::from_secs_f64(1.0 / rate),
+            per_recipient: Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::MAX),
             max_wait,
             booked_until: Mutex::new(Instant::now()),
         }
@@ -35,12 +38,19 @@ impl RateLimiter {
 
     /// Waits until `recipients` may be sent; `false` if that would take longer than the allowed wait.
     pub async fn acquire(&self, recipients: usize) -> bool {
-        let cost = self.per_recipient * recipients.max(1) as u32;
+        let recipients = u32::try_from(recipients.max(1)).unwrap_or(u32::MAX);
         let wait = {
             let mut booked = self.booked_until.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            // Idle time refills the bucket, but only up to the burst.
-            let done = (*booked).max(now) + cost;
+            // Idle time refills the bucket, but only up to the burst. A cost
+            // past what an Instant can hold is a wait past any allowed one.
+            let done = self
+                .per_recipient
+                .checked_mul(recipients)
+                .and_then(|cost| (*booked).max(now).checked_add(cost));
+            let Some(done) = done else {
+                return false;
+            };
             let wait = done.saturating_duration_since(now + BURST);
             if wait > self.max_wait {
                 return false;
@@ -73,6 +83,18 @@ mod tests {
         assert!(!limiter.acquire(30).await);
         assert!(limiter.acquire(5).await);
         assert_eq!(Instant::now() - t0, Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rates_no_duration_holds_refuse_instead_of_panicking() {
+        for rate in [1e-300, 0.0, -1.0, f64::NAN, f64::MIN_POSITIVE, 5e-324] {
+            let limiter = RateLimiter::new(rate, Duration::from_secs(5));
+            assert!(!limiter.acquire(1).await, "{rate}");
+            assert!(!limiter.acquire(usize::MAX).await, "{rate}");
+        }
+        // Huge rates cost nothing: everything goes at once.
+        let limiter = RateLimiter::new(f64::MAX, Duration::ZERO);
+        assert!(limiter.acquire(usize::MAX).await);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use super::{Session, State};
 use crate::disposition::Disposition;
 use crate::envelope::Envelope;
 use crate::forward::{Accepted, Transaction, UpstreamError};
-use crate::log::Masker;
+use crate::log::{LogThrottle, Masker};
 use crate::metrics;
 use crate::prepare::PrepareError;
 use crate::relay::Relay;
@@ -21,6 +21,13 @@ use crate::smtp::{DataEnd, Reply};
 /// A bug of ours (a panic while preparing, no upstream transaction): nothing
 /// went upstream, so Postfix may retry.
 const LOCAL_ERROR: Reply = Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
+
+/// Tags a sender wrote that SES would refuse: 10 lines a minute at most.
+static DROPPED_TAG_LOG: LogThrottle = LogThrottle::new(
+    "X-SES-MESSAGE-TAGS tag not sent to SES",
+    10,
+    Duration::from_secs(60),
+);
 
 /// A prepared message, ready to go upstream.
 struct Ready {
@@ -87,11 +94,14 @@ impl Session {
             }
         };
         for dropped in &prepared.dropped_tags {
-            tracing::warn!(
-                id = %envelope.id,
-                tag = %self.relay.masker.text(dropped),
-                "X-SES-MESSAGE-TAGS tag not sent to SES"
-            );
+            // The header is the sender's: as many lines as it likes, unthrottled.
+            if DROPPED_TAG_LOG.admit() {
+                tracing::warn!(
+                    id = %envelope.id,
+                    tag = %self.relay.masker.text(dropped),
+                    "X-SES-MESSAGE-TAGS tag not sent to SES"
+                );
+            }
         }
         if let Some((domain, selector)) = &prepared.signed_by {
             metrics::dkim_signature(domain, selector, prepared.sign_time.as_secs_f64());

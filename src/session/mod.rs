@@ -273,9 +273,13 @@ impl Session {
                 self.input.clear();
                 true
             }
-            _ => {
-                metrics::connection("tls_failed");
-                tracing::debug!(client = %self.relay.masker.ip(self.peer.ip()), "STARTTLS handshake failed");
+            Ok(Err(err)) => {
+                crate::listener::tls_failed(&self.relay, self.peer, &err);
+                false
+            }
+            Err(_) => {
+                let timed_out = "no STARTTLS handshake within smtp.idle-timeout";
+                crate::listener::tls_failed(&self.relay, self.peer, &timed_out);
                 false
             }
         }

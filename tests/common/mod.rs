@@ -11,6 +11,7 @@ pub mod guard;
 pub mod peers;
 pub mod ses_fake;
 pub mod smtp_sink;
+pub mod spawned;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
