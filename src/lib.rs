@@ -62,6 +62,7 @@ pub mod config;
 pub mod cutover;
 pub(crate) mod cutover_cli;
 pub(crate) mod disposition;
+pub mod dkim_rotation;
 pub mod dns;
 pub mod envelope;
 pub mod feedback;

@@ -229,7 +229,7 @@ impl Server {
         let resolver = match options.txt_resolver {
             Some(resolver) => Some(resolver),
             None if !interval.is_zero() && !config.dkim.keys.is_empty() => {
-                match SystemResolver::new() {
+                match SystemResolver::configured(&config.dkim) {
                     Ok(resolver) => Some(Arc::new(resolver) as Arc<dyn TxtResolver>),
                     Err(err) => {
                         tracing::warn!(error = %err, "no DNS resolver: the DKIM DNS check is off");
@@ -239,6 +239,13 @@ impl Server {
             }
             None => None,
         };
+        let startup_resolver = resolver.as_deref().filter(|_| !interval.is_zero());
+        crate::dkim_rotation::choose_at_startup(
+            relay.live().preparer.dkim(),
+            startup_resolver,
+            config.dkim.require_published,
+        )
+        .await?;
         Ok(Server {
             relay: Arc::new(relay),
             listeners,
@@ -353,6 +360,11 @@ impl Server {
 pub fn reload(relay: &Relay, config: &Config) -> Result<(), StartError> {
     config.validate()?;
     let live = build_live(config)?;
+    // A reload keeps each domain's signing key (never back to an older one).
+    live.preparer
+        .dkim()
+        .carry_over(relay.live().preparer.dkim());
+    crate::dkim_rotation::publish(live.preparer.dkim());
     let rules = config.cutover.rules.iter().map(RuleConfig::rule).collect();
     relay.router.set_rules(rules);
     relay.replace_live(live);

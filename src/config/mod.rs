@@ -5,6 +5,7 @@
 //! limits). `ses-relay check-config` runs exactly these two steps.
 
 mod check;
+mod date;
 mod guard;
 mod sections;
 mod units;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use date::KeyDate;
 pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
 pub use units::{ByteSize, HumanDuration};

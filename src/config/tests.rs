@@ -238,6 +238,7 @@ fn key_readable_by_others_is_a_warning() {
         domain: "goo.ne.jp".into(),
         selector: "s".into(),
         private_key: key.clone(),
+        created: None,
     });
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(config.warnings()[0].key, "dkim.keys[0].private-key");

@@ -80,6 +80,7 @@ pub fn test_config(endpoint: &str) -> Config {
         domain: "goo.ne.jp".into(),
         selector: "gooid-21-prod".into(),
         private_key: demo_key(),
+        created: None,
     }];
     config.ses.mode = SesMode::Api;
     config.ses.endpoint_url = endpoint.to_string();
