@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod cutover;
+pub mod dnsmasq;
 pub mod guard;
 pub mod peers;
 pub mod ses_fake;
