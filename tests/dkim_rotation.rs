@@ -450,3 +450,77 @@ fn a_new_record_carrying_another_key_is_never_used() {
     let log = std::fs::read_to_string(dir.path("relay.err")).unwrap_or_default();
     assert!(!log.contains("\"audit\":\"dkim\""), "no switch:\n{log}");
 }
+
+#[tokio::test]
+async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() {
+    use ses_relay::preflight::Level;
+    let dir = TempDir::new("dkim-preflight");
+    let (new_pem, printed) = new_key(&dir, NEW);
+    let mut config = common::test_config("");
+    config.ses.mode = ses_relay::config::SesMode::Outbox;
+    config.ses.outbox_dir = dir.0.clone();
+    config.dkim.keys.push(ses_relay::config::DkimKeyConfig {
+        domain: "goo.ne.jp".into(),
+        selector: NEW.into(),
+        private_key: new_pem,
+        created: None,
+    });
+    let record = |published: &[(&str, String)]| {
+        ses_relay::dns::StaticResolver(
+            published
+                .iter()
+                .map(|(s, r)| (format!("{s}._domainkey.goo.ne.jp"), vec![r.clone()]))
+                .collect(),
+        )
+    };
+    let line = |findings: &[ses_relay::preflight::Finding], check: &str| {
+        findings
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check} in {findings:#?}"))
+            .clone()
+    };
+    // Only the old record: the old key signs, the new one waits (a warning, not a failure).
+    let old_only = record(&[(OLD, demo_txt())]);
+    let findings = ses_relay::preflight::run(&config, &old_only, None).await;
+    let set = line(&findings, "dkim rotation goo.ne.jp");
+    assert_eq!(set.level, Level::Warn, "{set}");
+    assert!(
+        set.detail
+            .contains(&format!("signs with {OLD} (record matches)")),
+        "{set}"
+    );
+    assert!(
+        set.detail.contains(&format!("pending: {NEW} (no record)")),
+        "{set}"
+    );
+    let new_dns = line(&findings, &format!("dkim dns {NEW}._domainkey.goo.ne.jp"));
+    assert_eq!(new_dns.level, Level::Warn, "{new_dns}");
+    assert!(
+        findings.iter().all(|f| f.level != Level::Fail),
+        "{findings:#?}"
+    );
+    assert!(set.to_string().len() <= ses_relay::preflight::MAX_LINE);
+
+    // Both records: the new key would sign, nothing pending.
+    let both = record(&[(OLD, demo_txt()), (NEW, printed_record(&printed, NEW))]);
+    let findings = ses_relay::preflight::run(&config, &both, None).await;
+    let set = line(&findings, "dkim rotation goo.ne.jp");
+    assert_eq!(set.level, Level::Pass, "{set}");
+    assert!(
+        set.detail.contains(&format!(
+            "signs with {NEW} (record matches); nothing pending"
+        )),
+        "{set}"
+    );
+
+    // No record at all: the first key would sign without one, a failure.
+    let findings = ses_relay::preflight::run(&config, &record(&[]), None).await;
+    let set = line(&findings, "dkim rotation goo.ne.jp");
+    assert_eq!(set.level, Level::Fail, "{set}");
+    assert!(
+        set.detail
+            .contains(&format!("signs with {OLD} (no record)")),
+        "{set}"
+    );
+}
