@@ -172,15 +172,7 @@ async fn ses_checks(
             ));
         }
     }
-    // A rotation set has several keys, its domain one identity.
-    let mut domains: Vec<String> = Vec::new();
-    for key in &config.dkim.keys {
-        let domain = key.domain.to_ascii_lowercase();
-        if !domains.contains(&domain) {
-            domains.push(domain);
-        }
-    }
-    for domain in &domains {
+    for domain in &dkim::signing_domains(config) {
         let check = format!("ses identity {domain}");
         match client
             .get_email_identity()

@@ -9,29 +9,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dnsmasq::{Dnsmasq, dkimpy_verify_dns, dnsmasq_missing};
 use common::peers::{
     Moto, Postfix, free_port, moto_identity, moto_missing, postfix_missing, run_or_skip,
-    wait_for_port,
 };
+use common::relay_process::{RelayProcess, log as relay_log, metric};
 use common::{TempDir, demo_key, demo_txt, ses_relay};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
 const OLD: &str = "gooid-21-prod";
 const NEW: &str = "gooid-22-prod";
-
-/// The relay binary, killed when dropped.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `ses-relay dkim new-key` into `dir`: the key file and what it printed.
 fn new_key(dir: &TempDir, selector: &str) -> (std::path::PathBuf, String) {
@@ -179,62 +168,12 @@ listen = "127.0.0.1:{admin}"
         old = demo_key().display(),
         new = new.display(),
     );
-    let path = dir.path("ses-relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "ap-northeast-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.path("relay.log")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path("relay.err")).unwrap(),
-        ))
-        .spawn()
-        .expect("ses-relay starts");
-    let relay = RelayProcess(child);
-    assert!(
-        wait_for_port(port, Duration::from_secs(30)),
-        "ses-relay did not listen: {}",
-        std::fs::read_to_string(dir.path("relay.err")).unwrap_or_default()
-    );
-    relay
+    RelayProcess::start(dir, &config, port)
 }
 
 /// The value of `ses_relay_dkim_key_active` for `selector`, from the admin API.
 fn active(admin: u16, selector: &str) -> Option<f64> {
     gauge(admin, "ses_relay_dkim_key_active", selector)
-}
-
-/// The value of the metric line starting with `series` (name and labels, then a space).
-fn metric(admin: u16, series: &str) -> Option<f64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let text = runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = stream;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
-            .await
-            .ok()?
-            .ok()?;
-        Some(body)
-    })?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Submits message `n` to Postfix.
@@ -277,7 +216,7 @@ fn wait_for_messages(moto: &Moto, n: usize, postfix: &Postfix, dir: &TempDir) ->
             "moto has {} of {n} messages\npostfix:\n{}\nrelay:\n{}",
             sent.len(),
             postfix.log(),
-            std::fs::read_to_string(dir.path("relay.err")).unwrap_or_default()
+            relay_log(dir)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -380,8 +319,7 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
         all.len()
     );
 
-    // The relay logs to stderr.
-    let log = std::fs::read_to_string(dir.path("relay.err")).unwrap_or_default();
+    let log = relay_log(&dir);
     let audits: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -447,7 +385,7 @@ fn a_new_record_carrying_another_key_is_never_used() {
         gauge(admin, "ses_relay_dkim_dns_consistent", NEW),
         Some(0.0)
     );
-    let log = std::fs::read_to_string(dir.path("relay.err")).unwrap_or_default();
+    let log = relay_log(&dir);
     assert!(!log.contains("\"audit\":\"dkim\""), "no switch:\n{log}");
 }
 

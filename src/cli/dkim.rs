@@ -87,14 +87,6 @@ pub fn generate_rsa_pem() -> Result<String, NewKeyError> {
     Ok(pem)
 }
 
-fn is_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Writes the key (mode 0600, never over an existing file) and returns its
 /// `[[dkim.keys]]` entry, dated today.
 pub fn write_new_key(
@@ -103,10 +95,10 @@ pub fn write_new_key(
     out: &Path,
 ) -> Result<DkimKeyConfig, NewKeyError> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    if !(domain.contains('.') && domain.len() <= 253 && domain.split('.').all(is_label)) {
+    if !crate::config::is_domain(&domain) {
         return Err(NewKeyError::Domain(domain));
     }
-    if !selector.split('.').all(is_label) {
+    if !selector.split('.').all(crate::config::is_label) {
         return Err(NewKeyError::Selector(selector.to_string()));
     }
     let pem = generate_rsa_pem()?;

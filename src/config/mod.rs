@@ -20,6 +20,7 @@ pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
 pub use units::{ByteSize, HumanDuration};
 pub use validate::is_loopback;
+pub(crate) use validate::{is_domain, is_label};
 
 /// The dev config compiled into the binary (`ses-relay run --dev`): loopback, demo key, outbox.
 pub const EMBEDDED_DEV_CONFIG: &str = include_str!("../../etc/ses-relay.dev.toml");

@@ -463,7 +463,8 @@ fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {
     }
 }
 
-fn is_label(label: &str) -> bool {
+/// A DNS label as selectors and domains use them (letters, digits, `-`, `_`).
+pub(crate) fn is_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 63
         && label
@@ -471,7 +472,8 @@ fn is_label(label: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn is_domain(domain: &str) -> bool {
+/// A domain name of at least two labels.
+pub(crate) fn is_domain(domain: &str) -> bool {
     domain.len() <= 253 && domain.contains('.') && domain.split('.').all(is_label)
 }
 

@@ -18,14 +18,7 @@ struct Checked {
 
 /// Every DKIM finding, keys grouped by domain in config order.
 pub(super) async fn checks(config: &Config, resolver: &dyn TxtResolver, out: &mut Vec<Finding>) {
-    let mut domains: Vec<String> = Vec::new();
-    for entry in &config.dkim.keys {
-        let domain = entry.domain.to_ascii_lowercase();
-        if !domains.contains(&domain) {
-            domains.push(domain);
-        }
-    }
-    for domain in &domains {
+    for domain in &signing_domains(config) {
         let mut set = Vec::new();
         for (i, entry) in config.dkim.keys.iter().enumerate() {
             if entry.domain.eq_ignore_ascii_case(domain) {
@@ -55,6 +48,19 @@ pub(super) async fn checks(config: &Config, resolver: &dyn TxtResolver, out: &mu
             "no keys configured: messages go out unsigned by us",
         ));
     }
+}
+
+/// The domains of the keys, lowercased, each once, in config order (a
+/// rotation set has several keys, its domain one identity).
+pub(super) fn signing_domains(config: &Config) -> Vec<String> {
+    let mut domains: Vec<String> = Vec::new();
+    for key in &config.dkim.keys {
+        let domain = key.domain.to_ascii_lowercase();
+        if !domains.contains(&domain) {
+            domains.push(domain);
+        }
+    }
+    domains
 }
 
 /// Loads the `i`-th key alone (one bad key hides no other) and looks up its record.

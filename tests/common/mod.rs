@@ -9,6 +9,7 @@ pub mod cutover;
 pub mod dnsmasq;
 pub mod guard;
 pub mod peers;
+pub mod relay_process;
 pub mod ses_fake;
 pub mod smtp_sink;
 
