@@ -215,3 +215,30 @@ fn key_age_comes_from_created_else_from_the_file_mtime() {
     let age = keys.keys()[1].age().as_secs();
     assert!((10 * 86_400..10 * 86_400 + 60).contains(&age), "{age}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_reload_keeps_the_switched_key_and_a_new_config_adds_a_pending_one() {
+    let scratch = Scratch::new("reload");
+    let new_key = scratch.new_key("new.pem");
+    let keys = rotation_keys(new_key.clone());
+    let both = dns(&keys, &[("old", 0), ("new", 1)]);
+    for _ in 0..3 {
+        check_round(&keys, &both, Duration::from_secs(60)).await;
+    }
+    assert_eq!(signer(&keys), "new");
+    // The same two keys plus a third, newer one: "new" still signs, the third waits.
+    let config = DkimConfig {
+        keys: vec![
+            entry("old", demo_key()),
+            entry("new", new_key),
+            entry("newest", scratch.new_key("newest.pem")),
+        ],
+        ..DkimConfig::default()
+    };
+    let reloaded = DkimKeys::load(&config).unwrap();
+    assert_eq!(signer(&reloaded), "old", "before carrying over");
+    reloaded.carry_over(&keys);
+    assert_eq!(signer(&reloaded), "new");
+    assert_eq!(reloaded.sets()[0].confirmations(1), 3);
+    assert!(reloaded.sets()[0].is_pending(2));
+}
