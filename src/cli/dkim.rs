@@ -175,7 +175,7 @@ fn new_key_report(key: &crate::prepare::dkim::DomainKey, entry: &DkimKeyConfig) 
          #    (SigningAttributesOrigin=EXTERNAL, DomainSigningSelector={selector}):\n\
          aws sesv2 put-email-identity-dkim-signing-attributes --email-identity {domain} \\\n\
          \x20   --signing-attributes-origin EXTERNAL \\\n\
-         \x20   --signing-attributes \"DomainSigningSelector={selector},DomainSigningPrivateKey=$(grep -v -- ----- {path} | tr -d '\\n')\"\n",
+         \x20   --signing-attributes \"DomainSigningSelector={selector},DomainSigningPrivateKey=$(grep -v -- ----- '{path}' | tr -d '\\n')\"\n",
         zone = zone_line(key),
         domain = key.domain,
         selector = key.selector,
