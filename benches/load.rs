@@ -212,6 +212,7 @@ fn rsa_signature_seconds() -> f64 {
             domain: "goo.ne.jp".into(),
             selector: "s".into(),
             private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+            created: None,
         }],
         ..DkimConfig::default()
     };

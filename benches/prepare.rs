@@ -40,6 +40,7 @@ fn preparer(key: &Path) -> Preparer {
             domain: "goo.ne.jp".into(),
             selector: "gooid-21-prod".into(),
             private_key: key.to_path_buf(),
+            created: None,
         }],
         ..DkimConfig::default()
     };

@@ -235,8 +235,11 @@ fn last_line_complete(text: &[u8]) -> bool {
 }
 
 /// Checks every DKIM key's DNS record now and then every `interval`, setting
-/// `ses_relay_dkim_dns_consistent`, until shutdown. `live` gives what is in
-/// force at each round (a reload may change the keys), `keys` its keys.
+/// `ses_relay_dkim_dns_consistent`, until shutdown; while a newer key of a
+/// domain waits for its record, every `dkim.rotation-check-interval`, and
+/// the round that confirms it makes it sign ([`crate::dkim_rotation`]).
+/// `live` gives what is in force at each round (a reload may change the
+/// keys), `keys` its keys.
 pub async fn check_dns_periodically<L>(
     live: impl Fn() -> L,
     keys: fn(&L) -> &DkimKeys,
@@ -246,19 +249,11 @@ pub async fn check_dns_periodically<L>(
 ) {
     loop {
         let live = live();
-        for key in keys(&live).keys() {
-            let consistent = match crate::dns::check_dkim_record(key, resolver).await {
-                Ok(()) => true,
-                Err(reason) => {
-                    tracing::warn!(record = %key.record_name(), %reason, "DKIM DNS record does not match the key");
-                    false
-                }
-            };
-            crate::metrics::dkim_dns(&key.domain, &key.selector, consistent);
-        }
+        let wait = crate::dkim_rotation::check_round(keys(&live), resolver, interval).await;
+        drop(live);
         tokio::select! {
             _ = shutdown.triggered() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -93,6 +93,47 @@ impl SystemResolver {
     }
 }
 
+impl SystemResolver {
+    /// The resolver `[dkim] resolver` names (UDP, then TCP for long answers),
+    /// or the system's when it is empty. Answers are not cached: each check
+    /// must ask again, or consecutive confirmations would repeat one answer.
+    pub fn configured(config: &crate::config::DkimConfig) -> Result<SystemResolver, LookupError> {
+        use mail_auth::hickory_resolver::TokioResolver;
+        use mail_auth::hickory_resolver::config::{
+            ConnectionConfig, NameServerConfig, ResolverConfig,
+        };
+        use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
+        let address = config
+            .resolver_addr()
+            .map_err(|err| LookupError::Failed(err.to_string()))?;
+        let mut builder = match address {
+            None => TokioResolver::builder_tokio().map_err(LookupError::System)?,
+            Some(address) => {
+                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut connection| {
+                        connection.port = address.port();
+                        connection
+                    })
+                    .collect();
+                let server = NameServerConfig::new(address.ip(), true, connections);
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![server]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+        };
+        let options = builder.options_mut();
+        options.cache_size = 0;
+        options.positive_max_ttl = Some(std::time::Duration::ZERO);
+        options.negative_max_ttl = Some(std::time::Duration::ZERO);
+        builder
+            .build()
+            .map(SystemResolver)
+            .map_err(LookupError::System)
+    }
+}
+
 impl TxtResolver for SystemResolver {
     fn txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, LookupError>> {
         Box::pin(async move {

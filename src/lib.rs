@@ -44,7 +44,8 @@
 //!   tokens and connection bounds in [`admin::access`]).
 //! - `guard`: the rollback guard (the plan's rollback conditions over a window, the trip);
 //!   [`feedback`]: SES's events from SQS for it; `received`: when the fleet first took a message.
-//! - [`preflight`], [`dns`]: the checks before each cutover step.
+//! - [`preflight`], [`dns`]: the checks before each cutover step; [`dkim_rotation`]: which
+//!   DKIM key signs each domain (startup choice, the DNS check's switch to a confirmed newer key).
 //! - [`config`], [`log`], [`metrics`], [`tls`], [`shutdown`], `notify`, `net`: the side rooms;
 //!   `disposition`: the four words every outcome is counted under.
 //! - [`server`]: wires it all together for `ses-relay run`; `background`: its
@@ -62,6 +63,7 @@ pub mod config;
 pub mod cutover;
 pub(crate) mod cutover_cli;
 pub(crate) mod disposition;
+pub mod dkim_rotation;
 pub mod dns;
 pub mod envelope;
 pub mod feedback;

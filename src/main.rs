@@ -90,6 +90,19 @@ enum Command {
 enum DkimAction {
     /// Print, for each key, the TXT record to publish (name and value in 255-byte strings).
     DnsRecord,
+    /// Write a new RSA-2048 key (mode 0600, never over an existing file) and print the
+    /// TXT record to publish, the [[dkim.keys]] block and the SES BYODKIM command.
+    NewKey {
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The new selector (s=), e.g. gooid-22-prod.
+        #[arg(long)]
+        selector: String,
+        /// Where to write the PEM private key.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +135,15 @@ fn main() -> ExitCode {
             config,
             dev,
         } => cli::dkim::dns_record((!dev).then_some(&*config)),
+        Command::Dkim {
+            action:
+                DkimAction::NewKey {
+                    domain,
+                    selector,
+                    out,
+                },
+            ..
+        } => cli::dkim::new_key(&domain, &selector, &out),
         Command::Healthcheck { config, dev } => {
             cli::healthcheck::healthcheck((!dev).then_some(&*config))
         }

@@ -68,6 +68,19 @@ pub const GUARD_TRIPPED: &str = "ses_relay_guard_tripped";
 /// `bounce` (permanent), `transient_bounce`, `complaint`, `reject`,
 /// `delivery_delay`, `other`, `malformed` (unparseable, deleted).
 pub const SES_EVENTS: &str = "ses_relay_ses_events_total";
+/// 1 for the key that signs its domain's mail now, 0 for the domain's other
+/// keys, by `domain` and `selector`.
+pub const DKIM_KEY_ACTIVE: &str = "ses_relay_dkim_key_active";
+/// Age of each key (since `created`, else its file's modification time), by `domain` and `selector`.
+pub const DKIM_KEY_AGE: &str = "ses_relay_dkim_key_age_seconds";
+/// Consecutive DNS checks whose record matched the key, by `domain` and `selector`.
+pub const DKIM_KEY_CONFIRMATIONS: &str = "ses_relay_dkim_key_confirmations";
+/// 1 for a key newer than its domain's signing key that does not sign yet
+/// (its record not yet confirmed `publish-confirmations` times), by `domain` and `selector`.
+pub const DKIM_KEY_PENDING: &str = "ses_relay_dkim_key_pending";
+/// `dkim.max-key-age - dkim.rotation-notice`: the signing key's age at which
+/// `SesRelayDkimKeyExpiring` fires.
+pub const DKIM_KEY_NOTICE_AGE: &str = "ses_relay_dkim_key_notice_age_seconds";
 
 const SIZE_BUCKETS: &[f64] = &[
     1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 41943040.0,
@@ -203,6 +216,28 @@ pub fn describe() {
     describe_gauge!(
         UPSTREAM_UP,
         "1 while the health probe reaches the route's upstream"
+    );
+    describe_gauge!(
+        DKIM_KEY_ACTIVE,
+        "1 for the key that signs its domain's mail now"
+    );
+    describe_gauge!(
+        DKIM_KEY_AGE,
+        metrics::Unit::Seconds,
+        "Age of the DKIM key (created, else its file's mtime)"
+    );
+    describe_gauge!(
+        DKIM_KEY_CONFIRMATIONS,
+        "Consecutive DNS checks whose record matched the key"
+    );
+    describe_gauge!(
+        DKIM_KEY_PENDING,
+        "1 for a newer key that does not sign yet (record not confirmed)"
+    );
+    describe_gauge!(
+        DKIM_KEY_NOTICE_AGE,
+        metrics::Unit::Seconds,
+        "dkim.max-key-age minus dkim.rotation-notice"
     );
 }
 
@@ -352,6 +387,36 @@ pub fn upstream_up(route: &'static str, up: bool) {
 pub fn dkim_dns(domain: &str, selector: &str, consistent: bool) {
     gauge!(DKIM_DNS_CONSISTENT, "domain" => domain.to_string(), "selector" => selector.to_string())
         .set(if consistent { 1.0 } else { 0.0 });
+}
+
+/// One DKIM key's state, as [`dkim_key`] publishes it.
+pub struct DkimKeyState {
+    /// It signs its domain's mail now.
+    pub active: bool,
+    /// It is newer than the signing key and waits for its record.
+    pub pending: bool,
+    /// Its age in seconds.
+    pub age: f64,
+    /// Consecutive matching DNS checks.
+    pub confirmations: u32,
+}
+
+/// Publishes one DKIM key's state.
+pub fn dkim_key(domain: &str, selector: &str, state: DkimKeyState) {
+    let labels = [
+        ("domain", domain.to_string()),
+        ("selector", selector.to_string()),
+    ];
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    gauge!(DKIM_KEY_ACTIVE, &labels).set(flag(state.active));
+    gauge!(DKIM_KEY_PENDING, &labels).set(flag(state.pending));
+    gauge!(DKIM_KEY_AGE, &labels).set(state.age);
+    gauge!(DKIM_KEY_CONFIRMATIONS, &labels).set(f64::from(state.confirmations));
+}
+
+/// Publishes `max-key-age - rotation-notice`.
+pub fn dkim_key_notice_age(seconds: f64) {
+    gauge!(DKIM_KEY_NOTICE_AGE).set(seconds);
 }
 
 mod window;

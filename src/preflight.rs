@@ -8,8 +8,9 @@ use aws_sdk_sesv2::config::SharedCredentialsProvider;
 use aws_sdk_sesv2::error::ProvideErrorMetadata;
 
 use crate::config::{Config, LegacyMode, SesMode};
-use crate::dns::{TxtResolver, check_dkim_record};
-use crate::prepare::dkim::DkimKeys;
+use crate::dns::TxtResolver;
+
+mod dkim;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,56 +85,7 @@ pub async fn run(
             warning.message,
         ));
     }
-    for (i, entry) in config.dkim.keys.iter().enumerate() {
-        let single = crate::config::DkimConfig {
-            keys: vec![entry.clone()],
-            ..config.dkim.clone()
-        };
-        let check = format!("dkim key {}._domainkey.{}", entry.selector, entry.domain);
-        match DkimKeys::load(&single) {
-            Ok(keys) => {
-                out.push(finding(
-                    Level::Pass,
-                    &check,
-                    format!("{} loads and signs", entry.private_key.display()),
-                ));
-                let key = &keys.keys()[0];
-                let dns = format!("dkim dns {}", key.record_name());
-                if config.dev {
-                    out.push(finding(
-                        Level::Pass,
-                        dns,
-                        "demo key of --dev: never published, not looked up",
-                    ));
-                    continue;
-                }
-                match check_dkim_record(key, resolver).await {
-                    Ok(()) => out.push(finding(
-                        Level::Pass,
-                        dns,
-                        "published record matches the private key",
-                    )),
-                    Err(reason) => out.push(finding(
-                        Level::Fail,
-                        dns,
-                        format!("{reason} (publish: ses-relay dkim dns-record)"),
-                    )),
-                }
-            }
-            Err(err) => out.push(finding(
-                Level::Fail,
-                format!("{check} [{i}]"),
-                err.to_string(),
-            )),
-        }
-    }
-    if config.dkim.keys.is_empty() {
-        out.push(finding(
-            Level::Warn,
-            "dkim",
-            "no keys configured: messages go out unsigned by us",
-        ));
-    }
+    dkim::checks(config, resolver, &mut out).await;
     match config.ses.mode {
         SesMode::Outbox => out.push(finding(
             Level::Warn,
@@ -220,11 +172,11 @@ async fn ses_checks(
             ));
         }
     }
-    for key in &config.dkim.keys {
-        let check = format!("ses identity {}", key.domain);
+    for domain in &dkim::signing_domains(config) {
+        let check = format!("ses identity {domain}");
         match client
             .get_email_identity()
-            .email_identity(&key.domain)
+            .email_identity(domain)
             .send()
             .await
         {

@@ -233,7 +233,7 @@ impl Server {
         let resolver = match options.txt_resolver {
             Some(resolver) => Some(resolver),
             None if !interval.is_zero() && !config.dkim.keys.is_empty() => {
-                match SystemResolver::new() {
+                match SystemResolver::configured(&config.dkim) {
                     Ok(resolver) => Some(Arc::new(resolver) as Arc<dyn TxtResolver>),
                     Err(err) => {
                         tracing::warn!(error = %err, "no DNS resolver: the DKIM DNS check is off");
@@ -243,6 +243,13 @@ impl Server {
             }
             None => None,
         };
+        let startup_resolver = resolver.as_deref().filter(|_| !interval.is_zero());
+        crate::dkim_rotation::choose_at_startup(
+            relay.live().preparer.dkim(),
+            startup_resolver,
+            config.dkim.require_published,
+        )
+        .await?;
         Ok(Server {
             relay: Arc::new(relay),
             listeners,
@@ -415,6 +422,11 @@ pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded,
         ..running.cutover.clone()
     };
     let live = build_live(&effective)?;
+    // A reload keeps each domain's signing key (never back to an older one).
+    live.preparer
+        .dkim()
+        .carry_over(relay.live().preparer.dkim());
+    crate::dkim_rotation::publish(live.preparer.dkim());
     let rules = effective.cutover.rules.iter().map(RuleConfig::rule).collect();
     relay.router.set_rules(rules);
     relay.replace_live(live);

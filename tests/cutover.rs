@@ -259,9 +259,7 @@ async fn health_and_readiness() {
     assert!(ready.body.contains("\"legacy\": \"down\""), "{}", ready.body);
     let status = get("/cutover").await.unwrap();
     assert!(status.body.contains("\"legacy\": \"down\""), "{}", status.body);
-    // A drain is the only thing that makes it unready.
-    relay.relay.shutdown.trigger();
-    assert_eq!(get("/readyz").await.unwrap().status, 503);
+    // (A drain is what makes it unready: tests/fleet.rs, a transaction in flight.)
     assert!(relay.stop().await);
 }
 

@@ -109,10 +109,10 @@ async fn a_recreated_parameter_is_followed_through_the_api_the_cli_and_by_hand()
     let (a, b) = fleet(&ssm, &legacy, &dirs).await;
     let hand = operator_ssm(&ssm.endpoint()).await;
     // Several changes: the version in force climbs to 4.
-    for percent in [10.0, 50.0, 100.0] {
+    for percent in [10.0, 50.0, 90.0] {
         assert_eq!(set(&a, percent, "step").await.status, 200);
     }
-    both_within(&a, &b, 100.0, "before").await;
+    both_within(&a, &b, 90.0, "before").await;
     assert_eq!(cutover(&b).await["version"].as_i64(), Some(4));
 
     for way in ["api", "cli", "by hand"] {
@@ -260,15 +260,26 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
     };
     // Never two versions for one write (no SDK retry after the relay gave up).
     assert!(holds.1 <= 2, "{holds:?}");
-    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-    let resolved: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|l: &serde_json::Value| {
-            l["audit"] == "cutover"
-                && l["message"] == "the outcome of the unknown cutover write is known"
-        })
-        .collect();
+    // And the relay that made the write says what became of it, once.
+    let resolved = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| {
+                l["audit"] == "cutover"
+                    && l["message"] == "the outcome of the unknown cutover write is known"
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        if !resolved(&text).is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resolved = resolved(&String::from_utf8(lines.lock().unwrap().clone()).unwrap());
     assert_eq!(resolved.len(), 1, "one audit line for the outcome:\n{text}");
     assert_eq!(resolved[0]["ses_percent"].as_f64(), Some(holds.0));
     assert_eq!(resolved[0]["applied"].as_bool(), Some(holds.0 == 70.0));

@@ -119,9 +119,16 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
     let reply = send(relay.addr, "news@unverified.example", None, "after\r\n").await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1);
-    // Persisted as the guard's.
-    let saved = std::fs::read_to_string(dir.path("state/cutover.json")).unwrap();
-    assert!(saved.contains("\"source\": \"guard\""), "{saved}");
+    // Persisted as the guard's (written off the async workers, right after).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let saved = std::fs::read_to_string(dir.path("state/cutover.json")).unwrap_or_default();
+        if saved.contains("\"source\": \"guard\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not persisted: {saved}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(relay.stop().await);
 
     // A restart keeps the guard's percentage, and the guard stays tripped.

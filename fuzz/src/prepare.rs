@@ -45,6 +45,7 @@ fn preparer(sign_legacy: bool) -> Preparer {
         domain: domain.into(),
         selector: "fuzz".into(),
         private_key: format!("{}/{file}", env!("CARGO_MANIFEST_DIR")).into(),
+        created: None,
     };
     let config = DkimConfig {
         keys: vec![

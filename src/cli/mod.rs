@@ -6,7 +6,7 @@
 //! - [`run`]: `run` and its SIGHUP reload;
 //! - [`cutover`]: `cutover status|set`, a client of the admin API;
 //! - [`preflight`]: `preflight`'s report;
-//! - [`dkim`]: `dkim dns-record`, the TXT records to publish;
+//! - [`dkim`]: `dkim dns-record`, the TXT records to publish; `dkim new-key`;
 //! - [`healthcheck`]: `healthcheck`, for container health checks;
 //! - here: `check-config`, `completions`, `man`, and reading the config the
 //!   way every command does.

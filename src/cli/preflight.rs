@@ -33,7 +33,7 @@ pub fn preflight(path: Option<&Path>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let findings = runtime.block_on(async {
-        match SystemResolver::new() {
+        match SystemResolver::configured(&config.dkim) {
             Ok(resolver) => crate::preflight::run(&config, &resolver, None).await,
             Err(err) => {
                 // Every other check still runs: the DNS ones fail on an empty table.

@@ -5,6 +5,7 @@
 //! limits). `ses-relay check-config` runs exactly these two steps.
 
 mod check;
+mod date;
 mod guard;
 mod sections;
 mod units;
@@ -14,10 +15,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use date::KeyDate;
 pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
 pub use units::{ByteSize, HumanDuration};
 pub use validate::is_loopback;
+pub(crate) use validate::{is_domain, is_label};
 
 /// The dev config compiled into the binary (`ses-relay run --dev`): loopback, demo key, outbox.
 pub const EMBEDDED_DEV_CONFIG: &str = include_str!("../../etc/ses-relay.dev.toml");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, HumanDuration, SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS};
+use super::{ByteSize, HumanDuration, KeyDate, SES_MAX_MESSAGE_SIZE, SES_MAX_RECIPIENTS};
 
 /// `[smtp]`: what Postfix talks to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,6 +70,26 @@ pub struct DkimConfig {
     pub headers: Vec<String>,
     /// How often the running relay checks each key's DNS record (`ses_relay_dkim_dns_consistent`); 0 = never.
     pub dns_check_interval: HumanDuration,
+    /// How often the check runs instead while a rotation is pending (a
+    /// configured key newer than the signing one), so the switch follows
+    /// the record's publication closely.
+    pub rotation_check_interval: HumanDuration,
+    /// Consecutive checks whose answer matches a newer key's private key
+    /// before that key signs (one answer may come from one of several
+    /// name servers that already has the record while the others do not).
+    pub publish_confirmations: u32,
+    /// Age of the signing key past which it should be rotated (the plan's
+    /// `BYODKIMRotationInterval`); `SesRelayDkimKeyExpiring` fires at
+    /// `max-key-age - rotation-notice`.
+    pub max_key_age: HumanDuration,
+    /// How long before `max-key-age` the rotation is announced.
+    pub rotation_notice: HumanDuration,
+    /// Refuse to start when no key of a domain has a matching DNS record
+    /// (default: sign with the first key of the domain and warn).
+    pub require_published: bool,
+    /// The name server the DNS check asks, `IP:PORT` (or an IP, port 53);
+    /// empty = the system's (`/etc/resolv.conf`).
+    pub resolver: String,
 }
 
 /// One `[[dkim.keys]]` entry.
@@ -82,6 +102,10 @@ pub struct DkimKeyConfig {
     pub selector: String,
     /// PEM private key: RSA (PKCS#1 or PKCS#8, >= 2048 bits) or Ed25519 (PKCS#8).
     pub private_key: PathBuf,
+    /// When the key was made (`YYYY-MM-DD`, UTC), for its age; absent = the
+    /// key file's modification time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<KeyDate>,
 }
 
 /// How the SES route delivers.
@@ -208,7 +232,34 @@ impl Default for DkimConfig {
                 .map(|h| h.to_string())
                 .collect(),
             dns_check_interval: HumanDuration(std::time::Duration::from_secs(3600)),
+            rotation_check_interval: HumanDuration(std::time::Duration::from_secs(60)),
+            publish_confirmations: 3,
+            max_key_age: HumanDuration(std::time::Duration::from_secs(365 * 86400)),
+            rotation_notice: HumanDuration(std::time::Duration::from_secs(30 * 86400)),
+            require_published: false,
+            resolver: String::new(),
         }
+    }
+}
+
+/// `[dkim] resolver` is neither `IP:PORT` nor an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not IP:PORT or an IP address (e.g. 127.0.0.1:5353)")]
+pub struct ResolverAddrError(pub String);
+
+impl DkimConfig {
+    /// `resolver` as an address: `None` for the system's, port 53 when only an IP is given.
+    pub fn resolver_addr(&self) -> Result<Option<SocketAddr>, ResolverAddrError> {
+        let text = self.resolver.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Some(addr));
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| Some(SocketAddr::new(ip, 53)))
+            .map_err(|_| ResolverAddrError(text.to_string()))
     }
 }
 

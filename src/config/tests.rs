@@ -238,6 +238,7 @@ fn key_readable_by_others_is_a_warning() {
         domain: "goo.ne.jp".into(),
         selector: "s".into(),
         private_key: key.clone(),
+        created: None,
     });
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(config.warnings()[0].key, "dkim.keys[0].private-key");
@@ -423,4 +424,61 @@ fn fleet_keys_parse_and_bad_ones_name_the_key() {
         "{keys:?}"
     );
     assert!(Config::load_str("[cutover]\nstore = \"redis\"\n", no_env()).is_err());
+}
+
+#[test]
+fn dkim_rotation_keys_have_their_defaults_and_name_their_problems() {
+    let config = Config::load_str("[ses]\nconfiguration-set = \"cs\"\n", no_env()).unwrap();
+    let dkim = &config.dkim;
+    assert_eq!(dkim.rotation_check_interval.0.as_secs(), 60);
+    assert_eq!(dkim.publish_confirmations, 3);
+    assert_eq!(dkim.max_key_age.0.as_secs(), 365 * 86_400);
+    assert_eq!(dkim.rotation_notice.0.as_secs(), 30 * 86_400);
+    assert!(!dkim.require_published);
+    assert_eq!(dkim.resolver_addr(), Ok(None));
+
+    let text = |dkim: &str| {
+        format!(
+            "[ses]\nconfiguration-set = \"cs\"\n[dkim]\n{dkim}\n\
+             [[dkim.keys]]\ndomain = \"goo.ne.jp\"\nselector = \"a\"\nprivate-key = \"etc/dev/dkim-demo.pem\"\ncreated = \"2025-09-12\"\n\
+             [[dkim.keys]]\ndomain = \"goo.ne.jp\"\nselector = \"b\"\nprivate-key = \"etc/dev/dkim-demo.pem\"\n"
+        )
+    };
+    // Two keys of one domain are its rotation set, not a mistake.
+    let set = Config::load_str(&text("resolver = \"127.0.0.1:5353\""), no_env()).unwrap();
+    assert!(problems(&set).is_empty(), "{:?}", problems(&set));
+    assert_eq!(
+        set.dkim.resolver_addr(),
+        Ok(Some("127.0.0.1:5353".parse().unwrap()))
+    );
+    assert_eq!(set.dkim.keys[0].created.unwrap().to_string(), "2025-09-12");
+    let bad = Config::load_str(
+        &text(
+            "publish-confirmations = 0\nrotation-check-interval = \"0s\"\nrotation-notice = \"400d\"\n\
+             resolver = \"dns.example\"\nrequire-published = true\ndns-check-interval = \"0s\"",
+        ),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(
+        problems(&bad),
+        [
+            "dkim.rotation-check-interval",
+            "dkim.publish-confirmations",
+            "dkim.rotation-notice",
+            "dkim.resolver",
+            "dkim.require-published"
+        ]
+    );
+    // The same selector twice is a mistake; a bad date names its key.
+    let twice = Config::load_str(
+        &text("").replace("selector = \"b\"", "selector = \"a\""),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(problems(&twice), ["dkim.keys[1].selector"]);
+    let err = Config::load_str(&text("").replace("2025-09-12", "2025-02-30"), no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dkim.keys[0].created"), "{err}");
 }

@@ -118,12 +118,50 @@ impl Config {
                 );
             }
             check_readable(&mut bad, &at("private-key"), &key.private_key);
+            // Several keys of one domain are its rotation set; a selector twice is a mistake.
             let dup = self.dkim.keys[..i]
                 .iter()
-                .any(|k| k.domain.eq_ignore_ascii_case(&key.domain));
+                .any(|k| k.domain.eq_ignore_ascii_case(&key.domain) && k.selector == key.selector);
             if dup {
-                bad(&at("domain"), format!("a second key for `{}`", key.domain));
+                bad(
+                    &at("selector"),
+                    format!(
+                        "a second key for `{}` with selector `{}`",
+                        key.domain, key.selector
+                    ),
+                );
             }
+        }
+        let dkim = &self.dkim;
+        if dkim.rotation_check_interval.0.is_zero() {
+            bad(
+                "dkim.rotation-check-interval",
+                "must be longer than zero".into(),
+            );
+        }
+        if dkim.publish_confirmations == 0 {
+            bad(
+                "dkim.publish-confirmations",
+                "must be at least 1: a key signs only after its record was seen".into(),
+            );
+        }
+        if dkim.rotation_notice.0 >= dkim.max_key_age.0 {
+            bad(
+                "dkim.rotation-notice",
+                format!(
+                    "{} is not shorter than dkim.max-key-age ({})",
+                    dkim.rotation_notice, dkim.max_key_age
+                ),
+            );
+        }
+        if let Err(err) = dkim.resolver_addr() {
+            bad("dkim.resolver", err.to_string());
+        }
+        if dkim.require_published && dkim.dns_check_interval.0.is_zero() && !dkim.keys.is_empty() {
+            bad(
+                "dkim.require-published",
+                "needs the DNS check: dkim.dns-check-interval is 0".into(),
+            );
         }
         for (i, header) in self.dkim.headers.iter().enumerate() {
             let never = NEVER_SIGNED_HEADERS
@@ -393,6 +431,31 @@ impl Config {
                 message: format!("{} is readable by other users (chmod 600)", path.display()),
             })
             .collect();
+        if self.dkim.dns_check_interval.0.is_zero() {
+            let mut domains: Vec<String> = Vec::new();
+            for key in &self.dkim.keys {
+                let domain = key.domain.to_ascii_lowercase();
+                if self
+                    .dkim
+                    .keys
+                    .iter()
+                    .filter(|k| k.domain.eq_ignore_ascii_case(&domain))
+                    .count()
+                    > 1
+                    && !domains.contains(&domain)
+                {
+                    domains.push(domain);
+                }
+            }
+            for domain in domains {
+                warnings.push(Problem {
+                    key: "dkim.dns-check-interval".into(),
+                    message: format!(
+                        "0 (no DNS check): {domain} has several keys and only its first one signs"
+                    ),
+                });
+            }
+        }
         if self.cutover.store == CutoverStore::Ssm && self.cutover.state_file.as_os_str().is_empty()
         {
             warnings.push(Problem {
@@ -443,7 +506,8 @@ fn check_readable(bad: &mut impl FnMut(&str, String), key: &str, path: &Path) {
     }
 }
 
-fn is_label(label: &str) -> bool {
+/// A DNS label as selectors and domains use them (letters, digits, `-`, `_`).
+pub(crate) fn is_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 63
         && label
@@ -451,7 +515,8 @@ fn is_label(label: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn is_domain(domain: &str) -> bool {
+/// A domain name of at least two labels.
+pub(crate) fn is_domain(domain: &str) -> bool {
     domain.len() <= 253 && domain.contains('.') && domain.split('.').all(is_label)
 }
 

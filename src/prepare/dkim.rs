@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
@@ -15,6 +16,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::headers::Field;
+use super::rotation::RotationSet;
 use crate::config::DkimConfig;
 
 /// Smallest RSA modulus accepted (RFC 8301 requires 1024, SES BYODKIM and good practice 2048).
@@ -38,6 +40,17 @@ pub enum KeyError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// `dkim.require-published`: no key of the domain has a matching DNS record.
+    #[error(
+        "dkim.require-published: no key of {domain} has a matching DNS record ({detail}); \
+         publish one (ses-relay dkim dns-record) or set require-published = false"
+    )]
+    NotPublished {
+        /// The domain.
+        domain: String,
+        /// Each key's record and why it does not match.
+        detail: String,
     },
 }
 
@@ -98,12 +111,28 @@ pub struct DomainKey {
     pub domain: String,
     /// `s=`.
     pub selector: String,
+    /// When the key was made: `created`, else the key file's modification time.
+    pub created: SystemTime,
     key: Arc<DkimKey>,
 }
 
-/// All configured keys and the signing policy.
+/// When keys of a rotation set sign, from `[dkim]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationPolicy {
+    /// `publish-confirmations`.
+    pub confirmations: u32,
+    /// `rotation-check-interval`: the check's pace while a newer key waits.
+    pub check_interval: Duration,
+    /// `max-key-age - rotation-notice`: the signing key's age that calls for a rotation.
+    pub notice_age: Duration,
+}
+
+/// All configured keys, their rotation sets and the signing policy.
 pub struct DkimKeys {
     keys: Vec<DomainKey>,
+    sets: Vec<RotationSet>,
+    /// When a newer key of a set signs.
+    pub policy: RotationPolicy,
     sign_subdomains: bool,
     headers: Vec<String>,
 }
@@ -114,9 +143,19 @@ impl DkimKeys {
         let mut keys = Vec::with_capacity(config.keys.len());
         for entry in &config.keys {
             let key = load_key(&entry.private_key)?;
+            let created = match entry.created {
+                Some(day) => day.0,
+                None => std::fs::metadata(&entry.private_key)
+                    .and_then(|m| m.modified())
+                    .map_err(|source| KeyError::Read {
+                        path: entry.private_key.clone(),
+                        source,
+                    })?,
+            };
             let loaded = DomainKey {
                 domain: entry.domain.to_ascii_lowercase(),
                 selector: entry.selector.clone(),
+                created,
                 key: Arc::new(key),
             };
             // A key that parses but cannot sign must fail now, not on the first message.
@@ -128,21 +167,41 @@ impl DkimKeys {
                 })?;
             keys.push(loaded);
         }
+        let mut sets: Vec<RotationSet> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if sets.iter().any(|s| s.domain == key.domain) {
+                continue;
+            }
+            let members = (i..keys.len())
+                .filter(|&j| keys[j].domain == key.domain)
+                .collect();
+            sets.push(RotationSet::new(key.domain.clone(), members));
+        }
         Ok(DkimKeys {
             keys,
+            sets,
+            policy: RotationPolicy {
+                confirmations: config.publish_confirmations.max(1),
+                check_interval: config.rotation_check_interval.0,
+                notice_age: config
+                    .max_key_age
+                    .0
+                    .saturating_sub(config.rotation_notice.0),
+            },
             sign_subdomains: config.sign_subdomains,
             headers: config.headers.clone(),
         })
     }
 
-    /// The key for a header-From domain: exact match, else (with
-    /// `sign-subdomains`) the closest parent domain that has a key.
+    /// The signing key for a header-From domain: its rotation set's signing
+    /// key, for an exact match, else (with `sign-subdomains`) the closest
+    /// parent domain that has keys.
     pub fn key_for(&self, from_domain: &str) -> Option<&DomainKey> {
         let domain = from_domain.trim_end_matches('.').to_ascii_lowercase();
         let mut candidate = domain.as_str();
         loop {
-            if let Some(key) = self.keys.iter().find(|k| k.domain == candidate) {
-                return Some(key);
+            if let Some(set) = self.sets.iter().find(|s| s.domain == candidate) {
+                return Some(&self.keys[set.active()]);
             }
             if !self.sign_subdomains {
                 return None;
@@ -166,9 +225,25 @@ impl DkimKeys {
         list
     }
 
-    /// Every loaded key.
+    /// Every loaded key, in config order.
     pub fn keys(&self) -> &[DomainKey] {
         &self.keys
+    }
+
+    /// One rotation set per domain, in the order the domains first appear.
+    pub fn sets(&self) -> &[RotationSet] {
+        &self.sets
+    }
+
+    /// Takes over the signing keys and check counts of `old` (the keys in
+    /// force before a reload) for the keys both have: same domain, selector
+    /// and public key. A reload thus never moves a domain back to an older key.
+    pub fn carry_over(&self, old: &DkimKeys) {
+        for set in &self.sets {
+            if let Some(before) = old.sets.iter().find(|s| s.domain == set.domain) {
+                set.carry_over(before, |a, b| self.keys[a].same_as(&old.keys[b]));
+            }
+        }
     }
 }
 
@@ -221,6 +296,20 @@ impl DomainKey {
         let (kind, key) = self.public_key();
         let p = base64::engine::general_purpose::STANDARD.encode(key);
         format!("v=DKIM1; k={kind}; p={p}")
+    }
+
+    /// Whether `other` is this key: same domain, selector and public key.
+    pub fn same_as(&self, other: &DomainKey) -> bool {
+        self.domain == other.domain
+            && self.selector == other.selector
+            && self.public_key() == other.public_key()
+    }
+
+    /// Age now (zero for a date in the future).
+    pub fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.created)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// `("rsa", SubjectPublicKeyInfo DER)` or `("ed25519", raw 32 bytes)`.
@@ -331,6 +420,7 @@ mod tests {
                 domain: "goo.ne.jp".into(),
                 selector: "sel".into(),
                 private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+                created: None,
             }],
             sign_subdomains,
             ..DkimConfig::default()

@@ -23,6 +23,7 @@
 pub mod dkim;
 pub mod headers;
 pub mod pool;
+pub mod rotation;
 pub mod tags;
 
 use std::net::IpAddr;

@@ -8,6 +8,7 @@ fn preparer() -> Preparer {
             domain: "goo.ne.jp".into(),
             selector: "gooid-21-prod".into(),
             private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+            created: None,
         }],
         ..DkimConfig::default()
     };
@@ -302,6 +303,7 @@ fn legacy_route_gets_no_configuration_set_and_signs_per_setting() {
             domain: "goo.ne.jp".into(),
             selector: "s".into(),
             private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+            created: None,
         }],
         ..DkimConfig::default()
     };

@@ -89,6 +89,7 @@ fn live(smtp: SmtpConfig) -> Live {
             domain: "goo.ne.jp".into(),
             selector: "gooid-21-prod".into(),
             private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
+            created: None,
         }],
         ..DkimConfig::default()
     };

@@ -6,9 +6,11 @@
 
 pub mod client;
 pub mod cutover;
+pub mod dnsmasq;
 pub mod fleet;
 pub mod guard;
 pub mod peers;
+pub mod relay_process;
 pub mod ses_fake;
 pub mod smtp_sink;
 pub mod spawned;
@@ -82,6 +84,7 @@ pub fn test_config(endpoint: &str) -> Config {
         domain: "goo.ne.jp".into(),
         selector: "gooid-21-prod".into(),
         private_key: demo_key(),
+        created: None,
     }];
     config.ses.mode = SesMode::Api;
     config.ses.endpoint_url = endpoint.to_string();

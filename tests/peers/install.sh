@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the system tests talk to: Postfix (Debian package),
-# promtool (package prometheus, for the alert rules) and a Python venv with
+# promtool (package prometheus, for the alert rules), dnsmasq (dnsmasq-base:
+# the binary without a system service, a DNS server for the DKIM rotation
+# tests) and a Python venv with
 # moto (SES v2, SSM and SQS emulator), dkimpy (DKIM verifier) and cfn-lint
 # (the fleet's CloudFormation template).
 # Safe to run again: it only installs what is missing. Needs root for apt.
@@ -9,7 +11,7 @@ set -euo pipefail
 venv=${SES_RELAY_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ses-relay-test-venv}
 
 missing=()
-for pkg in postfix python3-venv prometheus; do
+for pkg in postfix python3-venv prometheus dnsmasq-base; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
