@@ -1,6 +1,8 @@
 //! The `ses-relay` command: parse the command line and call the command's
 //! function in [`ses_relay::cli`].
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
