@@ -2,14 +2,14 @@
 # Installs the real peers the system tests talk to: Postfix (Debian package),
 # promtool (package prometheus, for the alert rules) and a Python venv with
 # moto (SES v2, SSM and SQS emulator), dkimpy (DKIM verifier) and cfn-lint
-# (the fleet's CloudFormation template).
+# (the fleet's CloudFormation template); lintian (the .deb) and groff (the man pages).
 # Safe to run again: it only installs what is missing. Needs root for apt.
 set -euo pipefail
 
 venv=${SES_RELAY_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ses-relay-test-venv}
 
 missing=()
-for pkg in postfix python3-venv prometheus; do
+for pkg in postfix python3-venv prometheus lintian groff-base man-db; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
