@@ -29,7 +29,7 @@ grep -q 'useradd --system' "$scratch/postinst" || { echo "postinst does not crea
 for script in prerm postrm; do
     [ -x "$scratch/$script" ] || { echo "no executable $script in $deb" >&2; exit 1; }
 done
-grep -q 'systemctl stop ses-relay' "$scratch/prerm" && grep -q 'systemctl disable ses-relay' "$scratch/prerm" \
+grep -q 'deb-systemd-invoke stop ses-relay' "$scratch/prerm" && grep -q 'deb-systemd-helper disable ses-relay' "$scratch/prerm" \
     || { echo "prerm does not stop and disable the service" >&2; exit 1; }
 grep -q 'userdel ses-relay' "$scratch/postrm" && grep -q 'rm -rf /var/lib/ses-relay' "$scratch/postrm" \
     || { echo "postrm does not remove the user and /var/lib/ses-relay" >&2; exit 1; }

@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# cargo-deb 3.8.0 needs Rust 1.85; installed once if missing.
 deb_version=3.8.0
-if ! cargo deb --version 2>/dev/null | grep -q "^$deb_version\$\|^cargo-deb $deb_version\$\| $deb_version\$"; then
+if ! cargo deb --version 2>/dev/null | grep -q "^cargo-deb $deb_version\$"; then
     nice -n 10 cargo install --locked "cargo-deb@=$deb_version"
 fi
 
