@@ -109,3 +109,21 @@ fn the_licence_is_mit_or_apache_2_0_everywhere() {
     let apache = std::fs::read_to_string(repo("LICENSE-APACHE")).unwrap();
     assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
 }
+
+/// `run --dev` starts at 100 % SES every time (the README's first example
+/// lands on SES): no cutover state file unless one is asked for.
+#[test]
+fn the_dev_config_keeps_no_cutover_state_unless_asked() {
+    let dev = Config::load_dev(Vec::new()).unwrap();
+    assert_eq!(dev.cutover.state_file, PathBuf::new());
+    assert_eq!(dev.configured_ses_percent(), 100.0);
+    let asked = Config::load_dev([(
+        "SES_RELAY__CUTOVER__STATE_FILE".to_string(),
+        "dev-state/cutover.json".to_string(),
+    )])
+    .unwrap();
+    assert_eq!(
+        asked.cutover.state_file,
+        PathBuf::from("dev-state/cutover.json")
+    );
+}
