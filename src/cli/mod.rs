@@ -8,7 +8,7 @@
 //! - [`preflight`]: `preflight`'s report;
 //! - [`dkim`]: `dkim dns-record`, the TXT records to publish;
 //! - [`healthcheck`]: `healthcheck`, for container health checks;
-//! - [`man`]: the manual pages, `ses-relay(8)` and `ses-relay.toml(5)`;
+//! - [`man`](mod@man): the manual pages, `ses-relay(8)` and `ses-relay.toml(5)`;
 //! - here: `check-config`, `completions`, `man`, and reading the config the
 //!   way every command does.
 
