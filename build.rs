@@ -6,7 +6,16 @@
 //! environment variable of the same name if the packager sets it, else
 //! `unknown`. The date honours `SOURCE_DATE_EPOCH` (reproducible builds), else
 //! it is today's date in UTC.
+//!
+//! It also finds the real peers the system tests need, as tests/common/peers.rs
+//! does, and sets a cfg for each one present (`has_postfix`, `has_moto`,
+//! `has_dnsmasq`, `has_chromium`): a system test carries
+//! `#[cfg_attr(not(has_moto), ignore = "needs moto: run tests/peers/install.sh")]`,
+//! so where its peer is absent libtest counts it as ignored, with the reason,
+//! instead of as passed. With `SES_RELAY_REQUIRE_PEERS=1` (.ci/run) every cfg is
+//! set, so no test is ignored and one whose peer is absent fails.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,7 +43,76 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The test venv with moto and dkimpy, found as tests/common/peers.rs finds it.
+fn test_venv() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SES_RELAY_TEST_VENV") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
+    cache.join("ses-relay-test-venv")
+}
+
+/// Tells cargo to run this script again when `path` appears or changes: the
+/// path itself when it exists, else its nearest existing directory (never a
+/// missing path, which cargo would take as changed on every build).
+fn watch(path: &Path) {
+    if let Some(watched) = path.ancestors().find(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+}
+
+/// The `has_<peer>` cfgs the system tests are ignored by.
+fn peers() {
+    const PEERS: [&str; 4] = ["has_postfix", "has_moto", "has_dnsmasq", "has_chromium"];
+    for cfg in PEERS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
+    for var in [
+        "SES_RELAY_REQUIRE_PEERS",
+        "SES_RELAY_TEST_VENV",
+        "XDG_CACHE_HOME",
+        "HOME",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    if std::env::var("SES_RELAY_REQUIRE_PEERS").as_deref() == Ok("1") {
+        for cfg in PEERS {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+        return;
+    }
+    let postfix = Path::new("/usr/sbin/postfix");
+    let moto = test_venv().join("bin/moto_server");
+    let dnsmasq = Path::new("/usr/sbin/dnsmasq");
+    // Debian's package; fixed paths rather than PATH, which differs from shell
+    // to shell and would rerun this script (and rebuild the crate) each time.
+    let chromium = Path::new("/usr/bin/chromium");
+    for path in [postfix, &moto, dnsmasq, chromium] {
+        watch(path);
+    }
+    // A private Postfix instance needs root, as tests/common/peers.rs says.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    for (cfg, present) in [
+        ("has_postfix", postfix.exists() && root),
+        ("has_moto", moto.exists()),
+        ("has_dnsmasq", dnsmasq.exists()),
+        ("has_chromium", chromium.exists()),
+    ] {
+        if present {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+    }
+}
+
 fn main() {
+    peers();
     println!("cargo:rerun-if-env-changed=SES_RELAY_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-changed=build.rs");

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Builds the Debian package (target/debian/ses-relay_*.deb) with cargo-deb:
 # the release binary first, then the files it generates for the package (man
-# page, shell completions) and the systemd unit pointed at /usr/bin, then
+# pages ses-relay(8) and ses-relay.toml(5), shell completions), the README
+# compressed (Debian policy 12.3), and the systemd unit pointed at /usr/bin, then
 # `cargo deb --no-build`, which packs them as [package.metadata.deb] says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+# cargo-deb 3.8.0 needs Rust 1.85; installed once if missing.
+deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "^cargo-deb $deb_version\$"; then
+    nice -n 10 cargo install --locked "cargo-deb@=$deb_version"
+fi
 
 cargo build --release --locked --bin ses-relay
 bin=target/release/ses-relay
@@ -14,6 +19,8 @@ out=target/deb-assets
 rm -rf "$out"
 mkdir -p "$out"
 "$bin" man | gzip -9n >"$out/ses-relay.8.gz"
+"$bin" man --section 5 | gzip -9n >"$out/ses-relay.toml.5.gz"
+gzip -9n <README.md >"$out/README.md.gz"
 "$bin" completions bash >"$out/ses-relay.bash"
 "$bin" completions zsh >"$out/_ses-relay"
 "$bin" completions fish >"$out/ses-relay.fish"

@@ -54,6 +54,8 @@
 //! - [`build_info`], `aws_error`, `cutover_cli`: what the operator's commands
 //!   print (version line, one-sentence AWS errors, the cutover table).
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub(crate) mod aws_error;
 pub(crate) mod background;

@@ -1,6 +1,8 @@
 //! The `ses-relay` command: parse the command line and call the command's
 //! function in [`ses_relay::cli`].
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,8 +84,12 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), as installed in man section 8.
-    Man,
+    /// Print a manual page (roff): ses-relay(8), or with `--section 5` ses-relay.toml(5), the configuration reference.
+    Man {
+        /// The manual section: 8 (the commands) or 5 (the configuration file).
+        #[arg(long, default_value = "8", value_parser = ["5", "8"])]
+        section: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +167,6 @@ fn main() -> ExitCode {
             }
         }
         Command::Completions { shell } => cli::completions(shell, Cli::command()),
-        Command::Man => cli::man(Cli::command()),
+        Command::Man { section } => cli::man(Cli::command(), &section),
     }
 }

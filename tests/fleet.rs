@@ -22,6 +22,10 @@ use common::{RunningRelay, TempDir, test_config};
 use ses_relay::config::HumanDuration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn two_relays_share_one_cutover_through_ssm() {
     if !run_or_skip("two_relays_share_one_cutover_through_ssm", moto_missing()) {
         return;
@@ -214,6 +218,10 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     use ses_relay::preflight::Level;
     if !run_or_skip(
@@ -259,6 +267,10 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     use ses_relay::cutover::{Change, Source};
     if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {

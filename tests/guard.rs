@@ -60,6 +60,10 @@ async fn verify_identity(endpoint: &str, domain: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms()
  {
     if !run_or_skip(
@@ -170,6 +174,10 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn ten_minute_old_received_dates_trip_the_delay() {
     if !run_or_skip(
         "ten_minute_old_received_dates_trip_the_delay",

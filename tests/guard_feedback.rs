@@ -47,6 +47,10 @@ fn event(kind: &str, n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted() {
     if !run_or_skip(
         "bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_deleted",

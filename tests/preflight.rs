@@ -83,6 +83,10 @@ async fn dns_and_legacy_checks_without_ses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(has_moto),
+    ignore = "needs moto (SES emulator): run tests/peers/install.sh"
+)]
 async fn ses_checks_against_moto() {
     if !run_or_skip("ses_checks_against_moto", moto_missing()) {
         return;

@@ -130,6 +130,10 @@ fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_postfix, has_moto)),
+    ignore = "needs Postfix (as root) and moto: run tests/peers/install.sh"
+)]
 fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     if !peers_or_skip("postfix_through_ses_relay_into_moto_signed_and_complete") {
         return;
@@ -285,6 +289,10 @@ fn message_id(text: &str) -> Option<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(has_postfix, has_moto)),
+    ignore = "needs Postfix (as root) and moto: run tests/peers/install.sh"
+)]
 fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice() {
     if !peers_or_skip(
         "postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice",

@@ -8,12 +8,14 @@
 //! - [`preflight`]: `preflight`'s report;
 //! - [`dkim`]: `dkim dns-record`, the TXT records to publish; `dkim new-key`;
 //! - [`healthcheck`]: `healthcheck`, for container health checks;
+//! - [`man`](mod@man): the manual pages, `ses-relay(8)` and `ses-relay.toml(5)`;
 //! - here: `check-config`, `completions`, `man`, and reading the config the
 //!   way every command does.
 
 pub mod cutover;
 pub mod dkim;
 pub mod healthcheck;
+pub mod man;
 pub mod preflight;
 pub mod run;
 
@@ -95,11 +97,16 @@ pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) -> E
     }
 }
 
-/// `ses-relay man`: the manual page (roff) of `command`, section 8.
-pub fn man(command: clap::Command) -> ExitCode {
-    let man = clap_mangen::Man::new(command).section("8");
-    match man.render(&mut std::io::stdout()) {
+/// `ses-relay man [--section 5|8]`: a manual page (roff) on stdout,
+/// `ses-relay(8)` for `command` or `ses-relay.toml(5)`.
+pub fn man(command: clap::Command, section: &str) -> ExitCode {
+    let page = match section {
+        "5" => man::config_page(),
+        _ => man::command_page(command),
+    };
+    match std::io::Write::write_all(&mut std::io::stdout(), page.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cannot write the manual page: {err}");
             ExitCode::FAILURE

@@ -4,14 +4,14 @@
 # the binary without a system service, a DNS server for the DKIM rotation
 # tests) and a Python venv with
 # moto (SES v2, SSM and SQS emulator), dkimpy (DKIM verifier) and cfn-lint
-# (the fleet's CloudFormation template).
+# (the fleet's CloudFormation template); lintian (the .deb) and groff (the man pages).
 # Safe to run again: it only installs what is missing. Needs root for apt.
 set -euo pipefail
 
 venv=${SES_RELAY_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ses-relay-test-venv}
 
 missing=()
-for pkg in postfix python3-venv prometheus dnsmasq-base; do
+for pkg in postfix python3-venv prometheus dnsmasq-base lintian groff-base man-db; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
