@@ -36,6 +36,7 @@ fn full_config(dir: &TempDir, ca: &TestCa) -> Config {
         domain: "goo.ne.jp".into(),
         selector: "gooid-21-prod".into(),
         private_key: demo_key(),
+        created: None,
     }];
     config.ses.mode = SesMode::Api;
     config.ses.endpoint_url = "http://127.0.0.1:9".into();

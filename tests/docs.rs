@@ -236,6 +236,13 @@ fn documented_defaults_are_the_real_defaults() {
             let doc = &doc["v"];
             let same = match (doc, real) {
                 (toml::Value::Integer(a), toml::Value::Float(b)) => *a as f64 == *b,
+                // Durations: "365d" is what humantime writes as "11months 30days 3h 50m 24s".
+                (toml::Value::String(a), toml::Value::String(b)) if a != b => {
+                    match (humantime::parse_duration(a), humantime::parse_duration(b)) {
+                        (Ok(a), Ok(b)) => a == b,
+                        _ => false,
+                    }
+                }
                 (a, b) => a == b,
             };
             if !same {

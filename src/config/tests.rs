@@ -454,7 +454,7 @@ fn dkim_rotation_keys_have_their_defaults_and_name_their_problems() {
     assert_eq!(set.dkim.keys[0].created.unwrap().to_string(), "2025-09-12");
     let bad = Config::load_str(
         &text(
-            "publish-confirmations = 0\nrotation-check-interval = \"0s\"\nrotation-notice = \"400d\"\n\
+            "publish-confirmations = 0\nrotation-check-interval = \"0s\"\nmax-key-age = \"30d\"\nrotation-notice = \"60d\"\n\
              resolver = \"dns.example\"\nrequire-published = true\ndns-check-interval = \"0s\"",
         ),
         no_env(),
