@@ -85,7 +85,12 @@ pub struct Server {
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
     /// The SES event queue's reader: client, queue URL, long-poll wait.
-    feedback: Option<(aws_sdk_sqs::Client, String, Duration)>,
+    feedback: Option<(
+        aws_sdk_sqs::Client,
+        String,
+        Duration,
+        crate::feedback::Scope,
+    )>,
     cutover_refresh: Option<Duration>,
 }
 
@@ -218,6 +223,7 @@ impl Server {
                 client,
                 config.feedback.sqs_queue_url.clone(),
                 crate::feedback::long_poll(config),
+                crate::feedback::Scope::from_config(config),
             ))
         };
         relay.legacy_relay = config
@@ -321,12 +327,13 @@ impl Server {
                 .await
             });
         }
-        if let Some((client, queue_url, wait)) = self.feedback {
+        if let Some((client, queue_url, wait, scope)) = self.feedback {
             accepting.spawn(crate::feedback::run(
                 self.relay.clone(),
                 client,
                 queue_url,
                 wait,
+                scope,
             ));
         }
         self.relay.shutdown.triggered().await;
