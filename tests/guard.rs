@@ -12,20 +12,12 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::guard::{admin, cutover, guard_config, metric};
+use common::guard::{admin, cutover, guard_config, metric, rfc822, transaction};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, TempDir, smtp, test_config};
+use common::{RunningRelay, TempDir, test_config};
 use ses_relay::admin::client::request;
-
-fn rfc822(secs_ago: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
-}
 
 /// One transaction; returns the final reply.
 async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &str) -> String {
@@ -38,19 +30,7 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
     let message = format!(
         "{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\n{body}"
     );
-    let replies = smtp(
-        addr,
-        &[
-            "EHLO client.test".into(),
-            format!("MAIL FROM:<{from}>"),
-            "RCPT TO:<rcpt@example.net>".into(),
-            "DATA".into(),
-            "QUIT".into(),
-        ],
-        Some(&message),
-    )
-    .await;
-    replies[5].clone()
+    transaction(addr, from, &message).await
 }
 
 /// Creates the sending identity in moto (the configuration set too), so SES accepts.

@@ -11,41 +11,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::guard::{cutover, guard_config, metric};
+use common::guard::{cutover, guard_config, metric, rfc822, transaction};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, TempDir, smtp, test_config};
+use common::{RunningRelay, TempDir, test_config};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-fn rfc822(secs_ago: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
-}
 
 /// A message as the client (our Postfix) hands it over: `received` on top.
 fn message(received: &str, from: &str) -> String {
     format!("{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\nhello\r\n")
-}
-
-/// One transaction from 127.0.0.1; the final reply.
-async fn send(addr: SocketAddr, from: &str, message: &str) -> String {
-    let replies = smtp(
-        addr,
-        &[
-            "EHLO client.test".into(),
-            format!("MAIL FROM:<{from}>"),
-            "RCPT TO:<rcpt@example.net>".into(),
-            "DATA".into(),
-            "QUIT".into(),
-        ],
-        Some(message),
-    )
-    .await;
-    replies[5].clone()
 }
 
 /// One transaction through a load balancer that names `client` in a PROXY
@@ -118,7 +93,7 @@ async fn forged_old_received_headers_below_the_clients_trip_nothing_and_the_p95_
             rfc822(86_400),
             rfc822(2 * 86_400),
         );
-        let reply = send(
+        let reply = transaction(
             relay.addr,
             "news@goo.ne.jp",
             &message(&received, "news@goo.ne.jp"),
@@ -133,7 +108,7 @@ async fn forged_old_received_headers_below_the_clients_trip_nothing_and_the_p95_
             "Received: from sender.example by mx1.goo.ne.jp (Postfix)\r\nReceived: from forger by forger; {}\r\n",
             rfc822(86_400)
         );
-        let reply = send(
+        let reply = transaction(
             relay.addr,
             "news@goo.ne.jp",
             &message(&received, "news@goo.ne.jp"),
