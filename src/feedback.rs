@@ -4,13 +4,24 @@
 //!
 //! Bodies are SNS-wrapped (`{"Type":"Notification","Message":"<json>"}`) or
 //! raw (SNS raw message delivery): configuration-set events carry `eventType`,
-//! identity notifications `notificationType`. Each message is deleted once
-//! counted; one that cannot be parsed is logged and deleted too, so a poison
-//! message is not received again and again.
+//! identity notifications `notificationType`. Only this relay's events count
+//! ([`Scope`]: its configuration set, and when set its account and SNS topic),
+//! each once ([`Seen`]); anything else is counted under
+//! `ses_relay_ses_events_ignored_total{reason}` and never judged. Each message
+//! is deleted once read; one that cannot be parsed is logged and deleted too,
+//! so a poison message is not received again and again.
+
+mod notification;
+mod seen;
+
+pub use self::notification::{Ignored, Notification, ParseError, Scope, SesEvent, parse, read};
+pub use self::seen::Seen;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
+use crate::relay::Relay;
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
@@ -18,119 +29,12 @@ use aws_sdk_sqs::config::{Region, SharedCredentialsProvider};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
-use serde_json::Value;
-
-use crate::config::Config;
-use crate::guard::EventKind;
-use crate::relay::Relay;
 
 /// SQS long polling waits at most 20 s.
 const MAX_WAIT: Duration = Duration::from_secs(20);
 
 /// SQS hands out at most 10 messages per receive.
 const BATCH: i32 = 10;
-
-/// One SES event, as far as the relay cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SesEvent {
-    /// `Send`: SES took the message.
-    Send,
-    /// `Delivery`.
-    Delivery,
-    /// `Bounce` with `bounceType` `Permanent`.
-    PermanentBounce,
-    /// `Bounce` of another type (`Transient`, `Undetermined`).
-    TransientBounce,
-    /// `Complaint`.
-    Complaint,
-    /// `Reject` (SES's virus scan).
-    Reject,
-    /// `DeliveryDelay`.
-    DeliveryDelay,
-    /// Anything else (`Open`, `Click`, `Subscription`, SNS's own messages).
-    Other,
-}
-
-impl SesEvent {
-    /// The `type` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            SesEvent::Send => "send",
-            SesEvent::Delivery => "delivery",
-            SesEvent::PermanentBounce => "bounce",
-            SesEvent::TransientBounce => "transient_bounce",
-            SesEvent::Complaint => "complaint",
-            SesEvent::Reject => "reject",
-            SesEvent::DeliveryDelay => "delivery_delay",
-            SesEvent::Other => "other",
-        }
-    }
-
-    /// What the guard's ratios count.
-    pub fn guard_kind(self) -> Option<EventKind> {
-        match self {
-            SesEvent::Send => Some(EventKind::Send),
-            SesEvent::PermanentBounce => Some(EventKind::Bounce),
-            SesEvent::Complaint => Some(EventKind::Complaint),
-            _ => None,
-        }
-    }
-}
-
-/// Why a message body is not an SES event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// Not JSON (or the SNS `Message` is not).
-    #[error("not JSON: {0}")]
-    Json(String),
-    /// JSON without `eventType` / `notificationType`.
-    #[error("neither eventType nor notificationType")]
-    NoType,
-}
-
-/// Parses one SQS message body.
-pub fn parse(body: &str) -> Result<SesEvent, ParseError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    let event = match value.get("Type").and_then(Value::as_str) {
-        Some("Notification") => {
-            let message = value
-                .get("Message")
-                .and_then(Value::as_str)
-                .ok_or(ParseError::NoType)?;
-            serde_json::from_str(message).map_err(|e| ParseError::Json(e.to_string()))?
-        }
-        // SNS's subscription handshake and the like: not an SES event.
-        Some(_) if value.get("eventType").is_none() => return Ok(SesEvent::Other),
-        _ => value,
-    };
-    let kind = event
-        .get("eventType")
-        .or_else(|| event.get("notificationType"))
-        .and_then(Value::as_str)
-        .ok_or(ParseError::NoType)?;
-    Ok(match kind {
-        "Send" => SesEvent::Send,
-        "Delivery" => SesEvent::Delivery,
-        "Bounce" => {
-            // SES names every bounce Permanent, Transient or Undetermined; a
-            // bounce that names no type is taken as permanent, the side that
-            // rolls back rather than the side that keeps sending into bounces.
-            let permanent = event
-                .pointer("/bounce/bounceType")
-                .and_then(Value::as_str)
-                .is_none_or(|t| t == "Permanent");
-            if permanent {
-                SesEvent::PermanentBounce
-            } else {
-                SesEvent::TransientBounce
-            }
-        }
-        "Complaint" => SesEvent::Complaint,
-        "Reject" => SesEvent::Reject,
-        "DeliveryDelay" => SesEvent::DeliveryDelay,
-        _ => SesEvent::Other,
-    })
-}
 
 /// An SQS client from the AWS chain, `ses.region` and `feedback.endpoint-url`
 /// on top; `credentials` replaces the chain's (tests).
@@ -202,15 +106,17 @@ pub async fn check_queue(
     Ok(waiting)
 }
 
-/// Reads the queue until shutdown.
+/// Reads the queue until shutdown, counting only `scope`'s events.
 pub async fn run(
     relay: Arc<Relay>,
     client: aws_sdk_sqs::Client,
     queue_url: String,
     wait: Duration,
+    scope: Scope,
 ) {
     tracing::info!(queue = %queue_url, "reading SES events");
     let mut failing = false;
+    let mut seen = Seen::new(relay.guard.window());
     loop {
         let receive = client
             .receive_message()
@@ -247,10 +153,11 @@ pub async fn run(
         }
         let mut done = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
-            match parse(message.body().unwrap_or("")) {
-                Ok(event) => count(&relay, event),
+            match read(message.body().unwrap_or("")) {
+                Ok(notification) => count(&relay, &scope, &mut seen, &notification),
                 Err(err) => {
                     crate::metrics::ses_event("malformed");
+                    crate::metrics::ses_event_ignored(Ignored::Malformed.label());
                     tracing::warn!(
                         message_id = message.message_id().unwrap_or(""),
                         error = %err,
@@ -286,84 +193,26 @@ pub async fn run(
     }
 }
 
-/// Counts one event and lets the guard judge it.
-fn count(relay: &Relay, event: SesEvent) {
+/// Counts one event of `scope`'s, the first time it is seen, and lets the
+/// guard judge it; anything else is counted as ignored, by reason.
+fn count(relay: &Relay, scope: &Scope, seen: &mut Seen, notification: &Notification) {
+    let admitted = scope.admits(notification).and_then(|()| {
+        if seen.first(std::time::Instant::now(), notification.key) {
+            Ok(())
+        } else {
+            Err(Ignored::Duplicate)
+        }
+    });
+    if let Err(why) = admitted {
+        crate::metrics::ses_event_ignored(why.label());
+        tracing::debug!(reason = why.label(), "SES event queue: message ignored");
+        return;
+    }
+    let event = notification.event;
     crate::metrics::ses_event(event.label());
     if let Some(kind) = event.guard_kind()
         && let Some(trip) = relay.guard.ses_event(kind)
     {
         relay.guard.enforce(&trip);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BOUNCE: &str = r#"{"eventType":"Bounce","bounce":{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{"emailAddress":"a@example.net"}]},"mail":{"messageId":"x"}}"#;
-
-    #[test]
-    fn raw_and_sns_wrapped_bodies_parse() {
-        assert_eq!(parse(BOUNCE), Ok(SesEvent::PermanentBounce));
-        let wrapped = serde_json::json!({
-            "Type": "Notification",
-            "MessageId": "1",
-            "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
-            "Message": BOUNCE,
-        })
-        .to_string();
-        assert_eq!(parse(&wrapped), Ok(SesEvent::PermanentBounce));
-        assert_eq!(
-            parse(r#"{"eventType":"Send","mail":{}}"#),
-            Ok(SesEvent::Send)
-        );
-        assert_eq!(
-            parse(r#"{"notificationType":"Complaint","complaint":{}}"#),
-            Ok(SesEvent::Complaint)
-        );
-        assert_eq!(
-            parse(r#"{"notificationType":"Bounce","bounce":{"bounceType":"Transient"}}"#),
-            Ok(SesEvent::TransientBounce)
-        );
-        assert_eq!(
-            parse(r#"{"eventType":"Bounce","bounce":{"bounceType":"Undetermined"}}"#),
-            Ok(SesEvent::TransientBounce)
-        );
-        assert_eq!(
-            parse(r#"{"eventType":"Bounce"}"#),
-            Ok(SesEvent::PermanentBounce)
-        );
-        assert_eq!(parse(r#"{"eventType":"Open"}"#), Ok(SesEvent::Other));
-        assert_eq!(
-            parse(r#"{"Type":"SubscriptionConfirmation","Message":"confirm"}"#),
-            Ok(SesEvent::Other)
-        );
-    }
-
-    #[test]
-    fn poison_is_an_error_not_a_panic() {
-        assert!(matches!(parse("not json"), Err(ParseError::Json(_))));
-        assert_eq!(parse(r#"{"hello":1}"#), Err(ParseError::NoType));
-        assert!(matches!(
-            parse(r#"{"Type":"Notification","Message":"{broken"}"#),
-            Err(ParseError::Json(_))
-        ));
-        assert_eq!(
-            parse(r#"{"Type":"Notification","Message":5}"#),
-            Err(ParseError::NoType)
-        );
-        assert_eq!(parse(r#"{"eventType":7}"#), Err(ParseError::NoType));
-    }
-
-    #[test]
-    fn only_sends_permanent_bounces_and_complaints_reach_the_guard() {
-        assert_eq!(SesEvent::Send.guard_kind(), Some(EventKind::Send));
-        assert_eq!(
-            SesEvent::PermanentBounce.guard_kind(),
-            Some(EventKind::Bounce)
-        );
-        assert_eq!(SesEvent::Complaint.guard_kind(), Some(EventKind::Complaint));
-        assert_eq!(SesEvent::TransientBounce.guard_kind(), None);
-        assert_eq!(SesEvent::Delivery.guard_kind(), None);
     }
 }

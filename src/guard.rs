@@ -10,11 +10,16 @@
 //!
 //! Only SES-route upstream outcomes reach the guard: a client's own mistake
 //! (syntax, bare LF, size, limits) never does, so one broken client cannot
-//! roll back a migration.
+//! roll back a migration. SES's per-message refusals (`MessageRejected` and
+//! the like) are not failures of SES: they count as `rejected`, a ratio of
+//! their own that holds only when at least `min-reject-clients` distinct
+//! clients had messages refused, so one broken Postfix cannot trip it, and an
+//! identity that refuses everyone can.
 
 mod shared;
 mod window;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub use self::shared::{Guard, Snapshot, State};
@@ -34,17 +39,21 @@ pub enum Condition {
     ComplaintRatio,
     /// SES answered `SendingPausedException` or `AccountSuspendedException`.
     SesPaused,
+    /// Per-message refusals over upstream outcomes, from at least
+    /// `min-reject-clients` distinct clients.
+    RejectRatio,
 }
 
 impl Condition {
     /// Every condition.
     #[cfg(test)]
-    pub const ALL: [Condition; 5] = [
+    pub const ALL: [Condition; 6] = [
         Condition::FailureRatio,
         Condition::Delay,
         Condition::BounceRatio,
         Condition::ComplaintRatio,
         Condition::SesPaused,
+        Condition::RejectRatio,
     ];
 
     /// The metric label (the metrics name every label, so they can be
@@ -89,6 +98,11 @@ pub struct Thresholds {
     pub max_bounce_ratio: f64,
     /// Upper bound of the complaint ratio.
     pub max_complaint_ratio: f64,
+    /// Upper bound of the ratio of per-message refusals.
+    pub max_reject_ratio: f64,
+    /// Distinct clients whose messages were refused, below which the reject
+    /// ratio holds not.
+    pub min_reject_clients: u64,
 }
 
 impl From<&GuardConfig> for Thresholds {
@@ -100,6 +114,8 @@ impl From<&GuardConfig> for Thresholds {
             max_delay: config.max_delay.0,
             max_bounce_ratio: config.max_bounce_ratio,
             max_complaint_ratio: config.max_complaint_ratio,
+            max_reject_ratio: config.max_reject_ratio,
+            min_reject_clients: config.min_reject_clients,
         }
     }
 }
@@ -109,8 +125,13 @@ impl From<&GuardConfig> for Thresholds {
 pub struct Figures {
     /// SES-route upstream outcomes.
     pub outcomes: u64,
-    /// Of which not acceptance.
+    /// Of which failures (neither acceptance nor a per-message refusal).
     pub failures: u64,
+    /// Of which per-message refusals (`MessageRejected` and the like).
+    pub rejected: u64,
+    /// Distinct clients among the refused messages' (counted up to
+    /// `min-reject-clients`).
+    pub reject_clients: u64,
     /// Accepted messages with a parseable `Received:` date.
     pub delays: u64,
     /// Their p95 (nearest rank).
@@ -153,10 +174,10 @@ pub fn format_duration(value: Duration) -> String {
 
 /// The policy: observations in a sliding window (`guard/window.rs`), and the verdict.
 ///
-/// Counters are kept beside the queues so a judgement costs O(1) except the
-/// p95, which is only computed once enough delays are over `max-delay` that
-/// it must exceed it (nearest rank: p95 > max iff at least `n - ceil(0.95 n) + 1`
-/// samples are over max).
+/// Counters are kept per second of the window so a judgement costs O(1)
+/// except the p95, which is only read from the delay histogram once enough
+/// delays are over `max-delay` that it must exceed it (nearest rank: p95 > max
+/// iff at least `n - ceil(0.95 n) + 1` samples are over max).
 #[derive(Debug)]
 pub struct Judge {
     thresholds: Thresholds,
@@ -168,7 +189,11 @@ impl Judge {
     pub fn new(thresholds: Thresholds) -> Judge {
         Judge {
             thresholds,
-            window: Window::new(thresholds.window, thresholds.max_delay),
+            window: Window::new(
+                thresholds.window,
+                thresholds.max_delay,
+                usize::try_from(thresholds.min_reject_clients).unwrap_or(usize::MAX),
+            ),
         }
     }
 
@@ -182,6 +207,13 @@ impl Judge {
         self.window.outcome(now, accepted, delay);
     }
 
+    /// One SES-route message that SES refused for what it is
+    /// (`MessageRejected` and the like), sent by `client` (the real client,
+    /// behind PROXY).
+    pub fn rejection(&mut self, now: Instant, client: IpAddr) {
+        self.window.rejection(now, client);
+    }
+
     /// One SES event.
     pub fn event(&mut self, now: Instant, kind: EventKind) {
         self.window.event(now, kind);
@@ -193,6 +225,8 @@ impl Judge {
         Figures {
             outcomes: counts.outcomes,
             failures: counts.failures,
+            rejected: counts.rejected,
+            reject_clients: self.window.rejecting_clients(),
             delays: counts.delays,
             delay_p95: self.window.delay_p95(),
             sends: counts.sends,
@@ -201,8 +235,8 @@ impl Judge {
         }
     }
 
-    /// The first condition that holds at `now`, if any (failure ratio, delay,
-    /// bounce ratio, complaint ratio, in that order). A ratio exactly at its
+    /// The first condition that holds at `now`, if any (failure ratio, reject
+    /// ratio, delay, bounce ratio, complaint ratio, in that order). A ratio exactly at its
     /// bound holds not: the plan says "above".
     pub fn judge(&mut self, now: Instant) -> Option<Trip> {
         let c = self.window.counts(now);
@@ -217,6 +251,21 @@ impl Judge {
                     format_ratio(ratio(c.failures, outcomes)),
                     format_ratio(t.max_failure_ratio),
                     c.failures
+                ),
+            });
+        }
+        let clients = self.window.rejecting_clients();
+        if outcomes >= t.min_transactions
+            && clients >= t.min_reject_clients
+            && ratio(c.rejected, outcomes) > t.max_reject_ratio
+        {
+            return Some(Trip {
+                condition: Condition::RejectRatio,
+                reason: format!(
+                    "guard: reject ratio {} > {} over {over} ({} of {outcomes}, from {clients} clients)",
+                    format_ratio(ratio(c.rejected, outcomes)),
+                    format_ratio(t.max_reject_ratio),
+                    c.rejected
                 ),
             });
         }
@@ -268,231 +317,4 @@ impl Judge {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_condition_has_its_label() {
-        let labels = Condition::ALL.map(Condition::as_str);
-        assert_eq!(
-            labels,
-            [
-                "failure-ratio",
-                "delay",
-                "bounce-ratio",
-                "complaint-ratio",
-                "ses-paused"
-            ]
-        );
-    }
-
-    fn thresholds() -> Thresholds {
-        Thresholds {
-            window: Duration::from_secs(300),
-            min_transactions: 10,
-            max_failure_ratio: 0.05,
-            max_delay: Duration::from_secs(300),
-            max_bounce_ratio: 0.05,
-            max_complaint_ratio: 0.001,
-        }
-    }
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn failure_ratio_waits_for_min_transactions_and_names_its_figures() {
-        let start = Instant::now();
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..9 {
-            judge.outcome(start, false, None);
-        }
-        assert_eq!(judge.judge(start), None, "9 < min-transactions");
-        judge.outcome(start, true, None);
-        let trip = judge.judge(start).unwrap();
-        assert_eq!(trip.condition, Condition::FailureRatio);
-        assert_eq!(
-            trip.reason,
-            "guard: failure ratio 0.90 > 0.05 over 5m (9 of 10)"
-        );
-    }
-
-    #[test]
-    fn failure_ratio_at_the_bound_holds_not_above_it_does() {
-        let start = Instant::now();
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 200,
-            ..thresholds()
-        });
-        for i in 0..200 {
-            judge.outcome(start, i >= 10, None);
-        }
-        assert_eq!(
-            judge.judge(start),
-            None,
-            "10 of 200 = 0.05 is not above 0.05"
-        );
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 200,
-            ..thresholds()
-        });
-        for i in 0..200 {
-            judge.outcome(start, i >= 62, None);
-        }
-        assert_eq!(
-            judge.judge(start).unwrap().reason,
-            "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)"
-        );
-    }
-
-    #[test]
-    fn window_expiry_drops_old_outcomes_exactly_at_the_window() {
-        let start = Instant::now();
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..10 {
-            judge.outcome(start, false, None);
-        }
-        // At window - 1 s they still count; at the window they are gone.
-        assert!(judge.figures(start + secs(299)).failures == 10);
-        assert_eq!(judge.judge(start + secs(300)), None);
-        let figures = judge.figures(start + secs(300));
-        assert_eq!((figures.outcomes, figures.failures), (0, 0));
-        // Half old failures, half new successes: only the new ones count.
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..10 {
-            judge.outcome(start, false, None);
-        }
-        for _ in 0..10 {
-            judge.outcome(start + secs(200), true, None);
-        }
-        assert!(judge.judge(start + secs(299)).is_some());
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..10 {
-            judge.outcome(start, false, None);
-        }
-        for _ in 0..10 {
-            judge.outcome(start + secs(200), true, None);
-        }
-        assert_eq!(judge.judge(start + secs(300)), None);
-        assert_eq!(judge.figures(start + secs(300)).outcomes, 10);
-    }
-
-    #[test]
-    fn delay_trips_when_the_p95_is_over_max_delay_and_not_before() {
-        let start = Instant::now();
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 20,
-            ..thresholds()
-        });
-        // 20 samples: the p95 is the 19th smallest. One slow message is not enough.
-        for _ in 0..19 {
-            judge.outcome(start, true, Some(secs(10)));
-        }
-        judge.outcome(start, true, Some(secs(600)));
-        assert_eq!(judge.judge(start), None);
-        assert_eq!(judge.figures(start).delay_p95, Some(secs(10)));
-        // Two slow ones out of 21 reach the 20th rank.
-        judge.outcome(start, true, Some(secs(600)));
-        let trip = judge.judge(start).unwrap();
-        assert_eq!(trip.condition, Condition::Delay);
-        assert_eq!(
-            trip.reason,
-            "guard: delay p95 10m > 5m over 5m (21 messages)"
-        );
-        // Exactly max-delay is not over it.
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 1,
-            ..thresholds()
-        });
-        judge.outcome(start, true, Some(secs(300)));
-        assert_eq!(judge.judge(start), None);
-        // Failures carry no delay; messages without a date are left out.
-        judge.outcome(start, false, Some(secs(900)));
-        judge.outcome(start, true, None);
-        assert_eq!(judge.figures(start).delays, 1);
-    }
-
-    #[test]
-    fn delay_needs_min_transactions_samples_and_expires() {
-        let start = Instant::now();
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..9 {
-            judge.outcome(start, true, Some(secs(600)));
-        }
-        assert_eq!(judge.judge(start), None, "9 samples < 10");
-        judge.outcome(start + secs(100), true, Some(secs(600)));
-        assert!(judge.judge(start + secs(100)).is_some());
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..10 {
-            judge.outcome(start, true, Some(secs(600)));
-        }
-        assert_eq!(judge.judge(start + secs(300)), None);
-        assert_eq!(judge.figures(start + secs(300)).delay_p95, None);
-    }
-
-    #[test]
-    fn bounce_and_complaint_ratios_are_over_sends_from_min_transactions() {
-        let start = Instant::now();
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 100,
-            ..thresholds()
-        });
-        for _ in 0..10 {
-            judge.event(start, EventKind::Bounce);
-        }
-        for _ in 0..99 {
-            judge.event(start, EventKind::Send);
-        }
-        assert_eq!(judge.judge(start), None, "99 sends < 100");
-        judge.event(start, EventKind::Send);
-        let trip = judge.judge(start).unwrap();
-        assert_eq!(trip.condition, Condition::BounceRatio);
-        assert_eq!(
-            trip.reason,
-            "guard: bounce ratio 0.10 > 0.05 over 5m (10 of 100 sends)"
-        );
-        // 1 complaint in 1000 sends is the bound; 2 is above it.
-        let mut judge = Judge::new(Thresholds {
-            min_transactions: 100,
-            ..thresholds()
-        });
-        for _ in 0..1000 {
-            judge.event(start, EventKind::Send);
-        }
-        judge.event(start, EventKind::Complaint);
-        assert_eq!(judge.judge(start), None);
-        judge.event(start, EventKind::Complaint);
-        assert_eq!(
-            judge.judge(start).unwrap().reason,
-            "guard: complaint ratio 0.002 > 0.001 over 5m (2 of 1000 sends)"
-        );
-        // Sends expire with the window like everything else.
-        let figures = judge.figures(start + secs(300));
-        assert_eq!((figures.sends, figures.complaints), (0, 0));
-    }
-
-    #[test]
-    fn restart_empties_the_window() {
-        let start = Instant::now();
-        let mut judge = Judge::new(thresholds());
-        for _ in 0..10 {
-            judge.outcome(start, false, Some(secs(1)));
-            judge.event(start, EventKind::Send);
-        }
-        judge.restart();
-        assert_eq!(judge.figures(start), Figures::default());
-    }
-
-    #[test]
-    fn ratios_and_durations_read_as_in_the_issue() {
-        assert_eq!(format_ratio(0.31), "0.31");
-        assert_eq!(format_ratio(0.05), "0.05");
-        assert_eq!(format_ratio(1.0), "1.00");
-        assert_eq!(format_ratio(0.001), "0.001");
-        assert_eq!(format_ratio(2.0 / 3.0), "0.6667");
-        assert_eq!(format_duration(secs(300)), "5m");
-        assert_eq!(format_duration(Duration::from_millis(600_400)), "10m");
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-    }
-}
+mod tests;

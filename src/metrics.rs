@@ -56,11 +56,11 @@ pub const CUTOVER_STORE_VERSION: &str = "ses_relay_cutover_store_version";
 pub const UPSTREAM_UP: &str = "ses_relay_upstream_up";
 /// Always 1, labelled with the running `version`, git `commit` and `build_date`.
 pub const BUILD_INFO: &str = "ses_relay_build_info";
-/// From the oldest `Received:` date (the Postfix fleet first took the message)
+/// From the topmost `Received:` date at arrival (the client, the Postfix that handed the message over, took it)
 /// to the upstream's acceptance, by `route`; messages without a parseable date are left out.
 pub const DELIVERY_DELAY: &str = "ses_relay_delivery_delay_seconds";
 /// Rollback guard trips by `condition`: `failure-ratio`, `delay`, `bounce-ratio`,
-/// `complaint-ratio`, `ses-paused`.
+/// `complaint-ratio`, `ses-paused`, `reject-ratio`.
 pub const GUARD_TRIPS: &str = "ses_relay_guard_trips_total";
 /// 1 while the rollback guard is tripped (until an operator's cutover change re-arms it).
 pub const GUARD_TRIPPED: &str = "ses_relay_guard_tripped";
@@ -81,6 +81,19 @@ pub const DKIM_KEY_PENDING: &str = "ses_relay_dkim_key_pending";
 /// `dkim.max-key-age - dkim.rotation-notice`: the signing key's age at which
 /// `SesRelayDkimKeyExpiring` fires.
 pub const DKIM_KEY_NOTICE_AGE: &str = "ses_relay_dkim_key_notice_age_seconds";
+/// Messages from the feedback queue that are not counted nor judged, by
+/// `reason`: `configuration-set` (another configuration set's, or none),
+/// `account` (not `feedback.account-id`'s), `topic` (not `feedback.topic-arn`'s),
+/// `duplicate` (already counted within the guard's window), `malformed`.
+pub const SES_EVENTS_IGNORED: &str = "ses_relay_ses_events_ignored_total";
+/// The `reason` labels of [`SES_EVENTS_IGNORED`].
+pub const SES_EVENTS_IGNORED_REASONS: [&str; 5] = [
+    "configuration-set",
+    "account",
+    "topic",
+    "duplicate",
+    "malformed",
+];
 
 const SIZE_BUCKETS: &[f64] = &[
     1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 41943040.0,
@@ -206,6 +219,10 @@ pub fn describe() {
         "SES events read from the feedback queue by type"
     );
     describe_counter!(
+        SES_EVENTS_IGNORED,
+        "Feedback queue messages not counted nor judged, by reason"
+    );
+    describe_counter!(
         CUTOVER_STORE_ERRORS,
         "Failed reads and writes of the shared cutover store (SSM)"
     );
@@ -250,18 +267,22 @@ fn register_guard() {
     for kind in ["send", "bounce", "complaint"] {
         counter!(SES_EVENTS, "type" => kind).absolute(0);
     }
+    for reason in SES_EVENTS_IGNORED_REASONS {
+        counter!(SES_EVENTS_IGNORED, "reason" => reason).absolute(0);
+    }
     for route in ["ses", "legacy"] {
         let _ = histogram!(DELIVERY_DELAY, "route" => route);
     }
 }
 
 /// The `condition` labels of the guard's trips, in `guard::Condition`'s order.
-pub const GUARD_CONDITIONS: [&str; 5] = [
+pub const GUARD_CONDITIONS: [&str; 6] = [
     "failure-ratio",
     "delay",
     "bounce-ratio",
     "complaint-ratio",
     "ses-paused",
+    "reject-ratio",
 ];
 
 /// Records one delivery delay.
@@ -282,6 +303,11 @@ pub fn guard_tripped(tripped: bool) {
 /// Counts one SES event by type.
 pub fn ses_event(kind: &'static str) {
     counter!(SES_EVENTS, "type" => kind).increment(1);
+}
+
+/// Counts one feedback queue message not counted nor judged, by reason.
+pub fn ses_event_ignored(reason: &'static str) {
+    counter!(SES_EVENTS_IGNORED, "reason" => reason).increment(1);
 }
 
 /// Seconds since the recorder was installed (the process start, in practice).

@@ -1,39 +1,34 @@
-//! The message's trace: when the Postfix fleet first took it, read from the
-//! date of its oldest `Received:` header, for the delivery delay
-//! (`ses_relay_delivery_delay_seconds`, the guard's delay condition).
+//! The message's trace: when the Postfix fleet took it, for the delivery
+//! delay (`ses_relay_delivery_delay_seconds`, the guard's delay condition).
 //!
-//! Each hop prepends its `Received:` (RFC 5321 section 4.4), so the oldest is
-//! the last one in the header section; its date follows the last `;`
-//! (RFC 5322 section 3.6.7). A header whose date does not parse is skipped for
-//! the next older-but-one; a message with none is left out of the delay.
+//! The date is that of the topmost `Received:` header at arrival, before our
+//! own is prepended: the one the client, the Postfix server that handed the
+//! message over, added. Everything below it was written by whoever sent the
+//! message to that Postfix, so it is content any sender controls: a forged
+//! `Received: …; <yesterday>` must not roll back a migration. The date follows
+//! the field's last `;` (RFC 5322 section 3.6.7). A topmost header whose date
+//! does not parse leaves the message out of the delay; nothing below it is
+//! ever read.
 
-/// Seconds since the Unix epoch of the oldest parseable `Received:` date in
-/// `message`'s header section, or `None`.
+use crate::prepare::headers;
+
+/// Seconds since the Unix epoch of the date of the topmost `Received:`
+/// header of `message` (as it arrived), or `None` when there is none or its
+/// date does not parse.
 pub fn first_taken(message: &[u8]) -> Option<i64> {
-    let header_end = memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 2);
-    let headers = &message[..header_end];
-    let mut fields: Vec<Vec<u8>> = Vec::new();
-    let mut in_received = false;
-    for line in headers.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            if in_received && let Some(field) = fields.last_mut() {
-                field.push(b' ');
-                field.extend_from_slice(line);
-            }
-            continue;
-        }
-        in_received = line.len() > 9 && line[..9].eq_ignore_ascii_case(b"received:");
-        if in_received {
-            fields.push(line[9..].to_vec());
-        }
-    }
-    fields.iter().rev().find_map(|field| date_of(field))
+    // The header reader of message preparation: the same fields, the same
+    // folding, and `Received :` (the obsolete form) read alike.
+    let (fields, _) = headers::split(message);
+    let topmost = fields.iter().find(|field| field.is("received"))?;
+    date_of(topmost.value())
 }
 
-fn date_of(field: &[u8]) -> Option<i64> {
-    let at = memchr::memrchr(b';', field)?;
-    let text = std::str::from_utf8(&field[at + 1..]).ok()?.trim();
+fn date_of(value: &[u8]) -> Option<i64> {
+    let at = memchr::memrchr(b';', value)?;
+    let text = std::str::from_utf8(&value[at + 1..]).ok()?;
+    // Unfold (RFC 5322 section 2.2.3) before parsing.
+    let text = text.replace(['\r', '\n'], " ");
+    let text = text.trim();
     if text.is_empty() {
         return None;
     }
@@ -45,29 +40,46 @@ fn date_of(field: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// 2026-12-01 08:00:00 UTC.
+    const EIGHT: i64 = 1_796_112_000;
+
     #[test]
-    fn oldest_received_date_wins() {
-        let message = b"Received: from mx2 by relay; Tue, 1 Dec 2026 08:10:00 +0000\r\n\
-            Received: from client (client [10.0.0.1])\r\n\tby mx1.goo.ne.jp (Postfix) with ESMTP id 4Abc;\r\n\tTue, 1 Dec 2026 17:00:00 +0900\r\n\
+    fn the_topmost_received_date_wins_and_nothing_below_is_read() {
+        let message = b"Received: from client (client [10.0.0.1])\r\n\tby mx1.goo.ne.jp (Postfix) with ESMTP id 4Abc;\r\n\tTue, 1 Dec 2026 17:00:00 +0900\r\n\
+            Received: from forger by forger; Mon, 30 Nov 2026 08:00:00 +0000\r\n\
             Subject: Received: today; Tue, 1 Dec 2026 00:00:00 +0000\r\n\
             \r\n\
             Received: in the body; Mon, 1 Jan 2001 00:00:00 +0000\r\n";
-        // 17:00 +0900 is 08:00 UTC: the second (oldest) header, folded.
-        assert_eq!(first_taken(message), Some(1_796_112_000));
+        // 17:00 +0900 is 08:00 UTC: the topmost header, folded; the forged
+        // older one below it is not used.
+        assert_eq!(first_taken(message), Some(EIGHT));
     }
 
     #[test]
-    fn unparseable_or_missing_dates_are_left_out() {
+    fn the_obsolete_form_with_space_before_the_colon_is_a_received_header() {
+        let message = b"RECEIVED : by mx1; Tue, 1 Dec 2026 08:00:00 +0000\r\n\
+            Received: by forger; Mon, 30 Nov 2026 08:00:00 +0000\r\n\r\n";
+        assert_eq!(first_taken(message), Some(EIGHT));
+    }
+
+    #[test]
+    fn unparseable_or_missing_topmost_dates_are_left_out() {
         assert_eq!(first_taken(b"Subject: x\r\n\r\nbody\r\n"), None);
         assert_eq!(
             first_taken(b"Received: from a by b; not a date\r\n\r\n"),
             None
         );
         assert_eq!(first_taken(b"Received: from a by b\r\n\r\n"), None);
-        // An unparseable oldest header falls back to the next one up.
+        // An unparseable topmost header does not fall back to one below it:
+        // those are the sender's words.
         let message =
-            b"Received: by b; Tue, 1 Dec 2026 08:00:00 +0000\r\nReceived: by a; yesterday\r\n\r\n";
-        assert_eq!(first_taken(message), Some(1_796_112_000));
+            b"Received: by mx1; yesterday\r\nReceived: by forger; Tue, 1 Dec 2026 08:00:00 +0000\r\n\r\n";
+        assert_eq!(first_taken(message), None);
         assert_eq!(first_taken(b""), None);
+        // Only the header section counts.
+        assert_eq!(
+            first_taken(b"Subject: x\r\n\r\nReceived: by a; Tue, 1 Dec 2026 08:00:00 +0000\r\n"),
+            None
+        );
     }
 }

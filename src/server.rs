@@ -85,7 +85,12 @@ pub struct Server {
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
     /// The SES event queue's reader: client, queue URL, long-poll wait.
-    feedback: Option<(aws_sdk_sqs::Client, String, Duration)>,
+    feedback: Option<(
+        aws_sdk_sqs::Client,
+        String,
+        Duration,
+        crate::feedback::Scope,
+    )>,
     /// The legacy relay's health probe (SMTP legacy route).
     legacy_probe: Option<LegacyProbe>,
 }
@@ -218,6 +223,7 @@ impl Server {
                 client,
                 config.feedback.sqs_queue_url.clone(),
                 crate::feedback::long_poll(config),
+                crate::feedback::Scope::from_config(config),
             ))
         };
         let legacy_probe = config
@@ -334,12 +340,13 @@ impl Server {
                 .await
             });
         }
-        if let Some((client, queue_url, wait)) = self.feedback {
+        if let Some((client, queue_url, wait, scope)) = self.feedback {
             accepting.spawn(crate::feedback::run(
                 self.relay.clone(),
                 client,
                 queue_url,
                 wait,
+                scope,
             ));
         }
         self.relay.shutdown.triggered().await;
@@ -427,7 +434,12 @@ pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded,
         .dkim()
         .carry_over(relay.live().preparer.dkim());
     crate::dkim_rotation::publish(live.preparer.dkim());
-    let rules = effective.cutover.rules.iter().map(RuleConfig::rule).collect();
+    let rules = effective
+        .cutover
+        .rules
+        .iter()
+        .map(RuleConfig::rule)
+        .collect();
     relay.router.set_rules(rules);
     relay.replace_live(live);
     Ok(Reloaded {
@@ -442,7 +454,11 @@ fn to_json(config: &Config) -> serde_json::Value {
 
 /// `section.key` for every key whose value differs (a section added or
 /// removed is named whole).
-fn changed_keys(section: &str, before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+fn changed_keys(
+    section: &str,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> Vec<String> {
     if before == after {
         return Vec::new();
     }

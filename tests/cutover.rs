@@ -251,14 +251,25 @@ async fn health_and_readiness() {
         if metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0") {
             break;
         }
-        assert!(Instant::now() < deadline, "no legacy down gauge:\n{metrics}");
+        assert!(
+            Instant::now() < deadline,
+            "no legacy down gauge:\n{metrics}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert!(ready.body.contains("\"legacy\": \"down\""), "{}", ready.body);
+    assert!(
+        ready.body.contains("\"legacy\": \"down\""),
+        "{}",
+        ready.body
+    );
     let status = get("/cutover").await.unwrap();
-    assert!(status.body.contains("\"legacy\": \"down\""), "{}", status.body);
+    assert!(
+        status.body.contains("\"legacy\": \"down\""),
+        "{}",
+        status.body
+    );
     // (A drain is what makes it unready: tests/fleet.rs, a transaction in flight.)
     assert!(relay.stop().await);
 }

@@ -117,7 +117,11 @@ async fn a_recreated_parameter_is_followed_through_the_api_the_cli_and_by_hand()
 
     for way in ["api", "cli", "by hand"] {
         // Deleted and re-created: its versions start again at 1.
-        hand.delete_parameter().name(PARAMETER).send().await.unwrap();
+        hand.delete_parameter()
+            .name(PARAMETER)
+            .send()
+            .await
+            .unwrap();
         let version = put_by_hand(&hand, r#"{"ses_percent": 100, "reason": "re-created"}"#).await;
         assert_eq!(version, 1);
         both_within(&a, &b, 100.0, way).await;
@@ -232,7 +236,10 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
     assert_eq!(answer.status, 503, "{}", answer.body);
     let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["applied"], "unknown", "{body}");
-    assert!(body["error"].as_str().unwrap().contains("unknown"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown"),
+        "{body}"
+    );
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(
         body["ses_percent"].as_f64(),
@@ -322,7 +329,11 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
         tokio::time::sleep(REFRESH * 2 + Duration::from_millis(300)).await;
         for relay in [&a, &b] {
             let status = cutover(relay).await;
-            assert_eq!(status["ses_percent"].as_f64(), Some(40.0), "{bad}: {status}");
+            assert_eq!(
+                status["ses_percent"].as_f64(),
+                Some(40.0),
+                "{bad}: {status}"
+            );
             assert_eq!(relay.relay.router.ses_percent(), 40.0, "{bad}");
         }
         assert!(errors() > before, "{bad}: refused values are counted");

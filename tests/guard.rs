@@ -1,9 +1,9 @@
 //! The rollback guard end to end: the relay in-process with moto as SES v2
-//! (real answers: moto refuses a sender whose identity does not exist with
-//! `MessageRejected`) and an in-process SMTP sink as the legacy relay; SES
-//! events from SQS are tests/guard_feedback.rs. An account stop
-//! (`SendingPausedException`), which moto cannot be made to answer, is played
-//! by the in-process SES fake.
+//! and an in-process SMTP sink as the legacy relay; SES events from SQS are
+//! tests/guard_feedback.rs, forged evidence and SES's per-message refusals
+//! tests/guard_evidence.rs. Failures of SES itself (a configuration set that
+//! does not exist, an account stop), which moto cannot be made to answer, are
+//! played by the in-process SES fake.
 //!
 //! The moto tests skip with the reason printed when moto is missing, unless
 //! `SES_RELAY_REQUIRE_PEERS=1` (as `.ci/run` sets), where they fail.
@@ -12,20 +12,12 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::guard::{admin, cutover, guard_config, metric};
+use common::guard::{admin, cutover, guard_config, metric, rfc822, transaction};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, TempDir, smtp, test_config};
+use common::{RunningRelay, TempDir, test_config};
 use ses_relay::admin::client::request;
-
-fn rfc822(secs_ago: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
-}
 
 /// One transaction; returns the final reply.
 async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &str) -> String {
@@ -38,19 +30,7 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
     let message = format!(
         "{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\n{body}"
     );
-    let replies = smtp(
-        addr,
-        &[
-            "EHLO client.test".into(),
-            format!("MAIL FROM:<{from}>"),
-            "RCPT TO:<rcpt@example.net>".into(),
-            "DATA".into(),
-            "QUIT".into(),
-        ],
-        Some(&message),
-    )
-    .await;
-    replies[5].clone()
+    transaction(addr, from, &message).await
 }
 
 /// Creates the sending identity in moto (the configuration set too), so SES accepts.
@@ -64,19 +44,17 @@ async fn verify_identity(endpoint: &str, domain: &str) {
     not(has_moto),
     ignore = "needs moto (SES emulator): run tests/peers/install.sh"
 )]
-async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms()
+async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms()
  {
-    if !run_or_skip(
-        "ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_restart_keeps_it_put_rearms",
-        moto_missing(),
-    ) {
-        return;
-    }
-    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let ses = SesFake::start().await;
+    // The configuration set is gone: SES refuses every message, whoever sends it.
+    ses.set_mode(Mode::Reject(
+        "NotFoundException",
+        "Configuration set <ses-relay> does not exist.",
+    ));
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("guard-failure");
-    // Nothing verified in moto: SES refuses every sender (MessageRejected).
-    let config = guard_config(&moto.endpoint(), &sink, &dir, 5);
+    let config = guard_config(&ses.endpoint(), &sink, &dir, 5);
     let relay = RunningRelay::start(config.clone()).await;
 
     // A client sending bare LF gets 550 every time; the guard never hears of it.
@@ -98,7 +76,7 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
     // SES refuses: four are below min-transactions, the fifth trips.
     for i in 0..5 {
         let reply = send(relay.addr, "news@unverified.example", None, "hello\r\n").await;
-        assert!(reply.starts_with("554 5.7.1"), "refusal {i}: {reply}");
+        assert!(reply.starts_with("554 5.3.0"), "refusal {i}: {reply}");
         if i < 4 {
             assert_eq!(cutover(&relay).await["ses_percent"], 100.0);
         }
@@ -130,7 +108,10 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
         if saved.contains("\"source\": \"guard\"") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not persisted: {saved}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not persisted: {saved}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(relay.stop().await);
@@ -170,7 +151,6 @@ async fn ses_refusing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_r
         "{status}"
     );
     assert!(relay.stop().await);
-    drop(moto);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +239,7 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
         "bounce-ratio",
         "complaint-ratio",
         "ses-paused",
+        "reject-ratio",
     ] {
         let series = format!("ses_relay_guard_trips_total{{condition=\"{condition}\"}}");
         assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
@@ -297,8 +278,8 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
 async fn without_legacy_the_guard_only_alerts() {
     let ses = SesFake::start().await;
     ses.set_mode(Mode::Reject(
-        "MessageRejected",
-        "Email address is not verified.",
+        "NotFoundException",
+        "Configuration set <ses-relay> does not exist.",
     ));
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("guard-alert-only");

@@ -1,6 +1,8 @@
 //! The rollback guard fed by SES events: 100 Send and 10 Bounce events
 //! (SNS-wrapped and raw) plus a poison message in moto's SQS queue trip the
-//! bounce ratio and are all deleted; preflight's queue check. Skips with the
+//! bounce ratio and are all deleted; preflight's queue check. Events of
+//! another configuration set, account or SNS topic are ignored and counted by
+//! reason, and an SNS message delivered twice counts once. Skips with the
 //! reason printed when moto is missing, unless `SES_RELAY_REQUIRE_PEERS=1`.
 
 mod common;
@@ -18,11 +20,23 @@ fn credentials() -> SharedCredentialsProvider {
     SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "test"))
 }
 
-/// An SES event as the configuration set's destination publishes it.
-fn event(kind: &str, n: usize) -> String {
+/// The relay's configuration set (tests/common's test_config), account and topic.
+const CONFIGURATION_SET: &str = "ses-migration-production-config-set";
+const ACCOUNT: &str = "123456789012";
+const TOPIC: &str = "arn:aws:sns:ap-northeast-1:123456789012:ses-events";
+
+/// An SES event of `kind` for message `n`, as `configuration_set`'s
+/// destination publishes it for `account`.
+fn ses_event(kind: &str, n: usize, configuration_set: &str, account: &str) -> String {
     let mut event = serde_json::json!({
         "eventType": kind,
-        "mail": { "messageId": format!("0106-{n}"), "source": "news@goo.ne.jp" },
+        "mail": {
+            "messageId": format!("0106-{n}"),
+            "source": "news@goo.ne.jp",
+            "sendingAccountId": account,
+            "destination": ["gone@example.net"],
+            "tags": { "ses:configuration-set": [configuration_set] },
+        },
     });
     if kind == "Bounce" {
         event["bounce"] = serde_json::json!({
@@ -31,18 +45,81 @@ fn event(kind: &str, n: usize) -> String {
             "bouncedRecipients": [{ "emailAddress": "gone@example.net" }],
         });
     }
-    let raw = event.to_string();
+    event.to_string()
+}
+
+/// As SNS delivers `message` from `topic` (without raw message delivery).
+fn sns(message: &str, id: &str, topic: &str) -> String {
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": id,
+        "TopicArn": topic,
+        "Message": message,
+    })
+    .to_string()
+}
+
+/// An event of the relay's configuration set, SNS-wrapped for even `n`, raw for odd.
+fn event(kind: &str, n: usize) -> String {
+    let raw = ses_event(kind, n, CONFIGURATION_SET, ACCOUNT);
     if n.is_multiple_of(2) {
-        // SNS-wrapped, as without raw message delivery.
-        serde_json::json!({
-            "Type": "Notification",
-            "MessageId": format!("sns-{n}"),
-            "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
-            "Message": raw,
-        })
-        .to_string()
+        sns(&raw, &format!("sns-{kind}-{n}"), TOPIC)
     } else {
         raw
+    }
+}
+
+/// Sends `bodies` to the queue, ten at a time.
+async fn send_all(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String]) {
+    for (b, chunk) in bodies.chunks(10).enumerate() {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("{b}-{i}"))
+                    .message_body(body)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        sqs.send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("moto: send batch");
+    }
+}
+
+/// Waits until every message of the queue was received and deleted.
+async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, deadline: Instant) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .unwrap();
+        let attributes = attributes.attributes().unwrap();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        if count(A::ApproximateNumberOfMessages) == 0
+            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue not drained: {attributes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -110,25 +187,7 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     let mut bodies: Vec<String> = (0..100).map(|n| event("Send", n)).collect();
     bodies.extend((0..10).map(|n| event("Bounce", n)));
     bodies.push("{not an SES event".into());
-    for (b, chunk) in bodies.chunks(10).enumerate() {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("{b}-{i}"))
-                    .message_body(body)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        sqs.send_message_batch()
-            .queue_url(&queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("moto: send batch");
-    }
+    send_all(&sqs, &queue_url, &bodies).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let status = cutover(&relay).await;
@@ -143,33 +202,7 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     assert!(reason.starts_with("guard: bounce ratio "), "{reason}");
     assert!(reason.contains("> 0.05 over 1m"), "{reason}");
     // Every message is counted once and deleted, the poison one included.
-    loop {
-        let attributes = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let attributes = attributes.attributes().unwrap();
-        let count = |name| {
-            attributes
-                .get(&name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(u64::MAX)
-        };
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        if count(A::ApproximateNumberOfMessages) == 0
-            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queue not drained: {attributes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    drained(&sqs, &queue_url, deadline).await;
     let figures = cutover(&relay).await["guard"].clone();
     assert_eq!(
         (figures["sends"].clone(), figures["bounces"].clone()),
@@ -186,6 +219,91 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
         metric(&metrics, "ses_relay_ses_events_total{type=\"bounce\"}"),
         10.0
     );
+    assert!(relay.stop().await);
+    drop(moto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_another_configuration_set_account_or_topic_are_ignored_by_reason_and_a_redelivery_counts_once()
+ {
+    if !run_or_skip(
+        "events_of_another_configuration_set_account_or_topic_are_ignored_by_reason_and_a_redelivery_counts_once",
+        moto_missing(),
+    ) {
+        return;
+    }
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("guard-scope");
+    // Judged once 30 sends are in: a single foreign bounce counted is over 0.05.
+    let mut config = guard_config(&moto.endpoint(), &sink, &dir, 30);
+    config.ses.region = "ap-northeast-1".into();
+    config.feedback.endpoint_url = moto.endpoint();
+    config.feedback.account_id = ACCOUNT.into();
+    config.feedback.topic_arn = TOPIC.into();
+    config.feedback.poll_interval = HumanDuration(Duration::from_secs(1));
+    let sqs = ses_relay::feedback::client(&config, Some(credentials())).await;
+    let queue = sqs
+        .create_queue()
+        .queue_name("ses-events-scope")
+        .send()
+        .await
+        .expect("moto: create queue");
+    let queue_url = queue.queue_url().unwrap().to_string();
+    config.feedback.sqs_queue_url = queue_url.clone();
+    let relay = RunningRelay::start(config).await;
+
+    // Ours: 30 sends, the first of which SQS delivers twice.
+    let mut bodies: Vec<String> = (0..30)
+        .map(|n| {
+            let send = ses_event("Send", n, CONFIGURATION_SET, ACCOUNT);
+            sns(&send, &format!("sns-send-{n}"), TOPIC)
+        })
+        .collect();
+    bodies.push(bodies[0].clone());
+    // Forged or foreign: enough bounces to trip the bounce ratio many times over.
+    for n in 0..3 {
+        bodies.push(sns(
+            &ses_event("Bounce", 100 + n, "marketing-config-set", ACCOUNT),
+            &format!("sns-other-set-{n}"),
+            TOPIC,
+        ));
+        bodies.push(sns(
+            &ses_event("Bounce", 200 + n, CONFIGURATION_SET, "210987654321"),
+            &format!("sns-other-account-{n}"),
+            TOPIC,
+        ));
+        bodies.push(sns(
+            &ses_event("Bounce", 300 + n, CONFIGURATION_SET, ACCOUNT),
+            &format!("sns-other-topic-{n}"),
+            "arn:aws:sns:ap-northeast-1:123456789012:forged",
+        ));
+    }
+    // A raw delivery cannot show its topic: with topic-arn set, it is not ours.
+    bodies.push(ses_event("Bounce", 400, CONFIGURATION_SET, ACCOUNT));
+    send_all(&sqs, &queue_url, &bodies).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    drained(&sqs, &queue_url, deadline).await;
+
+    let status = cutover(&relay).await;
+    let figures = &status["guard"];
+    assert_eq!(
+        (figures["sends"].clone(), figures["bounces"].clone()),
+        (30.into(), 0.into()),
+        "{status}"
+    );
+    assert_eq!(status["ses_percent"], 100.0, "{status}");
+    assert_eq!(status["guard"]["state"], "armed", "{status}");
+    let metrics = ses_relay::metrics::render();
+    for (reason, count) in [
+        ("configuration-set", 3.0),
+        ("account", 3.0),
+        ("topic", 4.0),
+        ("duplicate", 1.0),
+    ] {
+        let series = format!("ses_relay_ses_events_ignored_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&metrics, &series), count, "{series}\n{metrics}");
+    }
     assert!(relay.stop().await);
     drop(moto);
 }

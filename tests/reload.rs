@@ -339,8 +339,15 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
         vec!["ses.configuration-set", "ses.region"],
         "the keys that need a restart, named"
     );
-    assert_eq!(reloaded.config.ses.configuration_set, running.ses.configuration_set);
-    assert_eq!(relay.relay.live().smtp.max_recipients, 7, "the rest applies");
+    assert_eq!(
+        reloaded.config.ses.configuration_set,
+        running.ses.configuration_set
+    );
+    assert_eq!(
+        relay.relay.live().smtp.max_recipients,
+        7,
+        "the rest applies"
+    );
 
     let commands: Vec<String> = [
         "EHLO postfix.test",
@@ -361,7 +368,10 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
     let sent = ses.requests().pop().expect("one SendEmail");
     let header = String::from_utf8_lossy(&sent.raw)
         .lines()
-        .find_map(|l| l.strip_prefix("X-SES-CONFIGURATION-SET: ").map(str::to_string))
+        .find_map(|l| {
+            l.strip_prefix("X-SES-CONFIGURATION-SET: ")
+                .map(str::to_string)
+        })
         .expect("the header");
     assert_eq!(header, running.ses.configuration_set);
     assert_eq!(sent.configuration_set.as_deref(), Some(header.as_str()));

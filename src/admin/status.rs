@@ -33,6 +33,10 @@ pub fn guard_json(snapshot: &Snapshot) -> serde_json::Value {
         "window_seconds": snapshot.thresholds.window.as_secs_f64(),
         "outcomes": f.outcomes,
         "failures": f.failures,
+        "rejected": f.rejected,
+        "reject_clients": f.reject_clients,
+        "max_reject_ratio": snapshot.thresholds.max_reject_ratio,
+        "min_reject_clients": snapshot.thresholds.min_reject_clients,
         "delay_p95_seconds": f.delay_p95.map(|d| d.as_secs_f64()),
         "sends": f.sends,
         "bounces": f.bounces,
@@ -61,6 +65,7 @@ fn guard_section(snapshot: &Snapshot) -> String {
         "<p class=\"big\">{state}</p><p>{last_label}{last}</p>\n\
          <table><tr><th>condition (window {window}, judged from {min})</th><th>now</th><th>limit</th><th>counts</th></tr>\n\
          <tr><td>failure ratio (SES upstream)</td><td>{failure}</td><td>{max_failure}</td><td>{failures} of {outcomes}</td></tr>\n\
+         <tr><td>reject ratio (SES refusals, from {min_clients}+ clients)</td><td>{reject}</td><td>{max_reject}</td><td>{rejected} of {outcomes} from {reject_clients} clients</td></tr>\n\
          <tr><td>delay p95</td><td>{p95}</td><td>{max_delay}</td><td>{delays} messages</td></tr>\n\
          <tr><td>bounce ratio</td><td>{bounce}</td><td>{max_bounce}</td><td>{bounces} of {sends} sends</td></tr>\n\
          <tr><td>complaint ratio</td><td>{complaint}</td><td>{max_complaint}</td><td>{complaints} of {sends} sends</td></tr>\n\
@@ -77,6 +82,11 @@ fn guard_section(snapshot: &Snapshot) -> String {
         max_failure = format_ratio(t.max_failure_ratio),
         failures = f.failures,
         outcomes = f.outcomes,
+        reject = ratio(f.rejected, f.outcomes),
+        max_reject = format_ratio(t.max_reject_ratio),
+        rejected = f.rejected,
+        reject_clients = f.reject_clients,
+        min_clients = t.min_reject_clients,
         p95 = f.delay_p95.map_or("–".to_string(), format_duration),
         max_delay = format_duration(t.max_delay),
         delays = f.delays,

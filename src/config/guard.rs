@@ -28,6 +28,13 @@ pub struct GuardConfig {
     pub max_complaint_ratio: f64,
     /// The SES share after a trip (never raised: the lower of this and the share in force).
     pub fallback_percent: f64,
+    /// Per-message refusals by SES (`MessageRejected` and the like) over
+    /// SES-route outcomes; not failures of SES, judged on their own.
+    pub max_reject_ratio: f64,
+    /// The reject ratio holds only when the refused messages came from at
+    /// least this many distinct clients (the real client behind PROXY): one
+    /// broken Postfix cannot roll back the fleet.
+    pub min_reject_clients: u64,
 }
 
 impl Default for GuardConfig {
@@ -41,6 +48,8 @@ impl Default for GuardConfig {
             max_bounce_ratio: 0.05,
             max_complaint_ratio: 0.001,
             fallback_percent: 0.0,
+            max_reject_ratio: 0.05,
+            min_reject_clients: 2,
         }
     }
 }
@@ -56,6 +65,12 @@ pub struct FeedbackConfig {
     /// How long each receive waits for messages (long polling, at most 20 s),
     /// and the pause after a receive that failed.
     pub poll_interval: HumanDuration,
+    /// When set, only events whose `mail.sendingAccountId` is this AWS
+    /// account are counted; others are ignored (`reason="account"`).
+    pub account_id: String,
+    /// When set, only SNS notifications whose `TopicArn` is this topic are
+    /// counted; others, and raw (unwrapped) deliveries, are ignored (`reason="topic"`).
+    pub topic_arn: String,
 }
 
 impl Default for FeedbackConfig {
@@ -64,9 +79,14 @@ impl Default for FeedbackConfig {
             sqs_queue_url: String::new(),
             endpoint_url: String::new(),
             poll_interval: HumanDuration(Duration::from_secs(5)),
+            account_id: String::new(),
+            topic_arn: String::new(),
         }
     }
 }
+
+/// The rejected clients the guard tells apart are kept in a list this long at most.
+const MAX_REJECT_CLIENTS: u64 = 1000;
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -92,6 +112,7 @@ impl Config {
             ("guard.max-failure-ratio", guard.max_failure_ratio),
             ("guard.max-bounce-ratio", guard.max_bounce_ratio),
             ("guard.max-complaint-ratio", guard.max_complaint_ratio),
+            ("guard.max-reject-ratio", guard.max_reject_ratio),
         ] {
             if !value.is_finite() || !(0.0..=1.0).contains(&value) {
                 bad(
@@ -99,6 +120,15 @@ impl Config {
                     format!("{value} is outside 0..=1 (a ratio, 0.05 = 5 %)"),
                 );
             }
+        }
+        if !(1..=MAX_REJECT_CLIENTS).contains(&guard.min_reject_clients) {
+            bad(
+                "guard.min-reject-clients",
+                format!(
+                    "{} is outside 1..={MAX_REJECT_CLIENTS} (distinct clients whose messages SES refused)",
+                    guard.min_reject_clients
+                ),
+            );
         }
         let fallback = guard.fallback_percent;
         if !fallback.is_finite() || !(0.0..=100.0).contains(&fallback) {
@@ -123,6 +153,22 @@ impl Config {
         if feedback.poll_interval.0.is_zero() {
             bad("feedback.poll-interval", "must be longer than zero".into());
         }
+        let account = &feedback.account_id;
+        if !(account.is_empty()
+            || account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            bad(
+                "feedback.account-id",
+                format!("`{account}` is not an AWS account id (12 digits)"),
+            );
+        }
+        let topic = &feedback.topic_arn;
+        if !(topic.is_empty() || topic.starts_with("arn:") && topic.contains(":sns:")) {
+            bad(
+                "feedback.topic-arn",
+                format!("`{topic}` is not an SNS topic ARN (arn:aws:sns:region:account:name)"),
+            );
+        }
     }
 }
 
@@ -143,11 +189,15 @@ max-delay = "5m"
 max-bounce-ratio = 0.05
 max-complaint-ratio = 0.001
 fallback-percent = 0
+max-reject-ratio = 0.05
+min-reject-clients = 2
 
 [feedback]
 sqs-queue-url = "https://sqs.ap-northeast-1.amazonaws.com/123456789012/ses-events"
 endpoint-url = ""
 poll-interval = "5s"
+account-id = "123456789012"
+topic-arn = "arn:aws:sns:ap-northeast-1:123456789012:ses-events"
 "#;
         let config = Config::load_str(text, Vec::new()).unwrap();
         assert!(config.guard.enabled);
@@ -159,14 +209,22 @@ poll-interval = "5s"
         broken.guard.min_transactions = 0;
         broken.guard.fallback_percent = 101.0;
         broken.feedback.sqs_queue_url = "ses-events".into();
+        broken.guard.max_reject_ratio = -0.1;
+        broken.guard.min_reject_clients = 0;
+        broken.feedback.account_id = "12345".into();
+        broken.feedback.topic_arn = "ses-events".into();
         broken.validate_guard(&mut |key: &str, _| problems.push(key.to_string()));
         assert_eq!(
             problems,
             [
                 "guard.min-transactions",
                 "guard.max-failure-ratio",
+                "guard.max-reject-ratio",
+                "guard.min-reject-clients",
                 "guard.fallback-percent",
-                "feedback.sqs-queue-url"
+                "feedback.sqs-queue-url",
+                "feedback.account-id",
+                "feedback.topic-arn"
             ]
         );
         let err = Config::load_str("[guard]\nmax-ratio = 1\n", Vec::new()).unwrap_err();

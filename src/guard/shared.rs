@@ -2,6 +2,7 @@
 //! session (SES outcomes, delays), the feedback reader (SES events) and the
 //! admin API (re-arm), and the trip's effect on the cutover.
 
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use super::{Condition, EventKind, Figures, Judge, Thresholds, Trip};
 use crate::config::GuardConfig;
 use crate::cutover::{Change, Cutover, Source};
+use crate::forward::ses::SesCode;
 use crate::route::Percent;
 
 /// Armed (judging), tripped (judging stopped until an operator re-arms), or off.
@@ -140,6 +142,18 @@ impl Guard {
         self.observe(|judge, now| judge.outcome(now, accepted, delay))
     }
 
+    /// One SES-route message that SES refused for what it is
+    /// (`MessageRejected` and the like): counted as `rejected`, never as a
+    /// failure; `client` is the real client (behind PROXY).
+    pub fn upstream_rejected(&self, client: IpAddr) -> Option<Trip> {
+        self.observe(|judge, now| judge.rejection(now, client))
+    }
+
+    /// The sliding window (the feedback reader remembers event keys this long).
+    pub fn window(&self) -> Duration {
+        self.lock().judge.thresholds.window
+    }
+
     /// One SES event from the feedback queue.
     pub fn ses_event(&self, kind: EventKind) -> Option<Trip> {
         self.observe(|judge, now| judge.event(now, kind))
@@ -152,7 +166,7 @@ impl Guard {
         if inner.state != State::Armed {
             return None;
         }
-        let what = if code.starts_with("AccountSuspended") {
+        let what = if SesCode::of(code) == SesCode::AccountSuspended {
             "account suspended"
         } else {
             "sending paused"

@@ -4,12 +4,14 @@
 //! kept: the reply is the outcome (250 only once the upstream took it).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Session, State};
 use crate::disposition::Disposition;
 use crate::envelope::Envelope;
+use crate::forward::ses::SesCode;
 use crate::forward::{Accepted, Transaction, UpstreamError};
 use crate::log::{LogThrottle, Masker};
 use crate::metrics;
@@ -32,7 +34,7 @@ static DROPPED_TAG_LOG: LogThrottle = LogThrottle::new(
 /// A prepared message, ready to go upstream.
 struct Ready {
     message: Vec<u8>,
-    /// When the fleet first took the message (its first `Received:` date).
+    /// When the client took the message (the topmost `Received:` date at arrival).
     first_taken: Option<i64>,
     /// `selector._domainkey.domain` of the signature added.
     dkim: Option<String>,
@@ -140,7 +142,7 @@ impl Session {
             metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
         }
         if envelope.route == Route::Ses {
-            self.guard_observes(&result, delay);
+            self.guard_observes(&result, delay, envelope.client.ip());
         }
         let (reply, disposition, upstream_id) = match result {
             Ok(accepted) => (accepted.reply, Disposition::Delivered, accepted.upstream_id),
@@ -163,22 +165,30 @@ impl Session {
 
     /// Hands one SES-route upstream outcome to the rollback guard, and acts on
     /// a trip before the reply goes out, so the next transaction already
-    /// takes the new route. Client refusals never get here.
-    fn guard_observes(&self, outcome: &Result<Accepted, UpstreamError>, delay: Option<Duration>) {
+    /// takes the new route. Client refusals never get here; SES's refusal of
+    /// one message for what it is counts as `rejected` for `client` (the real
+    /// client, behind PROXY), never as a failure.
+    fn guard_observes(
+        &self,
+        outcome: &Result<Accepted, UpstreamError>,
+        delay: Option<Duration>,
+        client: IpAddr,
+    ) {
         let guard = &self.relay.guard;
         let trip = match outcome {
             Ok(_) => guard.upstream_outcome(true, delay),
             // The relay's own rate limit, not SES's answer.
             Err(err) if err.code() == Some("max-send-rate") => None,
-            Err(err) => {
+            Err(err) => match err.code().map(|code| (code, SesCode::of(code))) {
+                Some((_, kind)) if kind.refuses_the_message() => guard.upstream_rejected(client),
                 // An account stop trips at once; the message still gets its 451.
-                let stop = err
-                    .code()
-                    .filter(|code| crate::forward::ses::is_account_stop(code))
-                    .and_then(|code| guard.ses_stopped(code));
-                let counted = guard.upstream_outcome(false, None);
-                stop.or(counted)
-            }
+                Some((code, kind)) if kind.stops_the_account() => {
+                    let stop = guard.ses_stopped(code);
+                    let counted = guard.upstream_outcome(false, None);
+                    stop.or(counted)
+                }
+                _ => guard.upstream_outcome(false, None),
+            },
         };
         if let Some(trip) = trip {
             guard.enforce(&trip);
@@ -228,7 +238,7 @@ fn refuse_early(end: DataEnd) -> Result<Vec<u8>, Outcome> {
     }
 }
 
-/// From the fleet's first `Received:` date to now (the upstream's acceptance);
+/// From the client's `Received:` date (the topmost at arrival) to now (the upstream's acceptance);
 /// a date in the future (clock skew) counts as no delay.
 fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();

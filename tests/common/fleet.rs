@@ -120,4 +120,3 @@ pub fn route_of(ses: &Moto, legacy: &SmtpSink, tag: &str) -> &'static str {
 pub async fn prepare_ses(endpoint: &str) {
     moto_identity(endpoint, "goo.ne.jp", CONFIG_SET).await;
 }
-

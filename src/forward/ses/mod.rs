@@ -8,6 +8,7 @@
 //! Postfix keeps the message and retries.
 
 pub mod api;
+pub mod code;
 pub mod credentials;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use self::api::{Answer, Target};
+pub use self::code::SesCode;
 use self::credentials::CredentialCache;
 use super::rate::RateLimiter;
 use super::{Accepted, BoxFuture, Deliver, UpstreamError};
@@ -266,17 +268,18 @@ impl SesForwarder {
                 message,
             }) => {
                 let code = code.unwrap_or_else(|| match status.as_u16() {
-                    429 => "TooManyRequestsException".to_string(),
+                    429 => SesCode::Throttled.name().unwrap_or_default().to_string(),
                     other => format!("HTTP{other}"),
                 });
-                if is_credentials_refusal(&code) {
+                let kind = SesCode::of(&code);
+                if kind == SesCode::CredentialsRefused {
                     self.credentials.renew_soon();
                 }
                 let error = classify(Some(&code), &message);
                 // Refused before being taken (throttled) or failed on SES's side:
                 // SES asks clients to retry both.
                 let retry =
-                    status.as_u16() == 429 || status.is_server_error() || is_throttling(&code);
+                    status.as_u16() == 429 || status.is_server_error() || kind.is_throttling();
                 Err(Failed { error, retry })
             }
             Err(reason) => Err(once(UpstreamError::temporary(
@@ -300,22 +303,14 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// SES refused the credentials themselves (expired or revoked before their time).
+#[cfg(test)]
 fn is_credentials_refusal(code: &str) -> bool {
-    matches!(
-        code,
-        "ExpiredToken"
-            | "ExpiredTokenException"
-            | "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-    )
+    SesCode::of(code) == SesCode::CredentialsRefused
 }
 
+#[cfg(test)]
 fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "TooManyRequests"
-    )
+    SesCode::of(code).is_throttling()
 }
 
 impl Deliver for SesForwarder {
@@ -341,38 +336,20 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// SES says the account cannot send at all: the rollback guard trips at once.
 pub fn is_account_stop(code: &str) -> bool {
-    matches!(
-        code,
-        "SendingPausedException"
-            | "SendingPaused"
-            | "AccountSuspendedException"
-            | "AccountSuspended"
-    )
+    SesCode::of(code).stops_the_account()
 }
 
 /// Maps an SES error code to temporary or permanent, with an enhanced status
-/// code. Unknown codes (service 5xx, new codes) are temporary: a wrong deferral
-/// costs a retry, a wrong bounce loses a message for good.
+/// code ([`SesCode`] decides both). Unknown codes (service 5xx, new codes)
+/// are temporary: a wrong deferral costs a retry, a wrong bounce loses a
+/// message for good.
 pub fn classify(code: Option<&str>, message: &str) -> UpstreamError {
     let code = code.unwrap_or("Unknown");
-    match code {
-        "MessageRejected" => UpstreamError::permanent([5, 7, 1], code, message),
-        "MailFromDomainNotVerifiedException" | "MailFromDomainNotVerified" => {
-            UpstreamError::permanent([5, 7, 1], code, message)
-        }
-        "BadRequestException" | "BadRequest" => UpstreamError::permanent([5, 6, 0], code, message),
-        "NotFoundException" | "NotFound" => UpstreamError::permanent([5, 3, 0], code, message),
-        "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "TooManyRequests" => {
-            UpstreamError::temporary([4, 4, 5], code, message)
-        }
-        "LimitExceededException" | "LimitExceeded" => {
-            UpstreamError::temporary([4, 4, 5], code, message)
-        }
-        "SendingPausedException"
-        | "SendingPaused"
-        | "AccountSuspendedException"
-        | "AccountSuspended" => UpstreamError::temporary([4, 7, 0], code, message),
-        _ => UpstreamError::temporary([4, 3, 0], code, message),
+    let kind = SesCode::of(code);
+    if kind.is_permanent() {
+        UpstreamError::permanent(kind.status(), code, message)
+    } else {
+        UpstreamError::temporary(kind.status(), code, message)
     }
 }
 
