@@ -177,13 +177,13 @@ impl LegacyProbe {
                 Ok(()) => Health::Up,
                 Err(reason) => {
                     if was != Health::Down {
-                        tracing::warn!(relay = %self.relay, %reason, "legacy relay down (health probe)");
+                        tracing::warn!(route = "legacy", relay = %self.relay, %reason, "upstream down (health probe)");
                     }
                     Health::Down
                 }
             };
             if health == Health::Up && was == Health::Down {
-                tracing::info!(relay = %self.relay, "legacy relay up again (health probe)");
+                tracing::info!(route = "legacy", relay = %self.relay, "upstream up again (health probe)");
             }
             self.health.set(health);
             crate::metrics::upstream_up("legacy", health == Health::Up);

@@ -465,6 +465,7 @@ fn dkim_rotation_keys_have_their_defaults_and_name_their_problems() {
         [
             "dkim.rotation-check-interval",
             "dkim.publish-confirmations",
+            "dkim.max-key-age",
             "dkim.rotation-notice",
             "dkim.resolver",
             "dkim.require-published"

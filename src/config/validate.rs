@@ -145,7 +145,17 @@ impl Config {
                 "must be at least 1: a key signs only after its record was seen".into(),
             );
         }
-        if dkim.rotation_notice.0 >= dkim.max_key_age.0 {
+        if dkim.max_key_age.0.is_zero() {
+            bad("dkim.max-key-age", "must be longer than zero".into());
+        } else if dkim.rotation_notice.0 >= dkim.max_key_age.0 {
+            // Either key may be the one to fix: both are named.
+            bad(
+                "dkim.max-key-age",
+                format!(
+                    "{} is not longer than dkim.rotation-notice ({})",
+                    dkim.max_key_age, dkim.rotation_notice
+                ),
+            );
             bad(
                 "dkim.rotation-notice",
                 format!(
