@@ -29,9 +29,15 @@ where
 {
     let chain = DisplayErrorContext(err).to_string();
     let status = err.raw_response().map(|raw| raw.status().as_u16());
+    // An answer the SDK could not read a code from (an XML body to a JSON
+    // client, a proxy's page): the body may still name it.
+    let body_code = err
+        .raw_response()
+        .and_then(|raw| raw.body().bytes())
+        .and_then(code_in_body);
     let text = match err {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
-            service_error(action, err.code(), err.message(), status)
+            service_error(action, err.code().or(body_code), err.message(), status)
         }
         SdkError::TimeoutError(_) => format!("{action}: no answer from the endpoint in time"),
         _ => transport_error(action, &chain),
@@ -70,14 +76,36 @@ fn service_error(
             format!("{action}: throttled by AWS, try again in a minute")
         }
         "" => match status {
-            Some(status) => {
-                format!("{action} failed: HTTP {status}, the endpoint named no error")
-            }
-            None => format!("{action} failed: the endpoint named no error"),
+            Some(status) => format!("{action}: HTTP {status} without an error code"),
+            None => format!("{action}: an answer without an error code"),
         },
-        code if message.is_empty() => format!("{action} failed: {code}"),
-        code => format!("{action} failed: {code}: {message}"),
+        code if message.is_empty() => format!("{action}: {code}"),
+        code => format!("{action}: {code}: {message}"),
     }
+}
+
+/// The codes that say the credentials themselves were refused, as a body
+/// may carry them (`<Code>InvalidClientTokenId</Code>`, `"__type":
+/// "…#UnrecognizedClientException"`).
+const REFUSED_CREDENTIALS: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "AccessDeniedException",
+    "AccessDenied",
+];
+
+/// A refused-credentials or access code named anywhere in a response body.
+fn code_in_body(body: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    REFUSED_CREDENTIALS
+        .iter()
+        .find(|code| text.contains(*code))
+        .copied()
 }
 
 /// The request never got an answer: no credentials, no endpoint, TLS.
@@ -110,15 +138,19 @@ fn transport_error(action: &str, chain: &str) -> String {
     format!("{action}: endpoint unreachable: {cause}")
 }
 
-/// `text` cut to at most `max` characters, on a character boundary, with `…`.
+/// `text` cut to at most `max` characters at a word boundary, with `…`
+/// (a word is cut only when it alone is longer than the line).
 pub fn shorten(text: &str, max: usize) -> String {
     let text = text.split(['\r', '\n']).next().unwrap_or("").trim();
     if text.chars().count() <= max {
         return text.to_string();
     }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    let head: String = text.chars().take(max.saturating_sub(1)).collect();
+    let cut = match head.rfind(' ') {
+        Some(space) if space > head.len() / 2 => head[..space].trim_end_matches([',', ';', ':']),
+        _ => head.as_str(),
+    };
+    format!("{cut}…")
 }
 
 #[cfg(test)]
@@ -202,7 +234,47 @@ mod tests {
         );
         assert_eq!(
             summarize("ses:GetEmailIdentity", &err),
-            "ses:GetEmailIdentity failed: NotFoundException: Email identity goo.ne.jp does not exist."
+            "ses:GetEmailIdentity: NotFoundException: Email identity goo.ne.jp does not exist."
+        );
+    }
+
+    #[test]
+    fn refused_credentials_are_named_from_an_xml_or_json_body() {
+        for body in [
+            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code>\
+             <Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>",
+            r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"bad"}"#,
+            "<Error><Code>SignatureDoesNotMatch</Code></Error>",
+            r#"{"__type":"ExpiredTokenException"}"#,
+        ] {
+            let err = GetAccountError::generic(ErrorMetadata::builder().build());
+            let raw = HttpResponse::new(403.try_into().unwrap(), SdkBody::from(body));
+            let err = SdkError::service_error(err, raw);
+            let text = summarize("ses:GetAccount", &err);
+            assert!(
+                text.contains("credentials were refused") || text.starts_with("access denied"),
+                "{body}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_sentence_is_cut_at_a_word_and_says_failed_once() {
+        let long = "word ".repeat(60);
+        let text = shorten(&long, 50);
+        assert!(text.ends_with("word…"), "{text}");
+        assert!(text.chars().count() <= 50);
+        let message = "a reason in many words ".repeat(20);
+        let err = service("Oops", &message, 400);
+        let text = summarize("ses:GetAccount", &err);
+        assert!(!text.contains("failed"), "{text}");
+        let whole = format!("ses:GetAccount: Oops: {}", message.trim());
+        let kept = text.strip_suffix('…').expect("cut");
+        assert!(whole.starts_with(kept), "{text}");
+        assert_eq!(
+            whole.as_bytes()[kept.len()],
+            b' ',
+            "cut inside a word: {text}"
         );
     }
 }

@@ -305,7 +305,7 @@ async fn guard_checks(
             Level::Fail,
             check,
             format!(
-                "GetQueueAttributes failed: {reason} (needs sqs:GetQueueAttributes, sqs:ReceiveMessage, sqs:DeleteMessage)"
+                "{reason} (needs sqs:GetQueueAttributes, sqs:ReceiveMessage, sqs:DeleteMessage)"
             ),
         ),
     });

@@ -51,6 +51,14 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     let relay = server.relay();
     let cutover = relay.cutover.status();
     tracing::info!(ses_percent = cutover.ses_percent, source = %cutover.source, store = ?cutover.store, "cutover");
+    // One line that says where mail goes: sending for real, or a dry run.
+    tracing::info!(
+        ses = %ses_route(&config),
+        legacy = %legacy_route(&config),
+        cutover_store = %cutover_store(&config),
+        guard = guard_state(&config),
+        "routes"
+    );
     // Every listener is bound: tell systemd (Type=notify) we are ready.
     if let Err(err) = crate::notify::notify("READY=1") {
         tracing::warn!(error = %err, "cannot notify systemd");
@@ -71,6 +79,56 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
         tracing::info!(drained, "stopped");
     }
     Ok(())
+}
+
+/// `mode=api endpoint=https://email.ap-northeast-1.amazonaws.com`, or `mode=outbox dir=…`.
+fn ses_route(config: &Config) -> String {
+    match config.ses.mode {
+        crate::config::SesMode::Api => {
+            let endpoint = if config.ses.endpoint_url.is_empty() {
+                format!("https://email.{}.amazonaws.com", config.ses.region)
+            } else {
+                config.ses.endpoint_url.clone()
+            };
+            format!(
+                "mode=api endpoint={endpoint} configuration-set={}",
+                config.ses.configuration_set
+            )
+        }
+        crate::config::SesMode::Outbox => {
+            format!("mode=outbox dir={}", config.ses.outbox_dir.display())
+        }
+    }
+}
+
+/// `relay=host:port`, `mode=outbox dir=…`, or `none`.
+fn legacy_route(config: &Config) -> String {
+    match &config.legacy {
+        None => "none".into(),
+        Some(legacy) if legacy.mode == crate::config::LegacyMode::Outbox => {
+            format!("mode=outbox dir={}", legacy.outbox_dir.display())
+        }
+        Some(legacy) => format!("relay={}", legacy.relay),
+    }
+}
+
+/// `file path=…` or `ssm parameter=…`.
+fn cutover_store(config: &Config) -> String {
+    let cutover = &config.cutover;
+    match cutover.store {
+        crate::config::CutoverStore::File => {
+            format!("file path={}", cutover.state_file.display())
+        }
+        crate::config::CutoverStore::Ssm => format!("ssm parameter={}", cutover.ssm_parameter),
+    }
+}
+
+fn guard_state(config: &Config) -> &'static str {
+    match (config.guard.enabled, config.legacy.is_some()) {
+        (false, _) => "off",
+        (true, true) => "armed",
+        (true, false) => "alert-only",
+    }
 }
 
 /// SIGHUP: a bad new config is refused and the running one stays; changed
