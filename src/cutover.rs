@@ -4,7 +4,7 @@
 //! through one entry point, [`Cutover::change`], carrying the percentage,
 //! the reason and who made it (config, operator, guard).
 //!
-//! Where the value is kept is a [`store::Store`] (`cutover.store`):
+//! Where the value is kept is a `store::Store` (`cutover.store`):
 //!
 //! - `file` (one relay): `cutover.state-file`, written atomically off the
 //!   async workers; it wins over the config value at startup so a restart

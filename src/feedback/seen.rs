@@ -22,7 +22,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Remembers keys for `window`, at most [`MAX_KEYS`].
+    /// Remembers keys for `window`, at most `MAX_KEYS`.
     pub fn new(window: Duration) -> Seen {
         Seen::bounded(window, MAX_KEYS)
     }

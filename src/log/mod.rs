@@ -1,7 +1,7 @@
 //! Logging: subscriber setup (text or JSON), the privacy rule of the
 //! migration (addresses and client IPs are masked in logs unless
-//! `[log] mask-pii = false`), control characters escaped ([`escape`]) and
-//! lines an outsider can cause throttled ([`throttle`]).
+//! `[log] mask-pii = false`), control characters escaped (`escape`) and
+//! lines an outsider can cause throttled (`throttle`).
 
 mod escape;
 mod throttle;
