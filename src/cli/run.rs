@@ -53,11 +53,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     tracing::info!(ses_percent = cutover.ses_percent, source = %cutover.source, store = ?cutover.store, "cutover");
     // One line that says where mail goes: sending for real, or a dry run.
     tracing::info!(
-        ses = %ses_route(&config),
-        legacy = %legacy_route(&config),
-        cutover_store = %cutover_store(&config),
-        guard = guard_state(&config),
-        "routes"
+        "routes: ses {}; legacy {}; cutover store {}; guard {}",
+        ses_route(&config),
+        legacy_route(&config),
+        cutover_store(&config),
+        guard_state(&config)
     );
     // Every listener is bound: tell systemd (Type=notify) we are ready.
     if let Err(err) = crate::notify::notify("READY=1") {
@@ -101,14 +101,14 @@ fn ses_route(config: &Config) -> String {
     }
 }
 
-/// `relay=host:port`, `mode=outbox dir=…`, or `none`.
+/// `relay=host:port tls=…`, `mode=outbox dir=…`, or `none`.
 fn legacy_route(config: &Config) -> String {
     match &config.legacy {
         None => "none".into(),
         Some(legacy) if legacy.mode == crate::config::LegacyMode::Outbox => {
             format!("mode=outbox dir={}", legacy.outbox_dir.display())
         }
-        Some(legacy) => format!("relay={}", legacy.relay),
+        Some(legacy) => format!("relay={} tls={:?}", legacy.relay, legacy.tls),
     }
 }
 
@@ -116,6 +116,9 @@ fn legacy_route(config: &Config) -> String {
 fn cutover_store(config: &Config) -> String {
     let cutover = &config.cutover;
     match cutover.store {
+        crate::config::CutoverStore::File if cutover.state_file.as_os_str().is_empty() => {
+            "file (not kept across restarts)".to_string()
+        }
         crate::config::CutoverStore::File => {
             format!("file path={}", cutover.state_file.display())
         }

@@ -16,7 +16,7 @@ pub use path::{ByteClass, Refusal};
 pub use reply::Reply;
 
 /// Random input never panics the protocol layer: a quick deterministic check
-/// beside the coverage-guided fuzz targets in `fuzz/` (cargo-afl, README
+/// beside the coverage-guided fuzz targets in `fuzz/` (cargo-afl, docs/development.md,
 /// "Fuzzing"). The buffering bounds have their own tests in `input` and `data`.
 #[cfg(test)]
 mod robustness {
