@@ -94,6 +94,8 @@ async fn ses_checks_against_moto() {
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
     let endpoint = moto.endpoint();
     let mut config = test_config(&endpoint);
+    // moto's first answers can be slow on a busy machine: no 5 s cut here.
+    config.ses.timeout = ses_relay::config::HumanDuration(std::time::Duration::from_secs(30));
     // The identity exists, the configuration set does not yet. (moto's answer to a BYODKIM
     // CreateEmailIdentity carries a timestamp the SDK cannot parse, so the identity is plain.)
     let client = ses_relay::forward::ses::client(&config.ses, credentials()).await;
