@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex as StdMutex;
 
-use super::store::StoreFuture;
+use super::store::{Observed, StoreFuture, WriteError};
 use super::*;
 use crate::route::{Router, Share};
 
