@@ -10,6 +10,7 @@ mod guard;
 mod sections;
 mod units;
 mod validate;
+mod warnings;
 
 use std::path::Path;
 
