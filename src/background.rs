@@ -196,23 +196,46 @@ impl LegacyProbe {
     }
 }
 
+/// Why a probe found the legacy relay down.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// No connection within 2 s.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The connection was refused or failed.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// Connected, but no whole greeting within 2 s.
+    #[error("no greeting within 2 s")]
+    NoGreeting,
+    /// Reading the greeting failed.
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    /// Closed (or past 4 KiB) before the greeting's last line.
+    #[error("connection closed before the greeting")]
+    Closed,
+    /// A greeting other than 220 (421: busy, 554: refused).
+    #[error("greeting {0}, not 220")]
+    NotReady(String),
+}
+
 /// One probe: the greeting must be a 220 within 2 s of connecting.
-async fn probe(relay: &str) -> Result<(), String> {
+async fn probe(relay: &str) -> Result<(), ProbeError> {
     let step = Duration::from_secs(2);
     let mut stream = tokio::time::timeout(step, tokio::net::TcpStream::connect(relay))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| ProbeError::ConnectTimeout)?
+        .map_err(ProbeError::Connect)?;
     let mut greeting = Vec::new();
     let mut chunk = [0u8; 512];
     // The greeting's last line has a space after the code ("220 ", not "220-").
     while !last_line_complete(&greeting) {
         let n = tokio::time::timeout(step, stream.read(&mut chunk))
             .await
-            .map_err(|_| "no greeting within 2 s".to_string())?
-            .map_err(|e| format!("read: {e}"))?;
+            .map_err(|_| ProbeError::NoGreeting)?
+            .map_err(ProbeError::Read)?;
         if n == 0 || greeting.len() > 4096 {
-            return Err("connection closed before the greeting".into());
+            return Err(ProbeError::Closed);
         }
         greeting.extend_from_slice(&chunk[..n]);
     }
@@ -221,7 +244,7 @@ async fn probe(relay: &str) -> Result<(), String> {
         Ok(())
     } else {
         let first = String::from_utf8_lossy(&greeting[..greeting.len().min(3)]).into_owned();
-        Err(format!("greeting {first}, not 220"))
+        Err(ProbeError::NotReady(first))
     }
 }
 

@@ -357,15 +357,36 @@ impl Cutover {
     }
 }
 
+/// Why JSON text is not the object asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object (an array would fill the fields in order).
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// An object whose fields are wrong (a percentage refused, a field missing or unknown).
+    #[error("{0}")]
+    Fields(#[source] serde_json::Error),
+}
+
+/// `T` from JSON text that must be an object: serde would fill a struct
+/// from an array (`[10, "x"]`) field by field, which nobody means. The one
+/// reader of every cutover value from outside (the SSM parameter, `PUT
+/// /cutover`'s body).
+pub fn json_object<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, ObjectError> {
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(ObjectError::NotJson)?;
+    if !value.is_object() {
+        return Err(ObjectError::NotAnObject);
+    }
+    serde_json::from_value(value).map_err(ObjectError::Fields)
+}
+
 impl Record {
-    /// A record from its JSON text: an object (a JSON array would fill the
-    /// fields in order, which nobody means), with a valid `ses_percent`.
-    pub fn from_json(text: &str) -> Result<Record, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if !value.is_object() {
-            return Err("expected a JSON object with ses_percent".to_string());
-        }
-        serde_json::from_value(value).map_err(|e| e.to_string())
+    /// A record from its JSON text: an object with a valid `ses_percent`.
+    pub fn from_json(text: &str) -> Result<Record, ObjectError> {
+        json_object(text.as_bytes())
     }
 
     /// The config's value, as a record (no change was made at runtime).

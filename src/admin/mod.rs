@@ -222,19 +222,9 @@ struct ChangeBody {
     reason: String,
 }
 
-/// The body as a change, or why not: only a JSON object will do (serde
-/// would fill a struct from an array, `[10, "x"]`, field by field), and the
-/// percentage goes through the one validation ([`Percent`]).
-fn parse_change(body: &[u8]) -> Result<ChangeBody, String> {
-    const EXPECTED: &str =
-        "expected {\"ses_percent\": <0-100, at most two decimals>, \"reason\": \"...\"}";
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|err| format!("{EXPECTED}: {err}"))?;
-    if !value.is_object() {
-        return Err(format!("{EXPECTED}: the body is not a JSON object"));
-    }
-    serde_json::from_value(value).map_err(|err| format!("{EXPECTED}: {err}"))
-}
+/// What a `PUT /cutover` body must be, said with every refusal.
+const EXPECTED: &str =
+    "expected {\"ses_percent\": <0-100, at most two decimals>, \"reason\": \"...\"}";
 
 async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
     let given = access::presented(request.headers());
@@ -250,9 +240,10 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
         Ok(body) => body.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "body unreadable or over 16 KiB"),
     };
-    let change = match parse_change(&body) {
+    // A JSON object only, its percentage through the one validation (`Percent`).
+    let change: ChangeBody = match crate::cutover::json_object(&body) {
         Ok(change) => change,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("{EXPECTED}: {err}")),
     };
     if change.reason.trim().is_empty() {
         return error(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use super::ssm::{self, SsmStore};
+use super::ssm::{self, SsmStore, StoreError};
+use super::store::WriteError;
 use super::store::{Observed, read_state};
 use super::{Cutover, CutoverError, Record, Source, now_rfc3339};
 use crate::config::{Config, CutoverStore};
@@ -68,8 +69,7 @@ impl Cutover {
                 );
                 create(&store, record).await
             }
-            Ok(Some(found)) => Ok(Some(found)),
-            Err(err) => Err(err.to_string()),
+            other => other.map_err(StartupError::Read),
         };
         let (record, version, refreshed) = match found {
             Ok(Some((record, version))) => {
@@ -196,9 +196,20 @@ impl Cutover {
     }
 }
 
+/// Why SSM gave no value at startup.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    /// Reading the parameter failed, or its value is refused.
+    #[error(transparent)]
+    Read(#[from] StoreError),
+    /// Creating it (it did not exist) failed or may have failed.
+    #[error(transparent)]
+    Create(#[from] WriteError),
+}
+
 /// Creates the parameter from the config's value; whoever loses a race
 /// reads the winner's value.
-async fn create(store: &SsmStore, record: Record) -> Result<Option<(Record, i64)>, String> {
+async fn create(store: &SsmStore, record: Record) -> Result<Option<(Record, i64)>, StartupError> {
     match store.create(&record).await {
         Ok(Some(version)) => {
             tracing::info!(
@@ -212,7 +223,7 @@ async fn create(store: &SsmStore, record: Record) -> Result<Option<(Record, i64)
             );
             Ok(Some((record, version)))
         }
-        Ok(None) => store.get().await.map_err(|e| e.to_string()),
-        Err(err) => Err(err.to_string()),
+        Ok(None) => Ok(store.get().await?),
+        Err(err) => Err(err.into()),
     }
 }

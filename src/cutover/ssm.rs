@@ -132,10 +132,10 @@ impl SsmStore {
         let version = parameter.version;
         let text = parameter.value.unwrap_or_default();
         // `ses_percent` goes through the one validation (`Percent`) here.
-        let mut record = Record::from_json(&text).map_err(|reason| StoreError::Corrupt {
+        let mut record = Record::from_json(&text).map_err(|err| StoreError::Corrupt {
             parameter: self.parameter.clone(),
             version,
-            reason,
+            reason: err.to_string(),
         })?;
         let modified = parameter
             .last_modified_date
