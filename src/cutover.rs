@@ -205,8 +205,6 @@ struct Inner {
     hostname: String,
     /// Counts operators' changes put in force (the guard re-arms on each).
     operator_changes: watch::Sender<u64>,
-    /// Makes change ids unique within the process.
-    sequence: AtomicU64,
 }
 
 /// The cutover: cheap to clone, every clone the same one.
@@ -258,7 +256,6 @@ impl Cutover {
                 writing: tokio::sync::Mutex::new(()),
                 hostname,
                 operator_changes: watch::Sender::new(0),
-                sequence: AtomicU64::new(0),
             }),
         }
     }
@@ -328,32 +325,9 @@ impl Cutover {
             }
         }
     }
-
-    /// A new change of this relay's: a unique id, the time in milliseconds.
+    /// A new change of this relay's.
     fn record(&self, percent: Percent, reason: &str, source: Source) -> Record {
-        let now = SystemTime::now();
-        let nanos = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
-        let seed = format!(
-            "{nanos}/{}/{sequence}/{}",
-            std::process::id(),
-            self.inner.hostname
-        );
-        Record {
-            ses_percent: percent,
-            reason: reason.to_string(),
-            updated_at: humantime::format_rfc3339_millis(now).to_string(),
-            updated_by: self.inner.hostname.clone(),
-            source,
-            change_id: format!(
-                "{:x}-{:016x}",
-                nanos / 1_000_000,
-                xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
-            ),
-        }
+        Record::new(percent, reason, source, &self.inner.hostname)
     }
 }
 
@@ -383,7 +357,33 @@ pub fn json_object<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, Obj
     serde_json::from_value(value).map_err(ObjectError::Fields)
 }
 
+/// Makes change ids unique within the process (several cutovers in tests).
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
 impl Record {
+    /// A new change made by `hostname`: a unique id, the time in milliseconds.
+    fn new(percent: Percent, reason: &str, source: Source, hostname: &str) -> Record {
+        let now = SystemTime::now();
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let seed = format!("{nanos}/{}/{sequence}/{hostname}", std::process::id());
+        Record {
+            ses_percent: percent,
+            reason: reason.to_string(),
+            updated_at: humantime::format_rfc3339_millis(now).to_string(),
+            updated_by: hostname.to_string(),
+            source,
+            change_id: format!(
+                "{:x}-{:016x}",
+                nanos / 1_000_000,
+                xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
+            ),
+        }
+    }
+
     /// A record from its JSON text: an object with a valid `ses_percent`.
     pub fn from_json(text: &str) -> Result<Record, ObjectError> {
         json_object(text.as_bytes())

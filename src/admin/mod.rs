@@ -206,12 +206,17 @@ fn cutover_status(relay: &Relay) -> Reply {
 
 /// Each route's reachability as its probe last saw it (SES: not probed).
 fn upstreams_json(relay: &Relay) -> serde_json::Value {
-    let legacy = match &relay.legacy_health {
+    serde_json::json!({ "legacy": legacy_health(relay) })
+}
+
+/// The legacy relay's reachability in words (`up`, `down`, `unknown`, or
+/// `not probed` / `not used` without an SMTP legacy route).
+fn legacy_health(relay: &Relay) -> &'static str {
+    match &relay.legacy_health {
         Some(health) => health.get().as_str(),
         None if relay.router.has_legacy() => "not probed",
         None => "not used",
-    };
-    serde_json::json!({ "legacy": legacy })
+    }
 }
 
 /// `PUT /cutover` body: a JSON object with exactly these two fields.

@@ -218,11 +218,7 @@ th:first-child, td:first-child {{ text-align: left; }} .big {{ font-size: 2em; f
         } else {
             ""
         },
-        legacy = match &relay.legacy_health {
-            Some(health) => health.get().as_str(),
-            None if relay.router.has_legacy() => "not probed",
-            None => "not used",
-        },
+        legacy = super::legacy_health(relay),
         change = match (&status.updated_at, &status.reason) {
             (Some(at), Some(reason)) => format!(" · changed {} — {}", escape(at), escape(reason)),
             _ => String::new(),

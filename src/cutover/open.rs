@@ -44,13 +44,6 @@ impl Cutover {
             tracing::warn!(error = %err, "cutover cache unusable, ignored");
             None
         });
-        // A cutover only to make this relay's change ids and records.
-        let maker = Cutover::with(
-            Box::new(store.clone()),
-            hostname.clone(),
-            Record::configured(configured),
-            None,
-        );
         let found = match store.get().await {
             Ok(None) => {
                 if let Some(saved) = cached.as_ref().filter(|c| c.ses_percent != configured) {
@@ -62,10 +55,11 @@ impl Cutover {
                         "SSM parameter absent: creating it from cutover.ses-percent, not from the state file"
                     );
                 }
-                let record = maker.record(
+                let record = Record::new(
                     configured,
                     "created from cutover.ses-percent",
                     Source::Config,
+                    &hostname,
                 );
                 create(&store, record).await
             }
