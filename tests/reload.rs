@@ -349,22 +349,8 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
         "the rest applies"
     );
 
-    let commands: Vec<String> = [
-        "EHLO postfix.test",
-        "MAIL FROM:<news@goo.ne.jp>",
-        "RCPT TO:<user@example.com>",
-        "DATA",
-    ]
-    .iter()
-    .map(|c| c.to_string())
-    .collect();
-    let replies = common::smtp(
-        relay.addr,
-        &commands,
-        Some("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: reload\r\n\r\nbody\r\n"),
-    )
-    .await;
-    assert!(replies.last().unwrap().starts_with("250"), "{replies:?}");
+    let reply = common::fleet::send(&relay, "reload").await;
+    assert!(reply.starts_with("250"), "{reply}");
     let sent = ses.requests().pop().expect("one SendEmail");
     let header = String::from_utf8_lossy(&sent.raw)
         .lines()
