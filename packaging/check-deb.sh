@@ -36,12 +36,19 @@ grep -q 'userdel ses-relay' "$scratch/postrm" && grep -q 'rm -rf /var/lib/ses-re
 copyright=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/ses-relay/copyright)
 grep -q '^License: MIT or Apache-2.0$' <<<"$copyright" && ! grep -qi 'copyright information missing' <<<"$copyright" \
     || { echo "the copyright file does not state MIT or Apache-2.0" >&2; exit 1; }
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/ses-relay.service | grep -q '^ExecStart=/usr/bin/ses-relay run' \
+# A file of the package, read whole before it is searched: `grep -q` stops
+# at the first match, and under pipefail the writer's SIGPIPE would fail the check.
+packaged() { dpkg-deb --fsys-tarfile "$deb" | tar -xO "$1"; }
+unit=$(packaged ./lib/systemd/system/ses-relay.service)
+grep -q '^ExecStart=/usr/bin/ses-relay run' <<<"$unit" \
     || { echo "the packaged unit does not run /usr/bin/ses-relay" >&2; exit 1; }
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man8/ses-relay.8.gz | gzip -dc | grep -q '^\.TH ses-relay 8' \
+man8=$(packaged ./usr/share/man/man8/ses-relay.8.gz | gzip -dc)
+grep -q '^\.TH ses-relay 8' <<<"$man8" \
     || { echo "the man page is not section 8" >&2; exit 1; }
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man5/ses-relay.toml.5.gz | gzip -dc | grep -q '^\.TH ses-relay.toml 5' \
+man5=$(packaged ./usr/share/man/man5/ses-relay.toml.5.gz | gzip -dc)
+grep -q '^\.TH ses-relay.toml 5' <<<"$man5" \
     || { echo "the configuration man page is not section 5" >&2; exit 1; }
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./etc/ses-relay/ses-relay.toml | grep -q '^listen = \["127.0.0.1:' \
+config=$(packaged ./etc/ses-relay/ses-relay.toml)
+grep -q '^listen = \["127.0.0.1:' <<<"$config" \
     || { echo "the shipped config does not listen on loopback" >&2; exit 1; }
 echo "deb ok: $deb"
