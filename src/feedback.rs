@@ -210,9 +210,7 @@ fn count(relay: &Relay, scope: &Scope, seen: &mut Seen, notification: &Notificat
     }
     let event = notification.event;
     crate::metrics::ses_event(event.label());
-    if let Some(kind) = event.guard_kind()
-        && let Some(trip) = relay.guard.ses_event(kind)
-    {
-        relay.guard.enforce(&trip);
+    if let Some(kind) = event.guard_kind() {
+        relay.guard.ses_event(kind);
     }
 }

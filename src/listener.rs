@@ -198,9 +198,6 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
             );
             continue;
         };
-        if !proxied {
-            metrics::connection("accepted");
-        }
         let relay = relay.clone();
         let implicit_tls = listener.implicit_tls;
         relay.shutdown.tracker().clone().spawn(async move {
@@ -230,7 +227,6 @@ async fn admit_proxied(
     let masker = &relay.masker;
     match proxy::client(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
         Ok(client) if relay.live().smtp.admits(client.ip()) => {
-            metrics::connection("accepted");
             tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
             Some((stream, client))
         }
@@ -255,8 +251,12 @@ async fn admit_proxied(
     }
 }
 
+/// An admitted connection becomes a session: counted `accepted` here, once,
+/// when the session starts (after the handshake with implicit TLS, whose
+/// failure counts the connection `tls_failed` instead).
 async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_tls: bool) {
     if !implicit_tls {
+        metrics::connection("accepted");
         return Session::new(relay, Box::new(stream), peer, false)
             .run()
             .await;
@@ -265,17 +265,35 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
     let Some(acceptor) = live.tls.clone() else {
         return;
     };
-    match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Session::new(relay, Box::new(tls), peer, true).run().await,
-        Ok(Err(err)) => tls_failed(&relay, peer, &err),
-        Err(_) => tls_failed(&relay, peer, &"no handshake within smtp.idle-timeout"),
-    }
+    let failed = match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => {
+            metrics::connection("accepted");
+            return Session::new(relay, Box::new(tls), peer, true).run().await;
+        }
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "no handshake within smtp.idle-timeout".to_string(),
+    };
+    metrics::connection("tls_failed");
+    tls_failed(&relay, peer, TlsMode::Implicit, &failed);
 }
 
-/// A TLS handshake that failed (implicit TLS or STARTTLS): counted, and
-/// logged within the throttle (a scanner's handshakes fail by the hundred).
-pub fn tls_failed(relay: &Relay, peer: SocketAddr, error: &dyn std::fmt::Display) {
-    metrics::connection("tls_failed");
+/// How a TLS handshake came about.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsMode {
+    /// On a `tls-listen` address, before the greeting.
+    Implicit,
+    /// After `STARTTLS`, in a session already counted.
+    StartTls,
+}
+
+/// A TLS handshake that failed: counted by mode, and logged within the
+/// throttle (a scanner's handshakes fail by the hundred).
+pub fn tls_failed(relay: &Relay, peer: SocketAddr, mode: TlsMode, error: &dyn std::fmt::Display) {
+    metrics::tls_failure(match mode {
+        TlsMode::Implicit => "implicit",
+        TlsMode::StartTls => "starttls",
+    });
     if TLS_LOG.admit() {
         tracing::warn!(client = %relay.masker.ip(peer.ip()), error = %error, "TLS handshake failed");
     }

@@ -12,9 +12,16 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::disposition::Disposition;
 use crate::route::Route;
 
-/// Connections by outcome: `accepted`, `denied` (not an allowed client),
-/// `overloaded` (connection cap), `tls_failed` (handshake failed).
+/// Connections by outcome, each counted once: `accepted` (a session
+/// started), `denied` (not an allowed client), `overloaded` (connection
+/// cap), `tls_failed` (the implicit-TLS handshake failed, so no session
+/// started), and the PROXY header's failures (`proxy_header_missing`,
+/// `proxy_header_invalid`).
+/// A STARTTLS handshake that fails ends a session already counted
+/// `accepted`: it is counted in [`SMTP_TLS_FAILURES`] only.
 pub const SMTP_CONNECTIONS: &str = "ses_relay_smtp_connections_total";
+/// TLS handshakes that failed, by `mode` (`implicit`, `starttls`).
+pub const SMTP_TLS_FAILURES: &str = "ses_relay_smtp_tls_failures_total";
 /// Sessions open now.
 pub const SMTP_SESSIONS: &str = "ses_relay_smtp_sessions";
 /// Replies sent, by code class (`2xx`, `4xx`, `5xx`) and command.
@@ -166,6 +173,7 @@ pub fn render() -> String {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(SMTP_CONNECTIONS, "SMTP connections by outcome");
+    describe_counter!(SMTP_TLS_FAILURES, "TLS handshakes that failed, by mode");
     describe_gauge!(SMTP_SESSIONS, "SMTP sessions open");
     describe_counter!(SMTP_REPLIES, "SMTP replies sent by class and command");
     describe_counter!(TRANSACTIONS, "Transactions by route and result");
@@ -318,6 +326,11 @@ pub fn uptime_seconds() -> u64 {
 /// Counts a connection outcome.
 pub fn connection(result: &'static str) {
     counter!(SMTP_CONNECTIONS, "result" => result).increment(1);
+}
+
+/// Counts one failed TLS handshake.
+pub fn tls_failure(mode: &'static str) {
+    counter!(SMTP_TLS_FAILURES, "mode" => mode).increment(1);
 }
 
 /// Tracks open sessions.

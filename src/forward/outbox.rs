@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Accepted, BoxFuture, Deliver, UpstreamError};
+use super::{Accepted, BoxFuture, Deliver, Local, UpstreamError};
 use crate::envelope::{Envelope, MessageTag};
 
 /// Writes messages to `dir`.
@@ -99,14 +99,10 @@ impl Deliver for Outbox {
             let written =
                 tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
                     .await
-                    .map_err(|err| UpstreamError::temporary([4, 3, 0], "io", err.to_string()))?;
+                    .map_err(|err| UpstreamError::local(Local::Outbox).caused_by(err))?;
             match written {
                 Ok(()) => Ok(Accepted::queued(envelope.id.clone())),
-                Err(err) => Err(UpstreamError::temporary(
-                    [4, 3, 0],
-                    "io",
-                    format!("cannot write to the outbox: {err}"),
-                )),
+                Err(err) => Err(UpstreamError::local(Local::Outbox).caused_by(err)),
             }
         })
     }

@@ -370,8 +370,7 @@ async fn upstream_verdicts_become_451_and_554() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
-    upstream.answer(Err(UpstreamError::temporary(
-        [4, 4, 5],
+    upstream.answer(Err(UpstreamError::ses(
         "Throttling",
         "Maximum sending rate exceeded.",
     )));
@@ -384,8 +383,7 @@ async fn upstream_verdicts_become_451_and_554() {
         )
         .await;
     assert!(reply.contains(&upstream.last().0.id));
-    upstream.answer(Err(UpstreamError::permanent(
-        [5, 7, 1],
+    upstream.answer(Err(UpstreamError::ses(
         "MessageRejected",
         "Email address is not verified.",
     )));
