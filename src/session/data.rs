@@ -144,13 +144,19 @@ impl Session {
         if envelope.route == Route::Ses {
             self.guard_observes(&result, delay, envelope.client.ip());
         }
-        let (reply, disposition, upstream_id) = match result {
-            Ok(accepted) => (accepted.reply, Disposition::Delivered, accepted.upstream_id),
+        let (reply, disposition, upstream_id, upstream_code) = match result {
+            Ok(accepted) => (
+                accepted.reply,
+                Disposition::Delivered,
+                accepted.upstream_id,
+                None,
+            ),
             Err(err) => {
                 if envelope.route == Route::Ses {
                     metrics::ses_error(err.code().unwrap_or("smtp"));
                 }
-                (err.reply(), err.disposition(), None)
+                let code = err.code().map(str::to_string);
+                (err.reply(), err.disposition(), None, code)
             }
         };
         Outcome {
@@ -159,6 +165,7 @@ impl Session {
             size,
             upstream_seconds,
             upstream_id,
+            upstream_code,
             dkim: ready.dkim,
         }
     }
@@ -246,8 +253,8 @@ fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
     Some(Duration::from_secs(now.saturating_sub(first_taken)))
 }
 
-/// Counts one finished transaction and writes its transaction log line: the
-/// one place both happen, at the end of DATA or when the route's transaction
+/// Counts one finished transaction (metrics, the status page's window and
+/// list) and writes its transaction log line: the one place these happen, at the end of DATA or when the route's transaction
 /// could not begin at the first RCPT.
 pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, total: Duration) {
     let route = envelope.route.as_str();
@@ -259,6 +266,18 @@ pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, tota
         outcome.upstream_seconds,
         total.as_secs_f64(),
     );
+    metrics::finished(&metrics::Finished {
+        id: &envelope.id,
+        route: envelope.route,
+        disposition: outcome.disposition,
+        reply: &outcome.reply,
+        upstream_code: outcome.upstream_code.as_deref(),
+        upstream_time: (outcome.size > 0)
+            .then(|| Duration::from_secs_f64(outcome.upstream_seconds)),
+        from: &envelope.mail.address,
+        rcpt_to: &envelope.rcpt_to,
+        masker: relay.masker,
+    });
     let masker = relay.masker;
     tracing::info!(
         id = %envelope.id,
@@ -294,6 +313,8 @@ pub(super) struct Outcome {
     size: usize,
     upstream_seconds: f64,
     upstream_id: Option<String>,
+    /// SES's error code, when the upstream named one (the status page counts it).
+    upstream_code: Option<String>,
     /// `selector._domainkey.domain` of the signature added.
     dkim: Option<String>,
 }
@@ -320,6 +341,7 @@ impl Outcome {
             size: 0,
             upstream_seconds: 0.0,
             upstream_id: None,
+            upstream_code: None,
             dkim: None,
         }
     }
