@@ -262,11 +262,17 @@ fn cutover_section(relay: &Relay) -> String {
     };
     let why = match (&status.updated_at, &status.reason) {
         (Some(_), Some(_)) => format!(
-            "<p>why: <b>{}</b></p>\n<p>changed {} by {} (change {})</p>",
+            "<p>why: <b>{}</b></p>\n<p>changed {}{}{}</p>",
             field("reason", &status.reason),
             field("updated_at", &status.updated_at),
-            field("updated_by", &status.updated_by),
-            field("change_id", &status.change_id),
+            status
+                .updated_by
+                .as_ref()
+                .map_or(String::new(), |_| format!(" by {}", field("updated_by", &status.updated_by))),
+            status
+                .change_id
+                .as_ref()
+                .map_or(String::new(), |_| format!(" (change {})", field("change_id", &status.change_id))),
         ),
         _ => "<p>why: the configured value (<code>cutover.ses-percent</code>); no change at runtime</p>".to_string(),
     };
@@ -319,7 +325,7 @@ fn cutover_section(relay: &Relay) -> String {
     };
     format!(
         "<p class=\"big\"><span{metric} data-cutover=\"ses_percent\">{percent}</span> % to SES</p>\n\
-         <p>set by: <span data-cutover=\"source\" data-value=\"{source_label}\">{source}</span></p>\n\
+         <p>source: <span data-cutover=\"source\" data-value=\"{source_label}\">{source}</span></p>\n\
          {why}\n{store}{pending}{rules}",
         metric = metric(metrics::CUTOVER_SES_PERCENT),
         percent = status.ses_percent,
@@ -350,20 +356,20 @@ fn runbook_section() -> String {
 }
 
 const STYLE: &str = "\
-body { font-family: system-ui, sans-serif; margin: 0 auto; padding: .8em; max-width: 70em; color: #222; line-height: 1.4; }
+body { font-family: system-ui, sans-serif; margin: 0 auto; padding: .8em; max-width: 80em; color: #222; line-height: 1.4; }
 h1 { font-size: 1.4em; margin: .2em 0; } h2 { font-size: 1.15em; margin: 1.4em 0 .4em; border-bottom: 1px solid #ccc; }
 p { margin: .3em 0; } .big { font-size: 1.8em; font-weight: bold; }
 .wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: right; vertical-align: top; }
-th:first-child, td:first-child, td.text { text-align: left; }
-td, li, p { overflow-wrap: anywhere; }
+th, td:first-child, td.text { text-align: left; }
+li, p { overflow-wrap: anywhere; } td { overflow-wrap: break-word; } time { white-space: nowrap; }
 nav a { margin-right: .6em; white-space: nowrap; }
 .bad { color: #a00; font-weight: bold; } .good { color: #060; }
 @media (max-width: 40em) {
   table.stack, table.stack tbody, table.stack tr, table.stack td { display: block; }
   table.stack thead { display: none; }
   table.stack tr { border: 1px solid #ccc; margin: 0 0 .6em; }
-  table.stack td { border: none; text-align: left; padding: .1em .5em; }
+  table.stack td { border: none; text-align: left; padding: .1em .5em; overflow-wrap: anywhere; }
   table.stack td::before { content: attr(data-label) \": \"; font-weight: bold; }
 }
 ";
@@ -382,7 +388,7 @@ pub fn page(relay: &Relay) -> String {
 {STYLE}</style></head><body>
 <h1>ses-relay {version}</h1>
 <p>generated <span id="generated">{generated}</span> · up {hours}h {minutes}m · sessions in flight: <b{sessions_metric}>{sessions}</b>{shutting}</p>
-<nav><a href="#cutover">cutover</a><a href="#guard">guard</a><a href="#routes">routes</a><a href="#errors">errors</a><a href="#not-delivered">not delivered</a><a href="#dkim">DKIM</a><a href="#runbook-links">runbook</a></nav>
+<nav><a href="#cutover">cutover</a> <a href="#guard">guard</a> <a href="#routes">routes</a> <a href="#errors">errors</a> <a href="#not-delivered">not delivered</a> <a href="#dkim">DKIM</a> <a href="#runbook-links">runbook</a></nav>
 <h2 id="cutover">Cutover</h2>
 {cutover}
 <h2 id="guard">Rollback guard</h2>

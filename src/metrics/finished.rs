@@ -63,7 +63,8 @@ pub struct NotDelivered {
     pub route: Route,
     /// Deferred, rejected or refused.
     pub disposition: Disposition,
-    /// The final reply, code and enhanced status code first.
+    /// The final reply, code and enhanced status code first (without the
+    /// ` [id …]` the client's copy ends with).
     pub reply: String,
     /// MAIL FROM, masked.
     pub from: String,
@@ -133,7 +134,10 @@ fn finished_into(
     window.error(done.route, &error_code(done.reply, done.upstream_code));
     let masker = done.masker;
     let reply = done.reply.to_string();
-    let reply = escape_controls(&masker.text(&reply)).into_owned();
+    // The id the session appends to the client's reply has a column of its own.
+    let suffix = format!(" [id {}]", done.id);
+    let reply = reply.strip_suffix(&suffix).unwrap_or(&reply);
+    let reply = escape_controls(&masker.text(reply)).into_owned();
     let address = |a: &str| cut(&escape_controls(&masker.address(a)), MAX_ADDRESS).to_string();
     ring.push(NotDelivered {
         at: now,
@@ -169,10 +173,11 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_last_ten_newest_first() {
         let (window, ring) = (RecentWindow::default(), LastNotDelivered::default());
-        let reply = Reply::new(451, [4, 4, 1], "SES did not answer");
         let rcpts = vec!["b@example.com".to_string()];
         for n in 0..25u64 {
             let id = format!("T{n}");
+            let text = format!("SES did not answer [id {id}]");
+            let reply = Reply::dynamic(451, [4, 4, 1], text);
             let done = Finished {
                 id: &id,
                 ..failed(&reply, "a@goo.ne.jp", &rcpts)

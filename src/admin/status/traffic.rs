@@ -46,8 +46,8 @@ fn reachability(relay: &Relay, route: Route) -> String {
     let class = if up == Some(0) { " class=\"bad\"" } else { "" };
     td(
         "reachability",
-        &format!("{attrs} data-cutover=\"upstreams.legacy\""),
-        format!("<span{class}>{health}</span>"),
+        &attrs,
+        format!("<span{class} data-cutover=\"upstreams.legacy\">{health}</span>"),
     )
 }
 
