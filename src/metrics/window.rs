@@ -50,7 +50,7 @@ pub const MAX_CODES: usize = 16;
 /// Longest error code kept, in bytes (SES's longest is 34).
 pub const MAX_CODE_LEN: usize = 64;
 
-/// Where codes past [`MAX_CODES`] in one minute are counted.
+/// Where codes past `MAX_CODES` in one minute are counted.
 pub const OTHER_CODE: &str = "other";
 
 /// Upper bound of the latency histograms: 10 minutes, in microseconds
