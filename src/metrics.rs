@@ -1,6 +1,8 @@
 //! Metrics: names, help texts, the helpers that record them, the Prometheus
 //! recorder (rendered by the admin API's `GET /metrics`, histograms with
-//! explicit buckets), and a five-minute window per route for the status page.
+//! explicit buckets), and what the status page shows beside them: a
+//! five-minute window per route, the last transactions not delivered, each
+//! DKIM key's last DNS check.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -422,10 +424,12 @@ pub fn upstream_up(route: &'static str, up: bool) {
     gauge!(UPSTREAM_UP, "route" => route).set(if up { 1.0 } else { 0.0 });
 }
 
-/// Publishes the DNS check of one key.
-pub fn dkim_dns(domain: &str, selector: &str, consistent: bool) {
+/// Publishes the DNS check of one key: `problem` is why its record does not
+/// match, None when it does (the status page shows it with the time).
+pub fn dkim_dns(domain: &str, selector: &str, problem: Option<&str>) {
     gauge!(DKIM_DNS_CONSISTENT, "domain" => domain.to_string(), "selector" => selector.to_string())
-        .set(if consistent { 1.0 } else { 0.0 });
+        .set(if problem.is_none() { 1.0 } else { 0.0 });
+    dkim_checks::record(domain, selector, problem);
 }
 
 /// One DKIM key's state, as [`dkim_key`] publishes it.
@@ -458,9 +462,15 @@ pub fn dkim_key_notice_age(seconds: f64) {
     gauge!(DKIM_KEY_NOTICE_AGE).set(seconds);
 }
 
+mod dkim_checks;
+mod finished;
 mod window;
 
-pub use window::{RecentWindow, RouteTotals, recent};
+pub use dkim_checks::{DnsCheck, dkim_dns_check};
+pub use finished::{
+    Finished, KEPT, LastNotDelivered, NotDelivered, error_code, finished, last_not_delivered,
+};
+pub use window::{ErrorCount, Latency, OTHER_CODE, RecentWindow, RouteTotals, recent};
 
 #[cfg(test)]
 mod tests {

@@ -96,7 +96,7 @@ async fn read_all(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn with_a_read_token_only_probes_are_open() {
     let addr = start(relay(Some(READ)), Limits::default()).await;
-    for path in ["/cutover", "/metrics", "/", "/unknown"] {
+    for path in ["/cutover", "/metrics", "/", "/runbook", "/unknown"] {
         let (status, answer) = request(addr, "GET", path, None, "").await;
         assert_eq!(status, 401, "{path}: {answer}");
         assert!(
@@ -108,7 +108,7 @@ async fn with_a_read_token_only_probes_are_open() {
         assert_eq!(request(addr, "GET", path, Some("wrong"), "").await.0, 401);
     }
     for token in [READ, WRITE] {
-        for path in ["/cutover", "/metrics", "/"] {
+        for path in ["/cutover", "/metrics", "/", "/runbook"] {
             let (status, answer) = request(addr, "GET", path, Some(token), "").await;
             assert_eq!(status, 200, "{path} with {token}: {answer}");
         }

@@ -268,6 +268,15 @@ impl UpstreamError {
         }
     }
 
+    /// The label of a failure that is not an SMTP upstream's own reply (that
+    /// one shows its reply code instead): the status page's error code.
+    pub fn code_label(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Reply(_) => None,
+            _ => Some(self.label()),
+        }
+    }
+
     /// How the transaction ends: an SMTP upstream's reply by its class,
     /// otherwise deferred or rejected by the retry kind.
     pub fn disposition(&self) -> Disposition {

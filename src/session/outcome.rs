@@ -1,7 +1,7 @@
 //! How a transaction ended ([`Outcome`]), and the one place that records it
 //! ([`Recorder`]): the rollback guard's evidence first (so a trip is in
-//! force before the reply goes out), then the metrics, then the transaction
-//! log line. Every transaction that reached the end of DATA, or whose
+//! force before the reply goes out), then the metrics (the status page's
+//! window and list among them), then the transaction log line. Every transaction that reached the end of DATA, or whose
 //! route could not begin at the first RCPT, is recorded here and nowhere else.
 
 use std::net::IpAddr;
@@ -169,6 +169,18 @@ impl Recorder<'_> {
             outcome.upstream_seconds,
             total.as_secs_f64(),
         );
+        metrics::finished(&metrics::Finished {
+            id: &envelope.id,
+            route: envelope.route,
+            disposition: outcome.disposition,
+            reply: &outcome.reply,
+            upstream_code: outcome.error.as_deref().and_then(UpstreamError::code_label),
+            upstream_time: (outcome.size > 0)
+                .then(|| Duration::from_secs_f64(outcome.upstream_seconds)),
+            from: &envelope.mail.address,
+            rcpt_to: &envelope.rcpt_to,
+            masker: self.masker,
+        });
         self.log(envelope, outcome, total);
     }
 
