@@ -45,13 +45,15 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(Relay::new(
+    Arc::new(Relay::new(crate::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ))
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {

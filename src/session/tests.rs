@@ -74,13 +74,15 @@ fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(upstream, None);
-    Arc::new(Relay::new(
-        live(smtp),
+    Arc::new(Relay::new(crate::relay::RelayParts {
+        live: live(smtp),
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ))
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 fn live(smtp: SmtpConfig) -> Live {

@@ -54,13 +54,15 @@ fn relay(selector: &str, masked: bool) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(Relay::new(
+    Arc::new(Relay::new(crate::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(masked),
-    ))
+        masker: Masker::new(masked),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 /// Finishes one transaction the way the session does.

@@ -64,13 +64,15 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
-    let relay = Arc::new(Relay::new(
+    let relay = Arc::new(Relay::new(crate::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ));
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }));
     let mut s = TestSession::start(relay).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
@@ -119,19 +121,19 @@ fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
         crate::route::Route::Legacy,
     );
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    let mut relay = Relay::new(
-        live(smtp_config()),
-        Router::new(true, vec![rule], cutover.share()),
-        Upstreams::new(ses, Some(legacy)),
-        cutover.clone(),
-        Masker::new(true),
-    );
     let config = crate::config::GuardConfig {
         enabled: true,
         ..crate::config::GuardConfig::default()
     };
-    relay.guard = Arc::new(crate::guard::Guard::new(&config, cutover, true));
-    Arc::new(relay)
+    Arc::new(Relay::new(crate::relay::RelayParts {
+        live: live(smtp_config()),
+        router: Router::new(true, vec![rule], cutover.share()),
+        upstreams: Upstreams::new(ses, Some(legacy)),
+        guard: Arc::new(crate::guard::Guard::new(&config, cutover.clone(), true)),
+        cutover,
+        masker: Masker::new(true),
+        legacy_health: None,
+    }))
 }
 
 #[tokio::test]
