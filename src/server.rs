@@ -125,12 +125,11 @@ fn read_token(path: &std::path::Path, key: &'static str) -> Result<Option<String
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
-    let token = std::fs::read_to_string(path).map_err(|source| StartError::File {
+    crate::files::read_token(path).map_err(|source| StartError::File {
         key,
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
+    })
 }
 
 fn outbox(

@@ -14,9 +14,7 @@ pub fn read_token(config: &AdminConfig) -> Option<String> {
     [&config.read_token_file, &config.token_file]
         .into_iter()
         .filter(|path| !path.as_os_str().is_empty())
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|token| token.trim().to_string())
-        .find(|token| !token.is_empty())
+        .find_map(|path| crate::files::read_token(path).ok().flatten())
 }
 
 /// An HTTP answer: status code and body.
