@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::log::LogThrottle;
+use crate::log::{LogThrottle, Masker};
 use crate::metrics;
 use crate::net::canonical_ip;
 use crate::proxy;
@@ -160,42 +160,15 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         // Behind a balancer only the balancer may connect; the client it names is checked in `serve`.
         let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
         if live.smtp.proxy_protocol && !proxied {
-            metrics::connection("denied");
-            if UNTRUSTED_LOG.admit() {
-                tracing::warn!(peer = %relay.masker.ip(peer.ip()), "peer not in proxy-trusted, refused");
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::Untrusted.send(stream, &relay.masker, peer, None);
             continue;
         }
         if !proxied && !live.smtp.admits(peer.ip()) {
-            metrics::connection("denied");
-            if DENIED_LOG.admit() {
-                tracing::warn!(
-                    client = %relay.masker.ip(peer.ip()),
-                    "client not in allowed-clients, refused"
-                );
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::NotAllowed.send(stream, &relay.masker, peer, None);
             continue;
         }
         let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
-            metrics::connection("overloaded");
-            if OVERLOADED_LOG.admit() {
-                tracing::warn!(
-                    client = %relay.masker.ip(peer.ip()),
-                    "max-connections reached, refused"
-                );
-            }
-            refuse(
-                stream,
-                Reply::new(421, [4, 3, 2], "Too many connections, try again later"),
-            );
+            Refusal::Overloaded.send(stream, &relay.masker, peer, None);
             continue;
         };
         let relay = relay.clone();
@@ -231,14 +204,7 @@ async fn admit_proxied(
             Some((stream, client))
         }
         Ok(client) => {
-            metrics::connection("denied");
-            if DENIED_LOG.admit() {
-                tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::NotAllowed.send(stream, masker, client, Some(peer));
             None
         }
         Err(err) => {
@@ -298,6 +264,59 @@ pub fn tls_failed(relay: &Relay, peer: SocketAddr, mode: TlsMode, error: &dyn st
         tracing::warn!(client = %relay.masker.ip(peer.ip()), error = %error, "TLS handshake failed");
     }
 }
+
+/// Why a connection is refused before its session starts.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// With PROXY on, a peer not in `proxy-trusted`.
+    Untrusted,
+    /// A client not in `allowed-clients`.
+    NotAllowed,
+    /// `max-connections` reached.
+    Overloaded,
+}
+
+impl Refusal {
+    /// The one refusal path: counted, logged within its throttle (an
+    /// outsider can cause it by the thousand), answered and closed.
+    /// `client` is the one refused; `proxy` the balancer it came through.
+    fn send(
+        self,
+        stream: TcpStream,
+        masker: &Masker,
+        client: SocketAddr,
+        proxy: Option<SocketAddr>,
+    ) {
+        let (label, log, reply) = match self {
+            Refusal::Untrusted => ("denied", &UNTRUSTED_LOG, ACCESS_DENIED),
+            Refusal::NotAllowed => ("denied", &DENIED_LOG, ACCESS_DENIED),
+            Refusal::Overloaded => (
+                "overloaded",
+                &OVERLOADED_LOG,
+                Reply::new(421, [4, 3, 2], "Too many connections, try again later"),
+            ),
+        };
+        metrics::connection(label);
+        if log.admit() {
+            let client = masker.ip(client.ip());
+            match (self, proxy) {
+                (Refusal::Untrusted, _) => {
+                    tracing::warn!(peer = %client, "peer not in proxy-trusted, refused")
+                }
+                (_, Some(proxy)) => tracing::warn!(
+                    client = %client,
+                    proxy = %masker.ip(proxy.ip()),
+                    "{}",
+                    log.what()
+                ),
+                (_, None) => tracing::warn!(client = %client, "{}", log.what()),
+            }
+        }
+        refuse(stream, reply);
+    }
+}
+
+const ACCESS_DENIED: Reply = Reply::new(554, [5, 7, 1], "Access denied: client not allowed");
 
 /// Writes `reply` and closes, on a task of its own; counted like every
 /// session reply (command `CONNECT`: it stands for the greeting).
