@@ -58,9 +58,14 @@ fn test_venv() -> PathBuf {
 
 /// Tells cargo to run this script again when `path` appears or changes: the
 /// path itself when it exists, else its nearest existing directory (never a
-/// missing path, which cargo would take as changed on every build).
+/// missing path, which cargo would take as changed on every build). Never `/`
+/// or a top-level directory (`/usr`, `/root`): cargo scans a watched
+/// directory whole before every build, and a venv set to a path under a
+/// missing top-level directory once made it walk all of `/` (`/proc`, `/sys`).
 fn watch(path: &Path) {
-    if let Some(watched) = path.ancestors().find(|p| p.exists()) {
+    if let Some(watched) = path.ancestors().find(|p| p.exists())
+        && watched.components().count() > 2
+    {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
 }
