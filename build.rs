@@ -9,7 +9,7 @@
 //!
 //! It also finds the real peers the system tests need, as tests/common/peers.rs
 //! does, and sets a cfg for each one present (`has_postfix`, `has_moto`,
-//! `has_dnsmasq`, `has_chromium`): a system test carries
+//! `has_dkimpy`, `has_dnsmasq`, `has_chromium`): a system test carries
 //! `#[cfg_attr(not(has_moto), ignore = "needs moto: run tests/peers/install.sh")]`,
 //! so where its peer is absent libtest counts it as ignored, with the reason,
 //! instead of as passed. With `SES_RELAY_REQUIRE_PEERS=1` (.ci/run) every cfg is
@@ -72,7 +72,13 @@ fn watch(path: &Path) {
 
 /// The `has_<peer>` cfgs the system tests are ignored by.
 fn peers() {
-    const PEERS: [&str; 4] = ["has_postfix", "has_moto", "has_dnsmasq", "has_chromium"];
+    const PEERS: [&str; 5] = [
+        "has_postfix",
+        "has_moto",
+        "has_dkimpy",
+        "has_dnsmasq",
+        "has_chromium",
+    ];
     for cfg in PEERS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -92,11 +98,13 @@ fn peers() {
     }
     let postfix = Path::new("/usr/sbin/postfix");
     let moto = test_venv().join("bin/moto_server");
+    // dkimpy's own command, installed with it into the same venv.
+    let dkimpy = test_venv().join("bin/dkimverify");
     let dnsmasq = Path::new("/usr/sbin/dnsmasq");
     // Debian's package; fixed paths rather than PATH, which differs from shell
     // to shell and would rerun this script (and rebuild the crate) each time.
     let chromium = Path::new("/usr/bin/chromium");
-    for path in [postfix, &moto, dnsmasq, chromium] {
+    for path in [postfix, &moto, &dkimpy, dnsmasq, chromium] {
         watch(path);
     }
     // A private Postfix instance needs root, as tests/common/peers.rs says.
@@ -107,6 +115,7 @@ fn peers() {
     for (cfg, present) in [
         ("has_postfix", postfix.exists() && root),
         ("has_moto", moto.exists()),
+        ("has_dkimpy", dkimpy.exists()),
         ("has_dnsmasq", dnsmasq.exists()),
         ("has_chromium", chromium.exists()),
     ] {
