@@ -194,8 +194,8 @@ fn the_one_machine_step_6_is_step_6_with_the_relay_on_loopback() {
 
 #[test]
 #[cfg_attr(
-    not(all(has_postfix, has_moto)),
-    ignore = "needs Postfix (as root) and moto: run tests/peers/install.sh"
+    not(all(has_postfix, has_moto, has_dkimpy)),
+    ignore = "needs Postfix (as root), moto and dkimpy: run tests/peers/install.sh"
 )]
 fn the_quickstart_on_one_machine_reaches_a_signed_message_through_postfix_over_tls() {
     let moto = Moto::start();
