@@ -9,7 +9,7 @@
 //!
 //! It also finds the real peers the system tests need, as tests/common/peers.rs
 //! does, and sets a cfg for each one present (`has_postfix`, `has_moto`,
-//! `has_dnsmasq`, `has_chromium`): a system test carries
+//! `has_dkimpy`, `has_dnsmasq`, `has_chromium`): a system test carries
 //! `#[cfg_attr(not(has_moto), ignore = "needs moto: run tests/peers/install.sh")]`,
 //! so where its peer is absent libtest counts it as ignored, with the reason,
 //! instead of as passed. With `SES_RELAY_REQUIRE_PEERS=1` (.ci/run) every cfg is
@@ -58,16 +58,27 @@ fn test_venv() -> PathBuf {
 
 /// Tells cargo to run this script again when `path` appears or changes: the
 /// path itself when it exists, else its nearest existing directory (never a
-/// missing path, which cargo would take as changed on every build).
+/// missing path, which cargo would take as changed on every build). Never `/`
+/// or a top-level directory (`/usr`, `/root`): cargo scans a watched
+/// directory whole before every build, and a venv set to a path under a
+/// missing top-level directory once made it walk all of `/` (`/proc`, `/sys`).
 fn watch(path: &Path) {
-    if let Some(watched) = path.ancestors().find(|p| p.exists()) {
+    if let Some(watched) = path.ancestors().find(|p| p.exists())
+        && watched.components().count() > 2
+    {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
 }
 
 /// The `has_<peer>` cfgs the system tests are ignored by.
 fn peers() {
-    const PEERS: [&str; 4] = ["has_postfix", "has_moto", "has_dnsmasq", "has_chromium"];
+    const PEERS: [&str; 5] = [
+        "has_postfix",
+        "has_moto",
+        "has_dkimpy",
+        "has_dnsmasq",
+        "has_chromium",
+    ];
     for cfg in PEERS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -87,13 +98,15 @@ fn peers() {
     }
     let postfix = Path::new("/usr/sbin/postfix");
     let moto = test_venv().join("bin/moto_server");
+    // dkimpy's own command, installed with it into the same venv.
+    let dkimpy = test_venv().join("bin/dkimverify");
     let dnsmasq = Path::new("/usr/sbin/dnsmasq");
     // Debian's package; fixed paths rather than PATH, which differs from shell
     // to shell and would rerun this script (and rebuild the crate) each time.
     let chromium = Path::new("/usr/bin/chromium");
     // The browser test drives chromium with playwright from the venv.
     let playwright = test_venv().join("bin/playwright");
-    for path in [postfix, &moto, dnsmasq, chromium, &playwright] {
+    for path in [postfix, &moto, &dkimpy, dnsmasq, chromium, &playwright] {
         watch(path);
     }
     // A private Postfix instance needs root, as tests/common/peers.rs says.
@@ -104,6 +117,7 @@ fn peers() {
     for (cfg, present) in [
         ("has_postfix", postfix.exists() && root),
         ("has_moto", moto.exists()),
+        ("has_dkimpy", dkimpy.exists()),
         ("has_dnsmasq", dnsmasq.exists()),
         ("has_chromium", chromium.exists() && playwright.exists()),
     ] {

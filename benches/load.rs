@@ -17,16 +17,13 @@
 //! another build of the relay instead of this one: alternate two builds in one
 //! invocation to compare them.
 
-use std::convert::Infallible;
+mod harness;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use harness::{Session, cpu_seconds, fake_ses, free_port, message, peak_rss_mib, start_relay};
 
 struct Args {
     messages: usize,
@@ -65,69 +62,6 @@ fn parse_args() -> Args {
     args
 }
 
-/// A lean SES v2 stand-in: reads the request, waits, answers a MessageId.
-async fn fake_ses(latency: Duration) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicU64::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let count = count.clone();
-                        async move {
-                            let _ = request.into_body().collect().await;
-                            if !latency.is_zero() {
-                                tokio::time::sleep(latency).await;
-                            }
-                            let n = count.fetch_add(1, Ordering::Relaxed);
-                            let body = format!("{{\"MessageId\":\"bench-{n}\"}}");
-                            Ok::<_, Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, served)
-}
-
-fn message(size: usize, i: usize) -> String {
-    let mut msg = format!(
-        "From: Goo News <news@goo.ne.jp>\r\nTo: user{i}@example.com\r\nSubject: load {i}\r\nMessage-ID: <load-{i}@goo.ne.jp>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
-    );
-    while msg.len() + 78 <= size {
-        msg.push_str(
-            "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tem\r\n",
-        );
-    }
-    msg.push_str(".\r\n");
-    msg
-}
-
-async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, line: &mut String) -> u16 {
-    loop {
-        line.clear();
-        if reader.read_line(line).await.unwrap_or(0) == 0 {
-            return 0;
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        }
-    }
-}
-
 /// One connection sending its share of messages; returns latencies and failures.
 async fn client(
     addr: SocketAddr,
@@ -136,16 +70,7 @@ async fn client(
     pace: Option<Duration>,
     start: Instant,
 ) -> (Vec<Duration>, usize) {
-    let stream = TcpStream::connect(addr)
-        .await
-        .expect("connect to the relay");
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
-    reply(&mut reader, &mut line).await;
-    write.write_all(b"EHLO load.test\r\n").await.unwrap();
-    reply(&mut reader, &mut line).await;
+    let mut session = Session::open(addr).await;
     let mut latencies = Vec::with_capacity(ids.len());
     let mut failed = 0;
     for i in ids {
@@ -153,55 +78,14 @@ async fn client(
             let due = start + pace * i as u32;
             tokio::time::sleep_until(due.into()).await;
         }
-        // As Postfix pipelines: MAIL (with SIZE=), RCPT, DATA in one write.
-        let body = message(size, i);
-        let head = format!(
-            "MAIL FROM:<news@goo.ne.jp> SIZE={}\r\nRCPT TO:<user{i}@example.com>\r\nDATA\r\n",
-            body.len()
-        );
-        write.write_all(head.as_bytes()).await.unwrap();
-        for _ in 0..3 {
-            reply(&mut reader, &mut line).await;
-        }
-        write.write_all(body.as_bytes()).await.unwrap();
-        let sent = Instant::now();
-        let code = reply(&mut reader, &mut line).await;
-        latencies.push(sent.elapsed());
-        if code != 250 {
+        let (latency, accepted) = session.send(i, &message(size, i)).await;
+        latencies.push(latency);
+        if !accepted {
             failed += 1;
         }
     }
-    let _ = write.write_all(b"QUIT\r\n").await;
+    session.quit().await;
     (latencies, failed)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Peak resident set (VmHWM) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// CPU seconds of one bare RSA-2048 signature, measured here and now.
@@ -246,65 +130,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_relay(ses: SocketAddr, port: u16, admin: u16) -> std::process::Child {
-    let dir = std::env::temp_dir().join(format!("ses-relay-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[smtp]
-listen = ["127.0.0.1:{port}"]
-hostname = "relay.load"
-max-connections = 2000
-[[dkim.keys]]
-domain = "goo.ne.jp"
-selector = "gooid-21-prod"
-private-key = "{key}"
-[dkim]
-dns-check-interval = "0s"
-[ses]
-mode = "api"
-endpoint-url = "http://{ses}"
-configuration-set = "load-set"
-[admin]
-listen = "127.0.0.1:{admin}"
-[log]
-level = "warn"
-"#,
-            key = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem"),
-        ),
-    )
-    .unwrap();
-    // SES_RELAY_LOAD_BIN runs another build (an A/B comparison of two commits).
-    let binary = std::env::var("SES_RELAY_LOAD_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ses-relay").into());
-    let child = std::process::Command::new(binary)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", "load")
-        .env("AWS_SECRET_ACCESS_KEY", "load")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("start ses-relay");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ses-relay did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -315,7 +140,7 @@ async fn main() {
         Some(target) => target,
         None => {
             let port = free_port();
-            child = Some(start_relay(ses, port, free_port()));
+            child = Some(start_relay(ses, port, free_port(), ""));
             SocketAddr::from(([127, 0, 0, 1], port))
         }
     };
@@ -373,10 +198,7 @@ async fn main() {
     } else {
         println!("RSA-2048 signature here: {:.3} ms", signature * 1e3);
     }
-    if let Some(mut child) = child {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
+    if let Some(child) = child {
+        harness::stop_relay(child);
     }
 }

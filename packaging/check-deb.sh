@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks what the built .deb holds (dpkg-deb --contents), its conffile, its
 # maintainer scripts (postinst creates the ses-relay user, prerm stops and
-# disables the service, postrm purges the user and the state), its copyright
-# and both manual pages.
+# disables the service, postrm purges the user and the state), its copyright,
+# both manual pages and the documents (README and docs/*.md, gzipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(ls -t target/debian/ses-relay_*.deb | head -1)
@@ -19,6 +19,12 @@ for path in \
     ./usr/share/fish/vendor_completions.d/ses-relay.fish \
     ./lib/systemd/system/ses-relay.service \
     ./usr/share/doc/ses-relay/README.md.gz; do
+    grep -q " $path\$" <<<"$contents" || { echo "missing from $deb: $path" >&2; exit 1; }
+done
+# Every document of docs/ (the quickstart and the rest), gzipped beside the
+# README as in the repository, and the same text as the source.
+for doc in docs/*.md; do
+    path=./usr/share/doc/ses-relay/docs/$(basename "$doc").gz
     grep -q " $path\$" <<<"$contents" || { echo "missing from $deb: $path" >&2; exit 1; }
 done
 scratch=$(mktemp -d)
@@ -48,6 +54,10 @@ grep -q '^\.TH ses-relay 8' <<<"$man8" \
 man5=$(packaged ./usr/share/man/man5/ses-relay.toml.5.gz | gzip -dc)
 grep -q '^\.TH ses-relay.toml 5' <<<"$man5" \
     || { echo "the configuration man page is not section 5" >&2; exit 1; }
+for doc in README.md docs/*.md; do
+    packaged "./usr/share/doc/ses-relay/$doc.gz" | gzip -dc >"$scratch/doc"
+    cmp -s "$scratch/doc" "$doc" || { echo "the packaged $doc.gz is not $doc" >&2; exit 1; }
+done
 config=$(packaged ./etc/ses-relay/ses-relay.toml)
 grep -q '^listen = \["127.0.0.1:' <<<"$config" \
     || { echo "the shipped config does not listen on loopback" >&2; exit 1; }

@@ -6,9 +6,12 @@
 //!   included.
 //! - [`prepare`]: message preparation (`prepare::Preparer::prepare`) on
 //!   arbitrary bytes.
+//! - [`config`]: the config loader and `validate()` on hostile values of
+//!   every numeric key, in the file and as environment overrides.
 //!
 //! Every invariant is an `assert!`: a panic is what AFL records as a crash.
 
+pub mod config;
 pub mod framing;
 pub mod prepare;
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Replays the seed corpus, and any crash AFL left in `out/`, through both
-//! targets without AFL: `cargo test --lib` in `fuzz/` shows the assertion
+//! Replays the seed corpus, and any crash AFL left in `out/`, through every
+//! target without AFL: `cargo test --lib` in `fuzz/` shows the assertion
 //! that fails, with a backtrace, for an input AFL reported. (A unit test,
 //! not one in `tests/`: those make cargo link the AFL binaries, which only
 //! link under `cargo afl`.)
@@ -46,4 +46,9 @@ fn framing_corpus() {
 #[test]
 fn prepare_corpus() {
     replay("prepare", crate::prepare::run);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", crate::config::run);
 }

@@ -124,6 +124,9 @@ pub struct Postfix {
 }
 
 impl Postfix {
+    /// Starts an instance on a free 127.0.0.1 port relaying to `relay_port`;
+    /// each of `extra` (a `main.cf` line) replaces the base line of its
+    /// parameter or adds one.
     pub fn start(relay_port: u16, extra: &[&str]) -> Postfix {
         let dir = TempDir::new("postfix");
         let port = free_port();
@@ -134,7 +137,7 @@ impl Postfix {
         run("chmod", &["755", base.to_str().unwrap()]);
         run("chown", &["postfix:", base.join("data").to_str().unwrap()]);
         std::fs::write(base.join("maillog"), "").unwrap();
-        let mut main_cf = format!(
+        let main_cf = format!(
             "compatibility_level = 3.6\n\
              queue_directory = {d}/spool\n\
              data_directory = {d}/data\n\
@@ -160,6 +163,15 @@ impl Postfix {
              queue_run_delay = 1s\n",
             d = base.display()
         );
+        // An extra line replaces the base's line of the same parameter
+        // (Postfix would take the later one, but warn on every command).
+        let name = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+        let overridden: Vec<String> = extra.iter().map(|line| name(line)).collect();
+        let mut main_cf: String = main_cf
+            .lines()
+            .filter(|line| !overridden.contains(&name(line)))
+            .map(|line| format!("{line}\n"))
+            .collect();
         for line in extra {
             main_cf.push_str(line);
             main_cf.push('\n');
@@ -171,6 +183,8 @@ impl Postfix {
             ("cleanup", "unix  n - n - 0", "cleanup"),
             ("qmgr", "unix  n - n 300 1", "qmgr"),
             ("tlsmgr", "unix  - - n 1000? 1", "tlsmgr"),
+            // For smtp_tls_connection_reuse (docs/quickstart.md's Postfix lines).
+            ("tlsproxy", "unix  - - n - 0", "tlsproxy"),
             ("rewrite", "unix  - - n - -", "trivial-rewrite"),
             ("bounce", "unix  - - n - 0", "bounce"),
             ("defer", "unix  - - n - 0", "bounce"),
