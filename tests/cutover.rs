@@ -13,6 +13,7 @@ use std::time::Instant;
 use common::cutover::{Replies, TOKEN, cutover_config};
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
 use ses_relay::admin::client::{Answer, request};
 
@@ -245,18 +246,14 @@ async fn health_and_readiness() {
     let get = |path: &'static str| {
         tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
     };
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    wait_until_async(std::time::Duration::from_secs(10), || async {
         let metrics = get("/metrics").await.unwrap().body;
-        if metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no legacy down gauge:\n{metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        ok_if(
+            metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0"),
+            format!("no legacy down gauge:\n{metrics}"),
+        )
+    })
+    .await;
     let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert!(

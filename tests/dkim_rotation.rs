@@ -9,13 +9,14 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::dnsmasq::{Dnsmasq, dkimpy_verify_dns, dnsmasq_missing};
 use common::peers::{
     Moto, Postfix, free_port, moto_identity, moto_missing, postfix_missing, run_or_skip,
 };
 use common::relay_process::{RelayProcess, log as relay_log, metric};
+use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt, ses_relay};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
@@ -202,24 +203,21 @@ fn submit(postfix: &Postfix, n: usize) {
 
 /// Waits until moto has `n` messages; returns them (raw, CRLF).
 fn wait_for_messages(moto: &Moto, n: usize, postfix: &Postfix, dir: &TempDir) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(Duration::from_secs(120), || {
         let sent = moto.sent();
-        if sent.len() >= n {
-            return sent
+        match sent.len() >= n {
+            true => Ok(sent
                 .iter()
                 .map(|m| m.raw.replace("\r\n", "\n").replace('\n', "\r\n"))
-                .collect();
+                .collect()),
+            false => Err(format!(
+                "moto has {} of {n} messages\npostfix:\n{}\nrelay:\n{}",
+                sent.len(),
+                postfix.log(),
+                relay_log(dir)
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "moto has {} of {n} messages\npostfix:\n{}\nrelay:\n{}",
-            sent.len(),
-            postfix.log(),
-            relay_log(dir)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 /// `rotation-N` of a message.
@@ -277,14 +275,15 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
         old_record,
         (format!("{NEW}._domainkey.goo.ne.jp"), new_record),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = BEFORE;
-    while active(admin, NEW) != Some(1.0) {
-        assert!(Instant::now() < deadline, "the new key was never confirmed");
+    wait_until(Duration::from_secs(60), || {
+        if active(admin, NEW) == Some(1.0) {
+            return Ok(());
+        }
         submit(&postfix, n);
         n += 1;
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        Err("the new key was never confirmed")
+    });
     assert_eq!(active(admin, OLD), Some(0.0));
     for _ in 0..3 {
         submit(&postfix, n);
@@ -369,11 +368,10 @@ fn a_new_record_carrying_another_key_is_never_used() {
         &new_pem,
     );
     // Ten checks at the rotation's pace (1 s): the old key's count passes 3, the new one's stays 0.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(admin, "ses_relay_dkim_key_confirmations", OLD).unwrap_or(0.0) < 10.0 {
-        assert!(Instant::now() < deadline, "the checks do not run");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(30), || {
+        let checks = gauge(admin, "ses_relay_dkim_key_confirmations", OLD).unwrap_or(0.0);
+        ok_if(checks >= 10.0, format!("the checks do not run: {checks}"))
+    });
     assert_eq!(
         gauge(admin, "ses_relay_dkim_key_confirmations", NEW),
         Some(0.0)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
+use common::wait::wait_until_async;
 use common::{RunningRelay, smtp, test_config};
 use ses_relay::config::{HumanDuration, LegacyConfig, LegacyTls};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -128,8 +129,15 @@ async fn a_reload_applies_max_connections() {
     // Lowered again: the open session stays, new ones wait for room.
     config.smtp.max_connections = 1;
     ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let refused = dialogue(relay.addr, b"", 1).await;
+    // Room for one again once the second session (QUIT) has ended.
+    let refused = wait_until_async(Duration::from_secs(10), || async {
+        let refused = dialogue(relay.addr, b"", 1).await;
+        match refused[0].starts_with("421 4.3.2") {
+            true => Ok(refused),
+            false => Err(format!("{refused:?}")),
+        }
+    })
+    .await;
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
     drop(first);
     assert!(relay.stop().await);
@@ -176,7 +184,9 @@ async fn after_a_refused_message_the_pipelined_transaction_is_read_whole() {
             let body = refused.as_bytes();
             let whole = [first.as_bytes(), body, next.as_bytes()].concat();
             if split {
-                // The marker's last byte alone, then the pipelined commands.
+                // The marker's last byte alone, then the pipelined commands:
+                // the pauses are under test, so each write arrives in a read
+                // of its own.
                 let cut = first.len() + body.len() - 1;
                 write.write_all(&whole[..cut]).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -18,6 +18,7 @@ use common::fleet::{
 };
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
 use ses_relay::config::HumanDuration;
 
@@ -117,7 +118,18 @@ async fn two_relays_share_one_cutover_through_ssm() {
     // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
     let ssm_endpoint = ssm.endpoint();
     drop(ssm);
-    tokio::time::sleep(REFRESH * 3).await;
+    let store_errors = || {
+        ses_relay::metrics::render()
+            .lines()
+            .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until_async(REFRESH * 4, || async {
+        let errors = store_errors();
+        ok_if(errors >= 2.0, format!("{errors} failed refreshes counted"))
+    })
+    .await;
     let status = cutover(&a).await;
     assert_eq!(
         (status["ses_percent"].as_f64(), status["version"].as_i64()),
@@ -127,12 +139,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
     assert!(send(&a, "ssm-down").await.starts_with("250"));
     assert_eq!(route_of(&ses, &legacy, "ssm-down"), "legacy");
     assert_eq!(admin(&a, "GET", "/readyz", None).await.status, 200);
-    let metrics = ses_relay::metrics::render();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let errors = store_errors();
     assert!(errors >= 2.0, "refreshes failed and were counted: {errors}");
     // A change cannot reach the fleet: refused, nothing changes here either.
     let answer = set(&a, 100.0, "while SSM is down").await;
@@ -201,8 +208,14 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
         assert!(line.starts_with('2'), "{line}");
     }
     relay.shutdown.trigger();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = admin(&relay, "GET", "/readyz", None).await;
+    let answer = wait_until_async(Duration::from_secs(5), || async {
+        let answer = admin(&relay, "GET", "/readyz", None).await;
+        match answer.status {
+            503 => Ok(answer),
+            _ => Err(format!("{}: {}", answer.status, answer.body)),
+        }
+    })
+    .await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["shutting_down"], true, "{body}");

@@ -18,6 +18,7 @@ use aws_sdk_ssm::config::{Credentials, Region};
 use common::fleet::{PARAMETER, REFRESH, TOKEN, cutover, fleet_config, set, until_percent};
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir};
 
 /// Both relays must show a change within this.
@@ -248,23 +249,21 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
     );
 
     // SSM runs again: both relays come to what it holds, whatever that is.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let holds = loop {
+    let holds = wait_until_async(Duration::from_secs(20), || async {
         let (percent, version) = held(&hand).await;
         let a_now = cutover(&a).await;
         let b_now = cutover(&b).await;
         let agree = [&a_now, &b_now].iter().all(|s| {
             s["ses_percent"].as_f64() == Some(percent) && s["version"].as_i64() == Some(version)
         });
-        if agree {
-            break (percent, version);
+        match agree {
+            true => Ok((percent, version)),
+            false => Err(format!(
+                "SSM holds {percent}% v{version}; A {a_now}; B {b_now}"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "SSM holds {percent}% v{version}; A {a_now}; B {b_now}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     // Never two versions for one write (no SDK retry after the relay gave up).
     assert!(holds.1 <= 2, "{holds:?}");
     // And the relay that made the write says what became of it, once.
@@ -277,14 +276,15 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
             })
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    let text = wait_until_async(Duration::from_secs(10), || async {
         let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-        if !resolved(&text).is_empty() || Instant::now() > deadline {
-            break text;
+        match resolved(&text).is_empty() {
+            false => Ok(text),
+            true => Err(format!("no audit line for the outcome:\n{text}")),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
+    // "Once" is under test: half a second for a second line that must not come.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let resolved = resolved(&String::from_utf8(lines.lock().unwrap().clone()).unwrap());
     assert_eq!(resolved.len(), 1, "one audit line for the outcome:\n{text}");
@@ -326,7 +326,15 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
     ] {
         let before = errors();
         put_by_hand(&hand, bad).await;
-        tokio::time::sleep(REFRESH * 2 + Duration::from_millis(300)).await;
+        // Both relays read it (each refusal is counted once per refresh).
+        wait_until_async(WITHIN * 2, || async {
+            let now = errors();
+            ok_if(
+                now >= before + 2.0,
+                format!("{bad}: {now} errors, {before} before"),
+            )
+        })
+        .await;
         for relay in [&a, &b] {
             let status = cutover(relay).await;
             assert_eq!(

@@ -16,6 +16,7 @@ use common::guard::{admin, cutover, guard_config, metric, rfc822, transaction};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
 use ses_relay::admin::client::request;
 
@@ -102,18 +103,14 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1);
     // Persisted as the guard's (written off the async workers, right after).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    wait_until_async(std::time::Duration::from_secs(5), || async {
         let saved = std::fs::read_to_string(dir.path("state/cutover.json")).unwrap_or_default();
-        if saved.contains("\"source\": \"guard\"") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not persisted: {saved}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        ok_if(
+            saved.contains("\"source\": \"guard\""),
+            format!("not persisted: {saved}"),
+        )
+    })
+    .await;
     assert!(relay.stop().await);
 
     // A restart keeps the guard's percentage, and the guard stays tripped.

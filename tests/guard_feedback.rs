@@ -13,6 +13,7 @@ use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
 use common::guard::{cutover, guard_config, metric};
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir};
 use ses_relay::config::HumanDuration;
 
@@ -95,7 +96,8 @@ async fn send_all(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String])
 /// Waits until every message of the queue was received and deleted.
 async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, deadline: Instant) {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    loop {
+    let within = deadline.saturating_duration_since(Instant::now());
+    wait_until_async(within, || async {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(queue_url)
@@ -110,17 +112,13 @@ async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, deadline: Instant) 
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(u64::MAX)
         };
-        if count(A::ApproximateNumberOfMessages) == 0
-            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queue not drained: {attributes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        ok_if(
+            count(A::ApproximateNumberOfMessages) == 0
+                && count(A::ApproximateNumberOfMessagesNotVisible) == 0,
+            format!("queue not drained: {attributes:?}"),
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,14 +187,14 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     bodies.push("{not an SES event".into());
     send_all(&sqs, &queue_url, &bodies).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    let status = wait_until_async(Duration::from_secs(60), || async {
         let status = cutover(&relay).await;
-        if status["source"] == "guard" {
-            break status;
+        match status["source"] == "guard" {
+            true => Ok(status),
+            false => Err(format!("no trip: {status}")),
         }
-        assert!(Instant::now() < deadline, "no trip: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(status["ses_percent"], 0.0, "{status}");
     let reason = status["reason"].as_str().unwrap();
     assert!(reason.starts_with("guard: bounce ratio "), "{reason}");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{BODY, refused_code, send};
 use common::ses_fake::{Mode, SesFake};
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, TestCa, demo_txt, header_names, test_config, verify_dkim};
 use mail_auth::DkimResult;
 use mail_send::SmtpClientBuilder;
@@ -291,15 +292,11 @@ async fn connection_cap_answers_421_at_once() {
     first.cmd("QUIT", "221").await;
     drop(first);
     // The slot frees once the first session has ended.
-    let mut greeting = String::new();
-    for _ in 0..50 {
-        greeting = Raw::connect(relay.addr).await.1;
-        if greeting.starts_with("220") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(greeting.starts_with("220"), "{greeting}");
+    wait_until_async(Duration::from_secs(10), || async {
+        let greeting = Raw::connect(relay.addr).await.1;
+        ok_if(greeting.starts_with("220"), greeting)
+    })
+    .await;
     assert!(relay.stop().await);
 }
 
@@ -380,22 +377,20 @@ async fn graceful_shutdown_finishes_the_transaction_in_flight() {
     raw.cmd("RCPT TO:<b@example.com>", "250").await;
     raw.cmd("DATA", "354").await;
     raw.send(&format!("{BODY}.\r\n")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: the (stalling) fake has the request.
+    wait_until_async(Duration::from_secs(10), || async {
+        ok_if(ses.attempts() == 1, "SES has no request yet")
+    })
+    .await;
     relay.shutdown.trigger();
     // New connections are no longer accepted...
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match TcpStream::connect(relay.addr).await {
-                    Err(_) => break,
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        })
-        .await
-        .is_ok(),
-        "listener still open after shutdown"
-    );
+    wait_until_async(Duration::from_secs(2), || async {
+        ok_if(
+            TcpStream::connect(relay.addr).await.is_err(),
+            "listener still open after shutdown",
+        )
+    })
+    .await;
     // ...but the message in flight is delivered and answered.
     let reply = raw.reply().await;
     assert!(reply.starts_with("250 2.0.0"), "{reply}");

@@ -10,12 +10,13 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::peers::{
     Moto, Postfix, dkimpy_verify, free_port, moto_identity, moto_missing, postfix_missing,
     run_or_skip, wait_for_port,
 };
+use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
@@ -155,14 +156,17 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let rcpts = ["to@example.com", "cc@example.com", "bcc-only@example.net"];
     submit(postfix.port, "news@goo.ne.jp", &rcpts, message);
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let sent = loop {
+    let sent = wait_until(Duration::from_secs(90), || {
         let sent = moto.sent();
-        if !sent.is_empty() || Instant::now() > deadline {
-            break sent;
+        match sent.is_empty() {
+            false => Ok(sent),
+            true => Err(format!(
+                "moto received nothing\npostfix log:\n{}\nrelay log:\n{}",
+                postfix.log(),
+                std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default()
+            )),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     let relay_log = std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default();
     assert_eq!(
         sent.len(),
@@ -203,16 +207,12 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     println!("dkimpy: {verdict}");
 
     // Postfix saw 250 (not a deferral) and its queue is empty: nothing held anywhere.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while postfix.queued() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        postfix.queued(),
-        0,
-        "postfix still holds mail:\n{}",
-        postfix.log()
-    );
+    wait_until(Duration::from_secs(30), || {
+        ok_if(
+            postfix.queued() == 0,
+            format_args!("postfix still holds mail:\n{}", postfix.log()),
+        )
+    });
     assert!(
         postfix
             .log()
@@ -319,21 +319,24 @@ fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice(
         let rcpt = format!("user{i}@example.com");
         submit(postfix.port, "news@goo.ne.jp", &[rcpt.as_str()], &message);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (in_ses, in_legacy) = loop {
+    let (in_ses, in_legacy) = wait_until(Duration::from_secs(120), || {
         let in_ses: Vec<String> = moto
             .sent()
             .iter()
             .filter_map(|m| message_id(&m.raw))
             .collect();
         let in_legacy = sink.message_ids();
-        if (in_ses.len() + in_legacy.len() >= N && postfix.queued() == 0)
-            || Instant::now() > deadline
-        {
-            break (in_ses, in_legacy);
+        match in_ses.len() + in_legacy.len() >= N && postfix.queued() == 0 {
+            true => Ok((in_ses, in_legacy)),
+            false => Err(format!(
+                "{} to moto, {} to smtp-sink, {} queued of {N}\n{}",
+                in_ses.len(),
+                in_legacy.len(),
+                postfix.queued(),
+                postfix.log()
+            )),
         }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    });
     println!(
         "split: {} to moto (SES), {} to smtp-sink (legacy)",
         in_ses.len(),

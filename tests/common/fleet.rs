@@ -10,6 +10,7 @@ use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, Legac
 
 use super::peers::{Moto, moto_identity};
 use super::smtp_sink::SmtpSink;
+use super::wait::{ok_if, wait_until_async};
 use super::{RunningRelay, TempDir, test_config};
 
 pub const TOKEN: &str = "fleet-token";
@@ -71,17 +72,15 @@ pub async fn set(relay: &RunningRelay, percent: f64, reason: &str) -> Answer {
 /// Polls `relay` until its percentage is `percent`; returns how long it took.
 pub async fn until_percent(relay: &RunningRelay, percent: f64, within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
+    wait_until_async(within, || async {
         let status = cutover(relay).await;
-        if status["ses_percent"].as_f64() == Some(percent) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "{percent}% not in force after {within:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ok_if(
+            status["ses_percent"].as_f64() == Some(percent),
+            format!("{percent}% not in force: {status}"),
+        )
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Sends one message tagged `tag` through `relay`; the final reply.

@@ -14,6 +14,7 @@ pub mod relay_process;
 pub mod ses_fake;
 pub mod smtp_sink;
 pub mod spawned;
+pub mod wait;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
