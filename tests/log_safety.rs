@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
+use common::client::{connect_from, reply};
+use common::relay_process::{RelayProcess, config_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -138,7 +139,7 @@ async fn hostile_input_reaches_the_log_escaped(mask_pii: bool) {
             "[log]\nformat = \"text\"\nlevel = \"info,ses_relay=debug\"\nmask-pii = {mask_pii}\n"
         ),
     );
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
 
     hostile_session(relay.smtp).await;
     for header in hostile_headers() {

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
+use common::client::{connect_from, reply};
+use common::relay_process::{RelayProcess, config_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -55,7 +56,7 @@ fn lines_and_summaries(log: &str, what: &str) -> (usize, Vec<u64>) {
 }
 
 /// Waits until the lines and summaries for `what` account for all `events`.
-fn accounted(relay: &SpawnedRelay, what: &str, events: u64) -> (usize, Vec<u64>) {
+fn accounted(relay: &RelayProcess, what: &str, events: u64) -> (usize, Vec<u64>) {
     let log = relay.wait_for_log(&format!("{events} `{what}` accounted for"), |log| {
         let (lines, summaries) = lines_and_summaries(log, what);
         lines as u64 + summaries.iter().sum::<u64>() >= events
@@ -77,7 +78,7 @@ async fn refusals_and_broken_proxy_headers_are_throttled_with_a_count() {
         &format!("proxy-protocol = true\nproxy-trusted = [\"{BALANCER}/32\"]"),
         "",
     );
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
     knock_many(500, "127.0.0.1", relay.smtp, b"EHLO scanner\r\n").await;
     let (lines, summaries) = accounted(&relay, "peer not in proxy-trusted, refused", 500);
     assert!(lines <= 10, "{lines} lines");
@@ -103,15 +104,8 @@ async fn failed_tls_handshakes_are_throttled_with_a_count() {
         ),
         "",
     );
-    let relay = SpawnedRelay::start(&dir, &config);
-    let implicit_tls: SocketAddr = relay
-        .log()
-        .lines()
-        .find(|l| l.contains("INFO listening") && l.contains("implicit_tls=true"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("implicit TLS listener in the log");
+    let relay = RelayProcess::start(&dir, &config);
+    let implicit_tls = relay.tls.expect("implicit TLS listener in the log");
     // Plaintext SMTP where a ClientHello belongs.
     knock_many(100, "127.0.0.1", implicit_tls, b"EHLO scanner\r\n").await;
     let (lines, summaries) = accounted(&relay, "TLS handshake failed", 100);
@@ -135,7 +129,7 @@ async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
         )
         .replace("ses-percent = 100.0", "ses-percent = 0.0");
     std::fs::write(&config, text).unwrap();
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
 
     let mut read = BufReader::new(TcpStream::connect(relay.smtp).await.unwrap());
     assert!(reply(&mut read).await.starts_with("220"));

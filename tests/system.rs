@@ -9,13 +9,15 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::child::KillOnDrop;
 use common::peers::{
     Moto, Postfix, dkimpy_verify, free_port, moto_identity, moto_missing, postfix_missing,
     run_or_skip, wait_for_port,
 };
+use common::relay_process::{RelayProcess, write_config};
 use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt};
 
@@ -25,21 +27,11 @@ fn peers_or_skip(test: &str) -> bool {
     run_or_skip(test, postfix_missing().or_else(moto_missing))
 }
 
-/// The relay binary, killed when dropped.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_relay(dir: &TempDir, port: u16, moto_endpoint: &str, extra: &str) -> RelayProcess {
+fn start_relay(dir: &TempDir, moto_endpoint: &str, extra: &str) -> RelayProcess {
     let config = format!(
         r#"
 [smtp]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:0"]
 hostname = "ses-relay.test"
 allowed-clients = ["127.0.0.0/8"]
 
@@ -65,29 +57,7 @@ listen = "127.0.0.1:0"
 "#,
         key = demo_key().display()
     );
-    let path = dir.path("ses-relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        // Credentials and region through the standard AWS chain, as in production.
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "ap-northeast-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.path("relay.log")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path("relay.err")).unwrap(),
-        ))
-        .spawn()
-        .expect("ses-relay starts");
-    let relay = RelayProcess(child);
-    assert!(
-        wait_for_port(port, Duration::from_secs(30)),
-        "ses-relay did not listen"
-    );
-    relay
+    RelayProcess::start(dir, &write_config(dir, &config))
 }
 
 /// Creates the verified domain identity and the configuration set in moto.
@@ -142,9 +112,8 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let dir = TempDir::new("system");
     let moto = Moto::start();
     prepare_moto(&moto.endpoint());
-    let relay_port = free_port();
-    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), "");
-    let postfix = Postfix::start(relay_port, &[]);
+    let relay = start_relay(&dir, &moto.endpoint(), "");
+    let postfix = Postfix::start(relay.smtp.port(), &[]);
 
     let message = "From: Goo News <news@goo.ne.jp>\r\n\
                    To: to@example.com\r\n\
@@ -163,11 +132,11 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
             true => Err(format!(
                 "moto received nothing\npostfix log:\n{}\nrelay log:\n{}",
                 postfix.log(),
-                std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default()
+                relay.log()
             )),
         }
     });
-    let relay_log = std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default();
+    let relay_log = relay.log();
     assert_eq!(
         sent.len(),
         1,
@@ -229,7 +198,7 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
 
 /// Postfix's own smtp-sink as the legacy relay, one file per message.
 struct SmtpSink {
-    child: std::process::Child,
+    _child: KillOnDrop,
     dir: std::path::PathBuf,
 }
 
@@ -258,7 +227,10 @@ impl SmtpSink {
             wait_for_port(port, Duration::from_secs(10)),
             "smtp-sink did not listen"
         );
-        SmtpSink { child, dir: dump }
+        SmtpSink {
+            _child: KillOnDrop(child),
+            dir: dump,
+        }
     }
 
     /// Message-IDs of the messages dumped so far.
@@ -272,13 +244,6 @@ impl SmtpSink {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -304,12 +269,11 @@ fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice(
     prepare_moto(&moto.endpoint());
     let sink_port = free_port();
     let sink = SmtpSink::start(&dir, sink_port);
-    let relay_port = free_port();
     let legacy = format!(
         "[legacy]\nrelay = \"127.0.0.1:{sink_port}\"\ntls = \"none\"\n\n[cutover]\nses-percent = 50\nstate-file = \"\"\n"
     );
-    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), &legacy);
-    let postfix = Postfix::start(relay_port, &[]);
+    let relay = start_relay(&dir, &moto.endpoint(), &legacy);
+    let postfix = Postfix::start(relay.smtp.port(), &[]);
 
     const N: usize = 40;
     for i in 0..N {

@@ -41,3 +41,28 @@ pub fn refused_code(err: mail_send::Error) -> (u16, [u8; 3], String) {
         other => panic!("expected an SMTP refusal, got {other}"),
     }
 }
+
+/// A connection to `relay` from `source` (any of 127.0.0.0/8 on Linux
+/// loopback), to play a balancer or a host that is not one.
+pub async fn connect_from(source: &str, relay: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(relay).await.unwrap()
+}
+
+/// One SMTP reply, every line of it (empty when the relay closed).
+pub async fn reply(read: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        all.push_str(&line);
+        if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod client;
 pub mod cutover;
 pub mod dnsmasq;
@@ -13,7 +14,6 @@ pub mod peers;
 pub mod relay_process;
 pub mod ses_fake;
 pub mod smtp_sink;
-pub mod spawned;
 pub mod wait;
 
 use std::borrow::Borrow;
@@ -294,14 +294,30 @@ pub async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) 
     replies
 }
 
-/// Runs the `ses-relay` binary with `args` from the crate root: exit code,
-/// stdout, stderr.
+/// Runs the `ses-relay` binary with `args` from the crate root, without
+/// `RUST_LOG`: exit code, stdout, stderr.
 pub fn ses_relay(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+    ses_relay_with(args, |_| {})
+}
+
+/// [`ses_relay`] toward a relay whose config says port 0: the admin API at
+/// `admin` (`SES_RELAY__ADMIN__LISTEN`), the rest of the config as it is.
+pub fn ses_relay_against(admin: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    ses_relay_with(args, |command| {
+        command.env("SES_RELAY__ADMIN__LISTEN", admin.to_string());
+    })
+}
+
+/// [`ses_relay`], the command first changed by `adjust` (its environment,
+/// its directory).
+pub fn ses_relay_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ses-relay"));
+    command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+        .env_remove("RUST_LOG");
+    adjust(&mut command);
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
