@@ -236,10 +236,8 @@ async fn health_and_readiness() {
 
     // Legacy relay down: still ready (every relay shares it: a load balancer
     // must not take the fleet out for one route), and the gauge says down.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     let dir = TempDir::new("health-down");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 10.0)).await;
     let addr = relay.admin_addr.unwrap();

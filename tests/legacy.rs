@@ -67,10 +67,8 @@ async fn legacy_replies_pass_through_and_an_outage_is_451() {
     assert!(relay.stop().await);
 
     // The legacy relay is down: the RCPT is deferred, Postfix retries.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     let dir = TempDir::new("outage");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 0.0)).await;
     rcpt_refused(&relay, "451 4.4.1").await;

@@ -116,9 +116,8 @@ async fn failed_tls_handshakes_are_throttled_with_a_count() {
 #[tokio::test]
 async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
     // A port nothing listens on: every transaction finds the legacy relay unreachable.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let legacy = closed.local_addr().unwrap();
-    drop(closed);
+    let refusing = common::RefusingPort::bind();
+    let legacy = refusing.addr;
     let dir = TempDir::new("throttle-legacy");
     let config = config_file(&dir, "", "");
     let text = std::fs::read_to_string(&config)

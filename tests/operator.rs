@@ -150,11 +150,8 @@ fn config_commands_accept_dev() {
 fn preflight_names_the_cause_in_one_short_sentence() {
     let dir = TempDir::new("operator");
     let path = dir.path("api.toml");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr.port();
     std::fs::write(
         &path,
         format!(

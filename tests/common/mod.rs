@@ -73,6 +73,26 @@ impl Drop for TempDir {
     }
 }
 
+/// An address on 127.0.0.1 that refuses connections for as long as this
+/// lives: a socket bound there but not listening, so Linux answers a SYN
+/// with a reset, and nothing else can take the port meanwhile (unlike a
+/// port bound, released and hoped to stay closed).
+pub struct RefusingPort {
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+impl RefusingPort {
+    pub fn bind() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        RefusingPort {
+            addr: socket.local_addr().unwrap(),
+            _bound: socket,
+        }
+    }
+}
+
 /// A config for tests: loopback, port 0, the demo key, SES API at `endpoint`.
 pub fn test_config(endpoint: &str) -> Config {
     let mut config = Config::default();
