@@ -5,6 +5,7 @@ use std::process::Command;
 
 mod common;
 
+use common::client::{SmtpClient, block_on};
 use common::relay_process::RelayCommand;
 use common::{TempDir, ses_relay};
 
@@ -124,7 +125,6 @@ fn no_region_anywhere_stops_startup_naming_the_key() {
 #[cfg(target_os = "linux")]
 #[test]
 fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
 
@@ -151,14 +151,13 @@ fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
     assert_eq!(&buf[..n], b"READY=1");
     // Ready means ready: the SMTP port (logged before READY=1) answers at once.
     let relay = spawned.listening();
-    let stream = std::net::TcpStream::connect(relay.smtp).expect("SMTP accepts after READY=1");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut greeting = String::new();
-    BufReader::new(&stream).read_line(&mut greeting).unwrap();
+    let greeting = block_on(async {
+        let stream = tokio::net::TcpStream::connect(relay.smtp)
+            .await
+            .expect("SMTP accepts after READY=1");
+        SmtpClient::over(stream).reply().await
+    });
     assert!(greeting.starts_with("220 "), "{greeting}");
-    drop(stream);
     let mut process = relay.process;
     process.signal("TERM");
     let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");

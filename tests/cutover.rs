@@ -10,7 +10,8 @@ use ses_relay::route::Percent;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use common::cutover::{Replies, TOKEN, cutover_config};
+use common::client::SmtpClient;
+use common::cutover::{TOKEN, cutover_config, transaction};
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
@@ -23,16 +24,16 @@ async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize
     for c in 0..connections {
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut smtp = Replies::connect(addr).await;
+            let mut smtp = SmtpClient::ready(addr).await;
             let mut ok = 0;
             for i in (c..count).step_by(connections) {
-                let reply = smtp
-                    .transaction(
-                        &format!("sender{i}@example.org"),
-                        "rcpt@example.net",
-                        &format!("{tag}-{i}@test"),
-                    )
-                    .await;
+                let reply = transaction(
+                    &mut smtp,
+                    &format!("sender{i}@example.org"),
+                    "rcpt@example.net",
+                    &format!("{tag}-{i}@test"),
+                )
+                .await;
                 ok += usize::from(reply.starts_with("250"));
             }
             ok
@@ -130,13 +131,17 @@ async fn the_same_transaction_takes_the_same_route_every_time() {
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("determinism");
     let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 50.0)).await;
-    let mut smtp = Replies::connect(relay.addr).await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
     for i in 0..40 {
         let from = format!("retry{i}@example.org");
         for attempt in 0..3 {
-            let reply = smtp
-                .transaction(&from, "rcpt@example.net", &format!("d{i}-{attempt}@test"))
-                .await;
+            let reply = transaction(
+                &mut smtp,
+                &from,
+                "rcpt@example.net",
+                &format!("d{i}-{attempt}@test"),
+            )
+            .await;
             assert!(reply.starts_with("250"), "{reply}");
         }
     }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::client::{block_on, deliver};
 use common::dnsmasq::{Dnsmasq, dkimpy_verify_dns, dnsmasq_missing};
 use common::peers::{Moto, Postfix, moto_identity, moto_missing, postfix_missing, run_or_skip};
 use common::relay_process::{RelayProcess, metric, write_config};
@@ -171,26 +172,17 @@ fn active(admin: SocketAddr, selector: &str) -> Option<f64> {
 
 /// Submits message `n` to Postfix.
 fn submit(postfix: &Postfix, n: usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", postfix.port).parse().unwrap();
-    let commands: Vec<String> = [
-        "EHLO client.test",
-        "MAIL FROM:<news@goo.ne.jp>",
-        "RCPT TO:<user@example.com>",
-        "DATA",
-        "QUIT",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let message = format!(
         "From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: rotation {n}\r\nMessage-ID: <rotation-{n}@goo.ne.jp>\r\n\r\nmessage {n}"
     );
-    let replies = runtime.block_on(common::smtp(addr, &commands, Some(&message)));
-    assert!(replies[5].starts_with("250"), "postfix: {replies:?}");
+    let addr = ([127, 0, 0, 1], postfix.port).into();
+    let reply = block_on(deliver(
+        addr,
+        "news@goo.ne.jp",
+        &["user@example.com"],
+        &message,
+    ));
+    assert!(reply.starts_with("250"), "postfix: {reply:?}");
 }
 
 /// Waits until moto has `n` messages; returns them (raw, CRLF).

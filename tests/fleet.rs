@@ -12,6 +12,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::client::SmtpClient;
 use common::fleet::{
     PARAMETER, REFRESH, admin, cutover, fleet_config, prepare_ses, route_of, send, set,
     until_percent,
@@ -182,31 +183,15 @@ async fn two_relays_share_one_cutover_through_ssm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_finishes() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let ses = common::ses_fake::SesFake::start().await;
     let mut config = test_config(&ses.endpoint());
     config.smtp.shutdown_grace = HumanDuration(Duration::from_secs(10));
     let relay = RunningRelay::start(config).await;
     assert_eq!(admin(&relay, "GET", "/readyz", None).await.status, 200);
     // A transaction in flight keeps the drain going.
-    let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
-    let mut read = BufReader::new(stream);
-    let mut line = String::new();
-    for command in [
-        "",
-        "EHLO postfix.test\r\n",
-        "MAIL FROM:<news@goo.ne.jp>\r\n",
-    ] {
-        read.get_mut().write_all(command.as_bytes()).await.unwrap();
-        loop {
-            line.clear();
-            read.read_line(&mut line).await.unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        assert!(line.starts_with('2'), "{line}");
-    }
+    let mut client = SmtpClient::greeted(relay.addr).await;
+    client.ehlo("postfix.test").await;
+    client.expect("MAIL FROM:<news@goo.ne.jp>", "2").await;
     relay.shutdown.trigger();
     let answer = wait_until_async(Duration::from_secs(5), || async {
         let answer = admin(&relay, "GET", "/readyz", None).await;
@@ -226,7 +211,7 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
         tokio::net::TcpStream::connect(relay.addr).await.is_err(),
         "listener closed during the drain"
     );
-    read.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    client.write("QUIT\r\n").await;
     assert!(relay.stop().await, "drained");
 }
 

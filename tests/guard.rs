@@ -12,7 +12,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::guard::{admin, cutover, guard_config, metric, rfc822, transaction};
+use common::client::deliver;
+use common::guard::{admin, cutover, guard_config, metric, rfc822};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
@@ -31,7 +32,7 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
     let message = format!(
         "{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\n{body}"
     );
-    transaction(addr, from, &message).await
+    deliver(addr, from, &["rcpt@example.net"], &message).await
 }
 
 /// Creates the sending identity in moto (the configuration set too), so SES accepts.

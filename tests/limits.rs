@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
+use common::client::SmtpClient;
 use common::relay_process::{RelayCommand, RelayProcess, config_file};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
 /// A relay that wants 1000 sessions, 2064 descriptors with the reserve.
@@ -140,11 +140,9 @@ async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
     // Descriptors back: the connections waiting in the backlog get their greeting.
     let last = held.pop().unwrap();
     drop(held);
-    let mut waiting = BufReader::new(last);
-    let mut greeting = String::new();
-    tokio::time::timeout(Duration::from_secs(10), waiting.read_line(&mut greeting))
+    let mut waiting = SmtpClient::over(last);
+    let greeting = tokio::time::timeout(Duration::from_secs(10), waiting.reply())
         .await
-        .expect("greeting once descriptors are free")
-        .unwrap();
+        .expect("greeting once descriptors are free");
     assert!(greeting.starts_with("220"), "{greeting}");
 }

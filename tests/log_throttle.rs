@@ -11,10 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::client::{connect_from, reply};
+use common::client::{SmtpClient, connect_from};
 use common::relay_process::{RelayProcess, config_file};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BALANCER: &str = "127.0.0.2";
 
@@ -130,8 +129,7 @@ async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
     std::fs::write(&config, text).unwrap();
     let relay = RelayProcess::start(&dir, &config);
 
-    let mut read = BufReader::new(TcpStream::connect(relay.smtp).await.unwrap());
-    assert!(reply(&mut read).await.starts_with("220"));
+    let mut client = SmtpClient::greeted(relay.smtp).await;
     let transactions = 100;
     for command in std::iter::once("EHLO postfix.test").chain(
         ["MAIL FROM:<a@goo.ne.jp>", "RCPT TO:<b@example.com>", "RSET"]
@@ -139,11 +137,7 @@ async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
             .cycle()
             .take(3 * transactions),
     ) {
-        read.get_mut()
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = reply(&mut read).await;
+        let answer = client.command(command).await;
         if command.starts_with("RCPT") {
             assert!(answer.starts_with("451 4.4.1"), "{answer}");
         }

@@ -6,9 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::client::smtp;
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, smtp, test_config};
+use common::{RunningRelay, test_config};
 use ses_relay::admin::client::request;
 use ses_relay::config::{Config, LegacyConfig, LegacyTls};
 

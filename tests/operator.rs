@@ -270,7 +270,7 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
             "QUIT".to_string(),
         ];
         let message = format!("From: a@goo.ne.jp\r\nTo: {to}\r\nSubject: test\r\n\r\nhello");
-        let replies = common::smtp(addr, &commands, Some(&message)).await;
+        let replies = common::client::smtp(addr, &commands, Some(&message)).await;
         assert!(replies[5].starts_with("250 2.0.0"), "{replies:?}");
     }
     // Both .json files are written before the 250.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::client::{SmtpClient, block_on, deliver};
 use common::relay_process::{RelayProcess, read_log};
 use common::wait::wait_until;
 use common::{TempDir, ses_relay_against};
@@ -37,17 +38,14 @@ token-file = "{token}"
     )
 }
 
+/// The greeting of a new connection; empty when none is possible.
 fn greeting(addr: SocketAddr) -> String {
-    use std::io::{BufRead, BufReader};
-    let Ok(stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(&stream).read_line(&mut line);
-    line
+    block_on(async {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => SmtpClient::over(stream).reply().await,
+            Err(_) => String::new(),
+        }
+    })
 }
 
 fn wait_for_greeting(addr: SocketAddr, prefix: &str) -> String {
@@ -142,41 +140,10 @@ fn cutover_cli_and_sighup_reload() {
     );
 }
 
-/// One transaction over a plain socket; the final reply to DATA.
+/// One transaction; the final reply to DATA.
 fn send_one(addr: SocketAddr, rcpt: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut reply = || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line.clone();
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut said = Vec::new();
-    for command in [
-        "EHLO client.test".to_string(),
-        "MAIL FROM:<a@goo.ne.jp>".into(),
-        format!("RCPT TO:<{rcpt}>"),
-        "DATA".into(),
-        format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n."),
-        "QUIT".into(),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        said.push(reply());
-    }
-    said[4].clone()
+    let message = format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n");
+    block_on(deliver(addr, "a@goo.ne.jp", &[rcpt], &message))
 }
 
 fn eml_count(dir: &std::path::Path) -> usize {

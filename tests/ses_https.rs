@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::client::smtp;
 use common::relay_process::{RelayCommand, RelayProcess, write_config};
 use common::ses_fake::SesFake;
-use common::{TempDir, TestCa, demo_key, smtp};
+use common::{TempDir, TestCa, demo_key};
 
 const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: over https\r\n\r\nbody";
 

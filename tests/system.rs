@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::child::KillOnDrop;
+use common::client::{SmtpClient, block_on};
 use common::peers::{
     Moto, Postfix, dkimpy_verify, free_port, moto_identity, moto_missing, postfix_missing,
     run_or_skip, wait_for_port,
@@ -68,36 +67,18 @@ fn prepare_moto(endpoint: &str) {
 
 /// Submits one message to Postfix over plain SMTP.
 fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut expect = |code: &str| loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with(code),
-            "postfix said {line:?}, expected {code}"
-        );
-        if line.as_bytes().get(3) != Some(&b'-') {
-            break;
+    block_on(async {
+        let mut postfix = SmtpClient::greeted(([127, 0, 0, 1], port).into()).await;
+        postfix.ehlo("client.test").await;
+        postfix.expect(&format!("MAIL FROM:<{from}>"), "250").await;
+        for rcpt in rcpts {
+            postfix.expect(&format!("RCPT TO:<{rcpt}>"), "250").await;
         }
-    };
-    expect("220");
-    let mut cmd = |line: &str, code: &str| {
-        writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        expect(code);
-    };
-    cmd("EHLO client.test", "250");
-    cmd(&format!("MAIL FROM:<{from}>"), "250");
-    for rcpt in rcpts {
-        cmd(&format!("RCPT TO:<{rcpt}>"), "250");
-    }
-    cmd("DATA", "354");
-    cmd(&format!("{message}."), "250");
-    cmd("QUIT", "221");
+        postfix.expect("DATA", "354").await;
+        let reply = postfix.data_message(message).await;
+        assert!(reply.starts_with("250"), "postfix said {reply:?}");
+        postfix.expect("QUIT", "221").await;
+    });
 }
 
 #[test]

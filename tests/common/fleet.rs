@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ses_relay::admin::client::{Answer, request};
 use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
 
+use super::client::deliver;
 use super::peers::{Moto, moto_identity};
 use super::smtp_sink::SmtpSink;
 use super::wait::{ok_if, wait_until_async};
@@ -85,19 +86,15 @@ pub async fn until_percent(relay: &RunningRelay, percent: f64, within: Duration)
 
 /// Sends one message tagged `tag` through `relay`; the final reply.
 pub async fn send(relay: &RunningRelay, tag: &str) -> String {
-    let commands: Vec<String> = [
-        "EHLO postfix.test",
-        "MAIL FROM:<news@goo.ne.jp>",
-        "RCPT TO:<user@example.com>",
-        "DATA",
-    ]
-    .iter()
-    .map(|c| c.to_string())
-    .collect();
     let message =
         format!("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: {tag}\r\n\r\nfleet\r\n");
-    let replies = super::smtp(relay.addr, &commands, Some(&message)).await;
-    replies.last().unwrap().clone()
+    deliver(
+        relay.addr,
+        "news@goo.ne.jp",
+        &["user@example.com"],
+        &message,
+    )
+    .await
 }
 
 /// Where the message tagged `tag` went: `ses` (moto), `legacy` (the sink), or nowhere.

@@ -1,8 +1,7 @@
 //! The rollback guard tests' shared harness: the guard's config with a legacy
 //! route and an admin token, the admin API's `/cutover`, a metric's value,
-//! one transaction's final reply, a date for a `Received:` header.
+//! a date for a `Received:` header.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,7 +9,7 @@ use ses_relay::admin::client::request;
 use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
 
 use super::smtp_sink::SmtpSink;
-use super::{RunningRelay, TempDir, smtp, test_config};
+use super::{RunningRelay, TempDir, test_config};
 
 /// The admin token the guard tests' configs carry.
 pub const TOKEN: &str = "guard-test-token";
@@ -69,21 +68,4 @@ pub fn rfc822(secs_ago: i64) -> String {
         .unwrap()
         .as_secs() as i64;
     mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
-}
-
-/// One transaction of `message` from `from` to rcpt@example.net; the final reply.
-pub async fn transaction(addr: SocketAddr, from: &str, message: &str) -> String {
-    let replies = smtp(
-        addr,
-        &[
-            "EHLO client.test".into(),
-            format!("MAIL FROM:<{from}>"),
-            "RCPT TO:<rcpt@example.net>".into(),
-            "DATA".into(),
-            "QUIT".into(),
-        ],
-        Some(message),
-    )
-    .await;
-    replies[5].clone()
 }

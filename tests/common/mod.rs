@@ -34,8 +34,6 @@ use mail_auth::{
 use ses_relay::config::{Config, DkimKeyConfig, HumanDuration, SesMode, TlsConfig};
 use ses_relay::server::{Server, ServerOptions};
 use ses_relay::shutdown::Shutdown;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// The demo key shipped with the repository, and its TXT record.
 pub fn demo_key() -> PathBuf {
@@ -275,43 +273,6 @@ pub fn header_names(message: &[u8]) -> Vec<String> {
         .filter(|l| !l.starts_with([' ', '\t']) && !l.is_empty())
         .filter_map(|l| l.split_once(':').map(|(n, _)| n.to_string()))
         .collect()
-}
-
-/// A raw SMTP dialogue: the greeting, then each command's reply; after
-/// DATA, `message` and its final reply.
-pub async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) -> Vec<String> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    async fn reply(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
-                .await
-                .unwrap()
-                .unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line;
-            }
-        }
-    }
-    let mut replies = vec![reply(&mut read).await];
-    for command in commands {
-        write
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        replies.push(reply(&mut read).await);
-        if command == "DATA" {
-            write
-                .write_all(format!("{}\r\n.\r\n", message.unwrap_or("")).as_bytes())
-                .await
-                .unwrap();
-            replies.push(reply(&mut read).await);
-        }
-    }
-    replies
 }
 
 /// Runs the `ses-relay` binary with `args` from the crate root, without
