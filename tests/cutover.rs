@@ -10,13 +10,14 @@ use ses_relay::route::Percent;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use common::admin::get;
 use common::client::SmtpClient;
 use common::cutover::{TOKEN, cutover_config, transaction};
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::{Answer, request};
+use ses_relay::admin::client::Answer;
 
 /// Sends `count` distinct transactions over `connections` connections; returns how many got 250.
 async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize) -> usize {
@@ -53,17 +54,14 @@ fn message_ids(raw: &[u8]) -> Option<String> {
         .map(|id| id.trim_end_matches('>').to_string())
 }
 
+/// `method /cutover` on the admin API at `addr`.
 async fn admin(
     addr: SocketAddr,
-    method: &'static str,
-    token: Option<&'static str>,
+    method: &str,
+    token: Option<&str>,
     body: Option<String>,
 ) -> Answer {
-    tokio::task::spawn_blocking(move || {
-        request(addr, method, "/cutover", token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap()
+    common::admin::request(addr, method, "/cutover", token, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,14 +227,10 @@ async fn health_and_readiness() {
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("health");
     let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 10.0)).await;
-    let addr = relay.admin_addr.unwrap();
-    let get = |path: &'static str| {
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-    };
-    assert_eq!(get("/healthz").await.unwrap().status, 200);
-    let ready = get("/readyz").await.unwrap();
+    assert_eq!(get(relay.admin(), "/healthz").await.status, 200);
+    let ready = get(relay.admin(), "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert_eq!(get("/nope").await.unwrap().status, 404);
+    assert_eq!(get(relay.admin(), "/nope").await.status, 404);
     assert!(relay.stop().await);
 
     // Legacy relay down: still ready (every relay shares it: a load balancer
@@ -245,26 +239,22 @@ async fn health_and_readiness() {
     let closed = refusing.addr;
     let dir = TempDir::new("health-down");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 10.0)).await;
-    let addr = relay.admin_addr.unwrap();
-    let get = |path: &'static str| {
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-    };
     wait_until_async(std::time::Duration::from_secs(10), || async {
-        let metrics = get("/metrics").await.unwrap().body;
+        let metrics = get(relay.admin(), "/metrics").await.body;
         ok_if(
             metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0"),
             format!("no legacy down gauge:\n{metrics}"),
         )
     })
     .await;
-    let ready = get("/readyz").await.unwrap();
+    let ready = get(relay.admin(), "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert!(
         ready.body.contains("\"legacy\": \"down\""),
         "{}",
         ready.body
     );
-    let status = get("/cutover").await.unwrap();
+    let status = get(relay.admin(), "/cutover").await;
     assert!(
         status.body.contains("\"legacy\": \"down\""),
         "{}",

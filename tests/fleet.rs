@@ -12,10 +12,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::admin::{cutover, get};
 use common::client::SmtpClient;
 use common::fleet::{
-    PARAMETER, REFRESH, admin, cutover, fleet_config, prepare_ses, route_of, send, set,
-    until_percent,
+    PARAMETER, REFRESH, fleet_config, prepare_ses, route_of, send, set, until_percent,
 };
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
@@ -139,7 +139,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
     );
     assert!(send(&a, "ssm-down").await.starts_with("250"));
     assert_eq!(route_of(&ses, &legacy, "ssm-down"), "legacy");
-    assert_eq!(admin(&a, "GET", "/readyz", None).await.status, 200);
+    assert_eq!(get(a.admin(), "/readyz").await.status, 200);
     let errors = store_errors();
     assert!(errors >= 2.0, "refreshes failed and were counted: {errors}");
     // A change cannot reach the fleet: refused, nothing changes here either.
@@ -187,14 +187,14 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
     let mut config = test_config(&ses.endpoint());
     config.smtp.shutdown_grace = HumanDuration(Duration::from_secs(10));
     let relay = RunningRelay::start(config).await;
-    assert_eq!(admin(&relay, "GET", "/readyz", None).await.status, 200);
+    assert_eq!(get(relay.admin(), "/readyz").await.status, 200);
     // A transaction in flight keeps the drain going.
     let mut client = SmtpClient::greeted(relay.addr).await;
     client.ehlo("postfix.test").await;
     client.expect("MAIL FROM:<news@goo.ne.jp>", "2").await;
     relay.shutdown.trigger();
     let answer = wait_until_async(Duration::from_secs(5), || async {
-        let answer = admin(&relay, "GET", "/readyz", None).await;
+        let answer = get(relay.admin(), "/readyz").await;
         match answer.status {
             503 => Ok(answer),
             _ => Err(format!("{}: {}", answer.status, answer.body)),
@@ -205,7 +205,7 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
     let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["shutting_down"], true, "{body}");
     // /healthz still answers: the process is alive, only draining.
-    assert_eq!(admin(&relay, "GET", "/healthz", None).await.status, 200);
+    assert_eq!(get(relay.admin(), "/healthz").await.status, 200);
     // New SMTP connections are no longer accepted.
     assert!(
         tokio::net::TcpStream::connect(relay.addr).await.is_err(),

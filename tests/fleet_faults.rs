@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::config::{Credentials, Region};
-use common::fleet::{PARAMETER, REFRESH, TOKEN, cutover, fleet_config, set, until_percent};
+use common::admin::cutover;
+use common::fleet::{PARAMETER, REFRESH, TOKEN, fleet_config, set, until_percent};
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};

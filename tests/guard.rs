@@ -12,14 +12,14 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::admin::{cutover, get, set_cutover};
 use common::client::deliver;
-use common::guard::{admin, cutover, guard_config, metric, rfc822};
+use common::guard::{TOKEN, guard_config, metric, rfc822};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::request;
 
 /// One transaction; returns the final reply.
 async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &str) -> String {
@@ -125,13 +125,9 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
     assert_eq!(sink.messages().len(), 2);
 
     // PUT /cutover re-arms on a fresh window: four refusals do not trip again, a fifth does.
-    let (code, status) = admin(
-        &relay,
-        "PUT",
-        Some(r#"{"ses_percent": 100, "reason": "fixed the identity"}"#.into()),
-    )
-    .await;
-    assert_eq!(code, 200, "{status}");
+    let answer = set_cutover(&relay, TOKEN, 100.0, "fixed the identity").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let status: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(status["guard"]["state"], "armed", "{status}");
     assert_eq!(status["guard"]["outcomes"], 0, "{status}");
     assert_ne!(status["source"], "guard", "{status}");
@@ -250,11 +246,7 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
         ) >= 1.0
     );
     // The status page shows the guard's state, the trip and the figures it watches.
-    let addr = relay.admin_addr.unwrap();
-    let page = tokio::task::spawn_blocking(move || request(addr, "GET", "/", None, None).unwrap())
-        .await
-        .unwrap()
-        .body;
+    let page = get(relay.admin(), "/").await.body;
     assert!(page.contains("<h2>Rollback guard</h2>"), "{page}");
     assert!(page.contains(">tripped<"), "{page}");
     assert!(

@@ -10,8 +10,9 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::admin::cutover;
 use common::client::{SmtpClient, deliver};
-use common::guard::{cutover, guard_config, metric, rfc822};
+use common::guard::{guard_config, metric, rfc822};
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, test_config};

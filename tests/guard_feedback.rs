@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
-use common::guard::{cutover, guard_config, metric};
+use common::admin::cutover;
+use common::guard::{guard_config, metric};
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};

@@ -10,7 +10,6 @@ use common::client::smtp;
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, test_config};
-use ses_relay::admin::client::request;
 use ses_relay::config::{Config, LegacyConfig, LegacyTls};
 
 /// Metric names (`ses_relay_...`) used in a dashboard or rules file; recording
@@ -38,11 +37,8 @@ fn metric_names(text: &str) -> Vec<String> {
     names
 }
 
-async fn get(addr: SocketAddr, path: &'static str) -> String {
-    let answer =
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-            .await
-            .unwrap();
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let answer = common::admin::get(addr, path).await;
     assert_eq!(answer.status, 200, "{path}: {}", answer.body);
     answer.body
 }

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ses_relay::admin::client::{Answer, request};
+use ses_relay::admin::client::Answer;
 use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
 
+use super::admin::{cutover, set_cutover};
 use super::client::deliver;
 use super::peers::{Moto, moto_identity};
 use super::smtp_sink::SmtpSink;
@@ -44,30 +45,9 @@ pub fn fleet_config(
     config
 }
 
-pub async fn admin(
-    relay: &RunningRelay,
-    method: &'static str,
-    path: &'static str,
-    body: Option<String>,
-) -> Answer {
-    let addr = relay.admin_addr.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let token = (method == "PUT").then_some(TOKEN);
-        request(addr, method, path, token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-pub async fn cutover(relay: &RunningRelay) -> serde_json::Value {
-    let answer = admin(relay, "GET", "/cutover", None).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    serde_json::from_str(&answer.body).unwrap()
-}
-
+/// `PUT /cutover` through `relay` with the fleet's token.
 pub async fn set(relay: &RunningRelay, percent: f64, reason: &str) -> Answer {
-    let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
-    admin(relay, "PUT", "/cutover", Some(body)).await
+    set_cutover(relay, TOKEN, percent, reason).await
 }
 
 /// Polls `relay` until its percentage is `percent`; returns how long it took.

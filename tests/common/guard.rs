@@ -1,15 +1,13 @@
 //! The rollback guard tests' shared harness: the guard's config with a legacy
-//! route and an admin token, the admin API's `/cutover`, a metric's value,
-//! a date for a `Received:` header.
+//! route and an admin token, a metric's value, a date for a `Received:`
+//! header.
 
 use std::time::Duration;
 
-use serde_json::Value;
-use ses_relay::admin::client::request;
 use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
 
 use super::smtp_sink::SmtpSink;
-use super::{RunningRelay, TempDir, test_config};
+use super::{TempDir, test_config};
 
 /// The admin token the guard tests' configs carry.
 pub const TOKEN: &str = "guard-test-token";
@@ -32,25 +30,6 @@ pub fn guard_config(endpoint: &str, sink: &SmtpSink, dir: &TempDir, min: u64) ->
     config.guard.window = HumanDuration(Duration::from_secs(60));
     config.guard.min_transactions = min;
     config
-}
-
-/// `method` on `/cutover` (PUT with the token); the status and the JSON body.
-pub async fn admin(relay: &RunningRelay, method: &str, body: Option<String>) -> (u16, Value) {
-    let addr = relay.admin_addr.unwrap();
-    let method = method.to_string();
-    let answer = tokio::task::spawn_blocking(move || {
-        let token = (method == "PUT").then_some(TOKEN);
-        request(addr, &method, "/cutover", token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap();
-    let json = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
-}
-
-/// `GET /cutover`'s JSON body.
-pub async fn cutover(relay: &RunningRelay) -> Value {
-    admin(relay, "GET", None).await.1
 }
 
 /// The value of `series` in Prometheus text, 0 when absent.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod child;
 pub mod client;
 pub mod cutover;
@@ -155,6 +156,11 @@ impl RunningRelay {
             shutdown,
             handle,
         }
+    }
+
+    /// The admin API's address (the config must have one).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin_addr.expect("an admin API listener")
     }
 
     pub async fn stop(self) -> bool {
