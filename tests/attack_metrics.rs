@@ -4,54 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::client::SmtpClient;
+use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::{RunningRelay, test_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-async fn metrics(admin: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(admin).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    String::from_utf8(body).unwrap()
-}
-
-/// `ses_relay_transactions_total{route="ses",result=...}` by result.
-fn ses_results(metrics: &str) -> Vec<(String, f64)> {
-    let prefix = "ses_relay_transactions_total{route=\"ses\",result=\"";
-    metrics
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(prefix)?;
-            let (result, value) = rest.split_once("\"} ")?;
-            Some((result.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn grown(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<String> {
-    after
-        .iter()
-        .filter(|(result, value)| {
-            let was = before
-                .iter()
-                .find(|(r, _)| r == result)
-                .map_or(0.0, |(_, v)| *v);
-            *value > was
-        })
-        .map(|(result, _)| result.clone())
-        .collect()
-}
 
 /// The refusals issue 10 adds after DATA (`550 5.5.2` bare LF, `550 5.6.0`
 /// not one From) are the client's own mistakes: they must not grow the
@@ -64,9 +22,8 @@ fn grown(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<String> {
 async fn client_refusals_after_data_do_not_move_the_ses_success_ratio() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let admin = relay.admin_addr.unwrap();
-    let before = ses_results(&metrics(admin).await);
-    let mut stream = TcpStream::connect(relay.addr).await.unwrap();
+    let before = Metrics::of(&relay).await;
+    let mut client = SmtpClient::connect(relay.addr).await;
     let mut wire = b"EHLO client.test\r\n".to_vec();
     for message in [
         &b"From: a@goo.ne.jp\r\n\r\nbare\nLF\r\n"[..],
@@ -78,23 +35,29 @@ async fn client_refusals_after_data_do_not_move_the_ses_success_ratio() {
         wire.extend_from_slice(b".\r\n");
     }
     wire.extend_from_slice(b"QUIT\r\n");
-    stream.write_all(&wire).await.unwrap();
-    let mut replies = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut replies))
-        .await
-        .expect("replies in time")
-        .unwrap();
+    client.write(wire).await;
+    let replies = client.until_closed(Duration::from_secs(20)).await;
     let replies = String::from_utf8_lossy(&replies);
     assert_eq!(replies.matches("\r\n550 5.").count(), 3, "{replies}");
     assert!(ses.requests().is_empty());
-    let after = ses_results(&metrics(admin).await);
-    let moved: Vec<String> = grown(&before, &after)
+    let after = Metrics::of(&relay).await;
+    let moved: Vec<&str> = ["rejected", "deferred", "delivered"]
         .into_iter()
-        .filter(|result| result == "rejected" || result == "deferred" || result == "delivered")
+        .filter(|result| {
+            let series = [("route", "ses"), ("result", *result)];
+            after.delta(&before, "ses_relay_transactions_total", &series) > 0.0
+        })
         .collect();
     assert!(
         moved.is_empty(),
-        "three client refusals moved the SES success ratio's series {moved:?}: {after:?}"
+        "three client refusals moved the SES success ratio's series {moved:?}:\n{}",
+        after.text()
+    );
+    let refused = [("route", "ses"), ("result", "refused")];
+    assert_eq!(
+        after.delta(&before, "ses_relay_transactions_total", &refused),
+        3.0,
+        "counted as the client's refusals"
     );
     assert!(relay.stop().await);
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use common::admin::get;
 use common::client::SmtpClient;
 use common::cutover::{TOKEN, cutover_config, transaction};
+use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
@@ -240,10 +241,11 @@ async fn health_and_readiness() {
     let dir = TempDir::new("health-down");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 10.0)).await;
     wait_until_async(std::time::Duration::from_secs(10), || async {
-        let metrics = get(relay.admin(), "/metrics").await.body;
+        let metrics = Metrics::of(&relay).await;
+        let up = metrics.value("ses_relay_upstream_up", &[("route", "legacy")]);
         ok_if(
-            metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0"),
-            format!("no legacy down gauge:\n{metrics}"),
+            up == Some(0.0),
+            format!("no legacy down gauge:\n{}", metrics.text()),
         )
     })
     .await;

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use common::client::{block_on, deliver};
 use common::dnsmasq::{Dnsmasq, dkimpy_verify_dns, dnsmasq_missing};
+use common::metrics::Metrics;
 use common::peers::{Moto, Postfix, moto_identity, moto_missing, postfix_missing, run_or_skip};
-use common::relay_process::{RelayProcess, metric, write_config};
+use common::relay_process::{RelayProcess, write_config};
 use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt, ses_relay};
 
@@ -319,10 +320,7 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
 
 /// A series of the admin API's metrics, e.g. `ses_relay_dkim_key_confirmations`.
 fn gauge(admin: SocketAddr, name: &str, selector: &str) -> Option<f64> {
-    metric(
-        admin,
-        &format!("{name}{{domain=\"goo.ne.jp\",selector=\"{selector}\"}} "),
-    )
+    Metrics::scrape_blocking(admin)?.value(name, &[("domain", "goo.ne.jp"), ("selector", selector)])
 }
 
 #[test]

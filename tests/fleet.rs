@@ -17,6 +17,7 @@ use common::client::SmtpClient;
 use common::fleet::{
     PARAMETER, REFRESH, fleet_config, prepare_ses, route_of, send, set, until_percent,
 };
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
@@ -118,16 +119,14 @@ async fn two_relays_share_one_cutover_through_ssm() {
 
     // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
     let ssm_endpoint = ssm.endpoint();
+    let before = Metrics::of(&a).await;
     drop(ssm);
-    let store_errors = || {
-        ses_relay::metrics::render()
-            .lines()
-            .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let store_errors = || async {
+        let after = Metrics::of(&a).await;
+        after.delta(&before, "ses_relay_cutover_store_errors_total", &[])
     };
     wait_until_async(REFRESH * 4, || async {
-        let errors = store_errors();
+        let errors = store_errors().await;
         ok_if(errors >= 2.0, format!("{errors} failed refreshes counted"))
     })
     .await;
@@ -140,7 +139,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
     assert!(send(&a, "ssm-down").await.starts_with("250"));
     assert_eq!(route_of(&ses, &legacy, "ssm-down"), "legacy");
     assert_eq!(get(a.admin(), "/readyz").await.status, 200);
-    let errors = store_errors();
+    let errors = store_errors().await;
     assert!(errors >= 2.0, "refreshes failed and were counted: {errors}");
     // A change cannot reach the fleet: refused, nothing changes here either.
     let answer = set(&a, 100.0, "while SSM is down").await;

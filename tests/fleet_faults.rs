@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::config::{Credentials, Region};
 use common::admin::cutover;
 use common::fleet::{PARAMETER, REFRESH, TOKEN, fleet_config, set, until_percent};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
@@ -310,13 +311,7 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
     let hand = operator_ssm(&ssm.endpoint()).await;
     put_by_hand(&hand, r#"{"ses_percent": 40, "reason": "good"}"#).await;
     both_within(&a, &b, 40.0, "good").await;
-    let errors = || {
-        ses_relay::metrics::render()
-            .lines()
-            .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let errors = "ses_relay_cutover_store_errors_total";
     for bad in [
         r#"{"ses_percent": 12.345, "reason": "bad"}"#,
         r#"{"ses_percent": 1e-320, "reason": "bad"}"#,
@@ -325,15 +320,12 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
         r#"[50, "bad"]"#,
         r#""50""#,
     ] {
-        let before = errors();
+        let before = Metrics::of(&a).await;
         put_by_hand(&hand, bad).await;
         // Both relays read it (each refusal is counted once per refresh).
         wait_until_async(WITHIN * 2, || async {
-            let now = errors();
-            ok_if(
-                now >= before + 2.0,
-                format!("{bad}: {now} errors, {before} before"),
-            )
+            let counted = Metrics::of(&a).await.delta(&before, errors, &[]);
+            ok_if(counted >= 2.0, format!("{bad}: {counted} errors counted"))
         })
         .await;
         for relay in [&a, &b] {
@@ -345,7 +337,8 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
             );
             assert_eq!(relay.relay.router.ses_percent(), 40.0, "{bad}");
         }
-        assert!(errors() > before, "{bad}: refused values are counted");
+        let counted = Metrics::of(&a).await.delta(&before, errors, &[]);
+        assert!(counted > 0.0, "{bad}: refused values are counted");
     }
     // The next good value is taken again.
     put_by_hand(&hand, r#"{"ses_percent": 30, "reason": "good again"}"#).await;

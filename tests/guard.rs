@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 
 use common::admin::{cutover, get, set_cutover};
 use common::client::deliver;
-use common::guard::{TOKEN, guard_config, metric, rfc822};
+use common::guard::{TOKEN, guard_config, rfc822};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
@@ -58,6 +59,7 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
     let dir = TempDir::new("guard-failure");
     let config = guard_config(&ses.endpoint(), &sink, &dir, 5);
     let relay = RunningRelay::start(config.clone()).await;
+    let before = Metrics::of(&relay).await;
 
     // A client sending bare LF gets 550 every time; the guard never hears of it.
     for i in 0..8 {
@@ -91,13 +93,12 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
         "{status}"
     );
     assert_eq!(status["guard"]["state"], "tripped", "{status}");
-    let metrics = ses_relay::metrics::render();
+    let trips = "ses_relay_guard_trips_total";
+    let after = Metrics::of(&relay).await;
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"failure-ratio\"}"
-        ) >= 1.0,
-        "{metrics}"
+        after.delta(&before, trips, &[("condition", "failure-ratio")]) >= 1.0,
+        "{}",
+        after.text()
     );
     // The next transaction goes to legacy.
     let reply = send(relay.addr, "news@unverified.example", None, "after\r\n").await;
@@ -191,10 +192,16 @@ async fn ten_minute_old_received_dates_trip_the_delay() {
     let reply = send(relay.addr, "news@goo.ne.jp", Some(600), "after\r\n").await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1, "after the trip, legacy takes it");
-    let metrics = ses_relay::metrics::render();
+    let metrics = Metrics::of(&relay).await;
     assert!(
-        metrics.contains("ses_relay_delivery_delay_seconds_bucket{route=\"ses\",le=\"600\"}"),
-        "{metrics}"
+        metrics
+            .value(
+                "ses_relay_delivery_delay_seconds_bucket",
+                &[("route", "ses"), ("le", "600")]
+            )
+            .is_some(),
+        "{}",
+        metrics.text()
     );
     assert!(relay.stop().await);
     drop(moto);
@@ -211,6 +218,7 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("guard-paused");
     let relay = RunningRelay::start(guard_config(&ses.endpoint(), &sink, &dir, 200)).await;
+    let before = Metrics::of(&relay).await;
     let reply = send(relay.addr, "news@goo.ne.jp", None, "paused\r\n").await;
     assert!(reply.starts_with("451 4.7.0"), "{reply}");
     let status = cutover(&relay).await;
@@ -226,7 +234,8 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(ses.attempts(), 1, "one SES call, not retried");
     // Every condition's series exists (registered at 0 at startup), and the gauge.
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let trips = "ses_relay_guard_trips_total";
     for condition in [
         "failure-ratio",
         "delay",
@@ -235,16 +244,18 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
         "ses-paused",
         "reject-ratio",
     ] {
-        let series = format!("ses_relay_guard_trips_total{{condition=\"{condition}\"}}");
-        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+        assert!(
+            after.value(trips, &[("condition", condition)]).is_some(),
+            "{condition} missing:\n{}",
+            after.text()
+        );
     }
-    assert!(metrics.contains("ses_relay_guard_tripped "), "{metrics}");
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"ses-paused\"}"
-        ) >= 1.0
+        after.value("ses_relay_guard_tripped", &[]).is_some(),
+        "{}",
+        after.text()
     );
+    assert!(after.delta(&before, trips, &[("condition", "ses-paused")]) >= 1.0);
     // The status page shows the guard's state, the trip and the figures it watches.
     let page = get(relay.admin(), "/").await.body;
     assert!(page.contains("<h2>Rollback guard</h2>"), "{page}");

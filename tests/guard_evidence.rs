@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 
 use common::admin::cutover;
 use common::client::{SmtpClient, deliver};
-use common::guard::{guard_config, metric, rfc822};
+use common::guard::{guard_config, rfc822};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, test_config};
@@ -117,6 +118,7 @@ async fn message_rejected_from_one_client_trips_nothing_and_from_two_clients_tri
     config.smtp.proxy_protocol = true;
     config.smtp.proxy_trusted = vec!["127.0.0.1/32".parse().unwrap()];
     let relay = RunningRelay::start(config).await;
+    let before = Metrics::of(&relay).await;
 
     // One broken Postfix: its messages are refused, again and again.
     for i in 0..12 {
@@ -146,13 +148,12 @@ async fn message_rejected_from_one_client_trips_nothing_and_from_two_clients_tri
         status["reason"], "guard: reject ratio 1.00 > 0.05 over 1m (13 of 13, from 2 clients)",
         "{status}"
     );
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let trips = [("condition", "reject-ratio")];
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"reject-ratio\"}"
-        ) >= 1.0,
-        "{metrics}"
+        after.delta(&before, "ses_relay_guard_trips_total", &trips) >= 1.0,
+        "{}",
+        after.text()
     );
     // The next transaction goes to legacy.
     let reply = send_as(relay.addr, "127.0.0.2", "news@unverified.example").await;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::client::{SmtpClient, connect_from, smtp};
+use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::{RunningRelay, test_config};
 use ses_relay::config::Config;
@@ -97,6 +98,7 @@ fn received_of(ses: &SesFake, tag: &str) -> String {
 async fn v1_and_v2_from_the_balancer_name_the_client_for_allowed_clients_and_received() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(proxy_config(&ses)).await;
+    let before = Metrics::of(&relay).await;
     let allowed: [(&str, Vec<u8>, &str); 3] = [
         (
             "v1",
@@ -143,10 +145,12 @@ async fn v1_and_v2_from_the_balancer_name_the_client_for_allowed_clients_and_rec
         assert_eq!(replies.len(), 1, "{replies:?}");
         assert!(replies[0].starts_with("554 5.7.1 "), "{replies:?}");
     }
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let denied = [("result", "denied")];
     assert!(
-        metrics.contains("ses_relay_smtp_connections_total{result=\"denied\"}"),
-        "{metrics}"
+        after.delta(&before, "ses_relay_smtp_connections_total", &denied) >= 3.0,
+        "{}",
+        after.text()
     );
     relay.stop().await;
 }
@@ -186,6 +190,7 @@ async fn until_closed(mut stream: TcpStream) -> (Vec<u8>, Duration) {
 async fn trusted_peer_without_a_header_is_closed_without_a_greeting() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(proxy_config(&ses)).await;
+    let before = Metrics::of(&relay).await;
     // A client speaking SMTP at once (no header): closed at once, nothing written.
     let mut stream = connect_from(BALANCER, relay.addr).await;
     stream.write_all(b"EHLO postfix.test\r\n").await.unwrap();
@@ -201,13 +206,15 @@ async fn trusted_peer_without_a_header_is_closed_without_a_greeting() {
             && took < ses_relay::proxy::HEADER_TIMEOUT + Duration::from_secs(5),
         "{took:?}"
     );
-    let metrics = ses_relay::metrics::render();
-    assert!(
-        metrics.contains("ses_relay_smtp_connections_total{result=\"proxy_header_missing\"}")
-            && metrics
-                .contains("ses_relay_smtp_connections_total{result=\"proxy_header_invalid\"}"),
-        "{metrics}"
-    );
+    let after = Metrics::of(&relay).await;
+    for result in ["proxy_header_missing", "proxy_header_invalid"] {
+        let labels = [("result", result)];
+        assert!(
+            after.delta(&before, "ses_relay_smtp_connections_total", &labels) >= 1.0,
+            "{result}:\n{}",
+            after.text()
+        );
+    }
     relay.stop().await;
 }
 

@@ -1,6 +1,5 @@
 //! The rollback guard tests' shared harness: the guard's config with a legacy
-//! route and an admin token, a metric's value, a date for a `Received:`
-//! header.
+//! route and an admin token, a date for a `Received:` header.
 
 use std::time::Duration;
 
@@ -30,14 +29,6 @@ pub fn guard_config(endpoint: &str, sink: &SmtpSink, dir: &TempDir, min: u64) ->
     config.guard.window = HumanDuration(Duration::from_secs(60));
     config.guard.min_transactions = min;
     config
-}
-
-/// The value of `series` in Prometheus text, 0 when absent.
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// `secs_ago` seconds before now, as a `Received:` header dates it (RFC 5322).

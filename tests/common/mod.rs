@@ -11,6 +11,7 @@ pub mod cutover;
 pub mod dnsmasq;
 pub mod fleet;
 pub mod guard;
+pub mod metrics;
 pub mod peers;
 pub mod relay_process;
 pub mod ses_fake;

@@ -305,22 +305,3 @@ fn text_fields(line: &str) -> (String, Option<SocketAddr>, bool) {
         .and_then(|addr| addr.parse().ok());
     (message, addr, rest.contains("implicit_tls=true"))
 }
-
-/// The value of the line of the admin API's `/metrics` (on `admin`) that
-/// starts with `series` (name and labels, then a space); None when absent
-/// or when the relay does not answer.
-pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-}
