@@ -1,13 +1,11 @@
 //! The command line: check-config's report, --version, and startup refusals
 //! that name what is wrong.
 
-use std::process::Command;
-
 mod common;
 
 use common::client::{SmtpClient, block_on};
 use common::relay_process::RelayCommand;
-use common::{TempDir, ses_relay};
+use common::{TempDir, ses_relay, ses_relay_with};
 
 #[test]
 fn check_config_accepts_the_dev_config() {
@@ -105,18 +103,17 @@ fn no_region_anywhere_stops_startup_naming_the_key() {
         "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nregion = \"\"\nconfiguration-set = \"cs\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .current_dir(dir.path(""))
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", dir.path("no-aws-config"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) =
+        ses_relay_with(&["run", "--config", path.to_str().unwrap()], |command| {
+            command
+                .current_dir(dir.path(""))
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION")
+                .env_remove("AWS_PROFILE")
+                .env("AWS_CONFIG_FILE", dir.path("no-aws-config"))
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        });
+    assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("ses.region"), "{stderr}");
 }
 

@@ -7,12 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::relay_process::{RelayCommand, read_log};
 use common::wait::wait_until;
-use common::{TempDir, ses_relay};
+use common::{TempDir, ses_relay, ses_relay_with};
 
 #[test]
 fn version_shows_commit_and_build_date() {
@@ -163,15 +162,16 @@ fn preflight_names_the_cause_in_one_short_sentence() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["preflight", "--config", path.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = ses_relay_with(
+        &["preflight", "--config", path.to_str().unwrap()],
+        |command| {
+            command
+                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+                .env("AWS_SECRET_ACCESS_KEY", "secret")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        },
+    );
+    assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains(
             "FAIL  ses account: ses:GetAccount: endpoint unreachable: connection refused"
@@ -315,16 +315,12 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
 async fn a_port_in_use_is_said_once() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--dev"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .env("SES_RELAY__SMTP__LISTEN", format!("[\"127.0.0.1:{port}\"]"))
-        .env("SES_RELAY__ADMIN__LISTEN", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = ses_relay_with(&["run", "--dev"], |command| {
+        command
+            .env("SES_RELAY__SMTP__LISTEN", format!("[\"127.0.0.1:{port}\"]"))
+            .env("SES_RELAY__ADMIN__LISTEN", "127.0.0.1:0");
+    });
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{stderr}"
