@@ -1,7 +1,10 @@
-//! Regression tests from the adversarial review of the edge (issue 10, items
-//! 1-13): each attack that once got through, against the relay running in
-//! this process with the SES fake on 127.0.0.1. The doc comment of each test
-//! says what got through and where it was stopped.
+//! What a hostile client writes is checked before it reaches anything of
+//! ours: the `Received:` field we add, our DKIM signature (one author, no
+//! hidden From or X-SES header), the data budget, our reply text. The relay
+//! runs in this process with the SES fake on 127.0.0.1. Each test is a
+//! regression test from the adversarial review of the edge (issue 10, items
+//! 1-13); its doc comment says what once got through and where it was
+//! stopped.
 
 mod common;
 

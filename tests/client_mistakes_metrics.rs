@@ -1,6 +1,9 @@
-//! Adversarial review of issue 10, in its own test binary because it reads
-//! the process-wide metrics: messages refused for the client's own faults
-//! after DATA must not move the SES success ratio.
+//! A client's own mistakes stay out of the SES success ratio: messages
+//! refused after DATA for the client's faults (bare LF, not one From) are
+//! counted `refused`, never `delivered`, `deferred` or `rejected`. From the
+//! adversarial review of issue 10. A test binary of its own: the counters
+//! are process-wide, so no other test's traffic moves them between the two
+//! scrapes.
 
 mod common;
 
