@@ -10,6 +10,8 @@ ENV SES_RELAY_GIT_COMMIT=$SES_RELAY_GIT_COMMIT
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY etc ./etc
+# Compiled in: the man page (configuration.md) and GET /runbook (operations.md).
+COPY docs ./docs
 COPY benches ./benches
 RUN cargo build --release --locked --bin ses-relay
 

@@ -43,7 +43,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The test venv with moto and dkimpy, found as tests/common/peers.rs finds it.
+/// The test venv with moto, dkimpy and playwright, found as tests/common/peers.rs finds it.
 fn test_venv() -> PathBuf {
     if let Some(dir) = std::env::var_os("SES_RELAY_TEST_VENV") {
         return PathBuf::from(dir);
@@ -91,7 +91,9 @@ fn peers() {
     // Debian's package; fixed paths rather than PATH, which differs from shell
     // to shell and would rerun this script (and rebuild the crate) each time.
     let chromium = Path::new("/usr/bin/chromium");
-    for path in [postfix, &moto, dnsmasq, chromium] {
+    // The browser test drives chromium with playwright from the venv.
+    let playwright = test_venv().join("bin/playwright");
+    for path in [postfix, &moto, dnsmasq, chromium, &playwright] {
         watch(path);
     }
     // A private Postfix instance needs root, as tests/common/peers.rs says.
@@ -103,7 +105,7 @@ fn peers() {
         ("has_postfix", postfix.exists() && root),
         ("has_moto", moto.exists()),
         ("has_dnsmasq", dnsmasq.exists()),
-        ("has_chromium", chromium.exists()),
+        ("has_chromium", chromium.exists() && playwright.exists()),
     ] {
         if present {
             println!("cargo:rustc-cfg={cfg}");

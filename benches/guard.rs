@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{GuardConfig, HumanDuration};
-use ses_relay::guard::{Guard, Judge, Thresholds};
+use ses_relay::guard::{Guard, Judge, SesAnswer, Thresholds};
 
 /// Thresholds no steady load trips: every outcome accepted, delays small.
 fn thresholds() -> Thresholds {
@@ -52,8 +52,11 @@ fn bench(c: &mut Criterion) {
         cutover,
         true,
     );
+    let client = std::net::IpAddr::from([192, 0, 2, 1]);
     group.bench_function("outcome_through_the_shared_guard", |b| {
-        b.iter(|| black_box(guard.upstream_outcome(true, Some(Duration::from_secs(3)))))
+        b.iter(|| {
+            black_box(guard.ses_answer(SesAnswer::Accepted(Some(Duration::from_secs(3))), client))
+        })
     });
 
     // A window already full: 5 minutes at 4,000/s, expiry running as time goes on.

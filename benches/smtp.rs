@@ -50,13 +50,15 @@ fn relay() -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Arc::new(Accept), None);
-    Arc::new(Relay::new(
+    Arc::new(Relay::new(ses_relay::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ))
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(ses_relay::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 fn bench(c: &mut Criterion) {

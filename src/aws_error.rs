@@ -14,6 +14,8 @@ use std::error::Error;
 use aws_sdk_sesv2::config::http::HttpResponse;
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use crate::forward::ses::SesCode;
+
 /// Longest summary returned; a preflight line adds its check name in front.
 pub const MAX_SUMMARY: usize = 150;
 
@@ -53,8 +55,9 @@ fn service_error(
     status: Option<u16>,
 ) -> String {
     let message = message.unwrap_or("");
-    match code.unwrap_or("") {
-        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+    let name = code.unwrap_or("");
+    match SesCode::of(name) {
+        SesCode::AccessDenied => {
             // "User: arn:… is not authorized to perform: ses:GetAccount on resource: …"
             let permission = message
                 .split_once("perform: ")
@@ -62,50 +65,24 @@ fn service_error(
                 .unwrap_or(action);
             format!("access denied: the credentials lack permission {permission}")
         }
-        "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "SignatureDoesNotMatch"
-        | "IncompleteSignature"
-        | "InvalidSignatureException"
-        | "ExpiredToken"
-        | "ExpiredTokenException" => format!(
-            "{action}: the AWS credentials were refused ({}): check the key, secret and session token",
-            code.unwrap_or_default()
+        SesCode::CredentialsRefused => format!(
+            "{action}: the AWS credentials were refused ({name}): check the key, secret and session token"
         ),
-        "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
-            format!("{action}: throttled by AWS, try again in a minute")
-        }
-        "" => match status {
+        SesCode::Throttled => format!("{action}: throttled by AWS, try again in a minute"),
+        _ if name.is_empty() => match status {
             Some(status) => format!("{action}: HTTP {status} without an error code"),
             None => format!("{action}: an answer without an error code"),
         },
-        code if message.is_empty() => format!("{action}: {code}"),
-        code => format!("{action}: {code}: {message}"),
+        _ if message.is_empty() => format!("{action}: {name}"),
+        _ => format!("{action}: {name}: {message}"),
     }
 }
-
-/// The codes that say the credentials themselves were refused, as a body
-/// may carry them (`<Code>InvalidClientTokenId</Code>`, `"__type":
-/// "…#UnrecognizedClientException"`).
-const REFUSED_CREDENTIALS: &[&str] = &[
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "AccessDeniedException",
-    "AccessDenied",
-];
 
 /// A refused-credentials or access code named anywhere in a response body.
 fn code_in_body(body: &[u8]) -> Option<&'static str> {
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
-    REFUSED_CREDENTIALS
-        .iter()
-        .find(|code| text.contains(*code))
-        .copied()
+    SesCode::spellings(&[SesCode::CredentialsRefused, SesCode::AccessDenied])
+        .find(|code| text.contains(code))
 }
 
 /// The request never got an answer: no credentials, no endpoint, TLS.

@@ -91,7 +91,8 @@ pub async fn check_round(
         if let Err(reason) = &outcome {
             report_mismatch(&key.record_name(), reason, pending);
         }
-        crate::metrics::dkim_dns(&key.domain, &key.selector, outcome.is_ok());
+        let problem = outcome.as_ref().err().map(ToString::to_string);
+        crate::metrics::dkim_dns(&key.domain, &key.selector, problem.as_deref());
         outcomes.push(outcome.is_ok());
     }
     for set in keys.sets() {

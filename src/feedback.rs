@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::relay::Relay;
+use crate::guard::Guard;
+use crate::shutdown::Shutdown;
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
@@ -106,26 +107,58 @@ pub async fn check_queue(
     Ok(waiting)
 }
 
-/// Reads the queue until shutdown, counting only `scope`'s events.
-pub async fn run(
-    relay: Arc<Relay>,
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
+/// The SES event queue's reader: what it reads, and the two handles it
+/// needs (the guard it feeds, the stop switch).
+pub struct FeedbackReader {
+    /// The SQS client.
+    pub client: aws_sdk_sqs::Client,
+    /// The queue.
+    pub queue_url: String,
+    /// The long-poll wait.
+    pub wait: Duration,
+    /// Whose events count.
+    pub scope: Scope,
+    /// The rollback guard the events feed.
+    pub guard: Arc<Guard>,
+    /// The stop switch.
+    pub shutdown: Shutdown,
+}
+
+impl FeedbackReader {
+    /// Reads the queue until shutdown, counting only `scope`'s events.
+    pub async fn run(self) {
+        let FeedbackReader {
+            client,
+            queue_url,
+            wait,
+            scope,
+            guard,
+            shutdown,
+        } = self;
+        read_queue(&client, &queue_url, wait, &scope, &guard, &shutdown).await;
+    }
+}
+
+async fn read_queue(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
     wait: Duration,
-    scope: Scope,
+    scope: &Scope,
+    guard: &Guard,
+    shutdown: &Shutdown,
 ) {
     tracing::info!(queue = %queue_url, "reading SES events");
     let mut failing = false;
-    let mut seen = Seen::new(relay.guard.window());
+    let mut seen = Seen::new(guard.window());
     loop {
         let receive = client
             .receive_message()
-            .queue_url(&queue_url)
+            .queue_url(queue_url)
             .max_number_of_messages(BATCH)
             .wait_time_seconds(wait.as_secs() as i32)
             .send();
         let answer = tokio::select! {
-            _ = relay.shutdown.triggered() => return,
+            _ = shutdown.triggered() => return,
             answer = receive => answer,
         };
         let messages = match answer {
@@ -142,7 +175,7 @@ pub async fn run(
                     failing = true;
                 }
                 tokio::select! {
-                    _ = relay.shutdown.triggered() => return,
+                    _ = shutdown.triggered() => return,
                     _ = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
                 }
                 continue;
@@ -154,7 +187,7 @@ pub async fn run(
         let mut done = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
             match read(message.body().unwrap_or("")) {
-                Ok(notification) => count(&relay, &scope, &mut seen, &notification),
+                Ok(notification) => count(guard, scope, &mut seen, &notification),
                 Err(err) => {
                     crate::metrics::ses_event("malformed");
                     crate::metrics::ses_event_ignored(Ignored::Malformed.label());
@@ -175,7 +208,7 @@ pub async fn run(
         }
         let deleted = client
             .delete_message_batch()
-            .queue_url(&queue_url)
+            .queue_url(queue_url)
             .set_entries(Some(done))
             .send()
             .await;
@@ -195,7 +228,7 @@ pub async fn run(
 
 /// Counts one event of `scope`'s, the first time it is seen, and lets the
 /// guard judge it; anything else is counted as ignored, by reason.
-fn count(relay: &Relay, scope: &Scope, seen: &mut Seen, notification: &Notification) {
+fn count(guard: &Guard, scope: &Scope, seen: &mut Seen, notification: &Notification) {
     let admitted = scope.admits(notification).and_then(|()| {
         if seen.first(std::time::Instant::now(), notification.key) {
             Ok(())
@@ -210,9 +243,7 @@ fn count(relay: &Relay, scope: &Scope, seen: &mut Seen, notification: &Notificat
     }
     let event = notification.event;
     crate::metrics::ses_event(event.label());
-    if let Some(kind) = event.guard_kind()
-        && let Some(trip) = relay.guard.ses_event(kind)
-    {
-        relay.guard.enforce(&trip);
+    if let Some(kind) = event.guard_kind() {
+        guard.ses_event(kind);
     }
 }

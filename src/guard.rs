@@ -22,7 +22,7 @@ mod window;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-pub use self::shared::{Guard, Snapshot, State};
+pub use self::shared::{Guard, SesAnswer, Snapshot, State};
 use self::window::Window;
 use crate::config::GuardConfig;
 

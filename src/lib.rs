@@ -25,6 +25,7 @@ pub mod dkim_rotation;
 pub mod dns;
 pub mod envelope;
 pub mod feedback;
+pub mod files;
 pub mod forward;
 pub mod guard;
 pub(crate) mod listener;

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::log::LogThrottle;
+use crate::log::{LogThrottle, Masker};
 use crate::metrics;
 use crate::net::canonical_ip;
 use crate::proxy;
@@ -160,47 +160,17 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
         // Behind a balancer only the balancer may connect; the client it names is checked in `serve`.
         let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
         if live.smtp.proxy_protocol && !proxied {
-            metrics::connection("denied");
-            if UNTRUSTED_LOG.admit() {
-                tracing::warn!(peer = %relay.masker.ip(peer.ip()), "peer not in proxy-trusted, refused");
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::Untrusted.send(stream, &relay.masker, peer, None);
             continue;
         }
         if !proxied && !live.smtp.admits(peer.ip()) {
-            metrics::connection("denied");
-            if DENIED_LOG.admit() {
-                tracing::warn!(
-                    client = %relay.masker.ip(peer.ip()),
-                    "client not in allowed-clients, refused"
-                );
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::NotAllowed.send(stream, &relay.masker, peer, None);
             continue;
         }
         let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
-            metrics::connection("overloaded");
-            if OVERLOADED_LOG.admit() {
-                tracing::warn!(
-                    client = %relay.masker.ip(peer.ip()),
-                    "max-connections reached, refused"
-                );
-            }
-            refuse(
-                stream,
-                Reply::new(421, [4, 3, 2], "Too many connections, try again later"),
-            );
+            Refusal::Overloaded.send(stream, &relay.masker, peer, None);
             continue;
         };
-        if !proxied {
-            metrics::connection("accepted");
-        }
         let relay = relay.clone();
         let implicit_tls = listener.implicit_tls;
         relay.shutdown.tracker().clone().spawn(async move {
@@ -230,19 +200,11 @@ async fn admit_proxied(
     let masker = &relay.masker;
     match proxy::client(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
         Ok(client) if relay.live().smtp.admits(client.ip()) => {
-            metrics::connection("accepted");
             tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
             Some((stream, client))
         }
         Ok(client) => {
-            metrics::connection("denied");
-            if DENIED_LOG.admit() {
-                tracing::warn!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "client not in allowed-clients, refused");
-            }
-            refuse(
-                stream,
-                Reply::new(554, [5, 7, 1], "Access denied: client not allowed"),
-            );
+            Refusal::NotAllowed.send(stream, masker, client, Some(peer));
             None
         }
         Err(err) => {
@@ -255,8 +217,12 @@ async fn admit_proxied(
     }
 }
 
+/// An admitted connection becomes a session: counted `accepted` here, once,
+/// when the session starts (after the handshake with implicit TLS, whose
+/// failure counts the connection `tls_failed` instead).
 async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_tls: bool) {
     if !implicit_tls {
+        metrics::connection("accepted");
         return Session::new(relay, Box::new(stream), peer, false)
             .run()
             .await;
@@ -265,21 +231,92 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_
     let Some(acceptor) = live.tls.clone() else {
         return;
     };
-    match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Session::new(relay, Box::new(tls), peer, true).run().await,
-        Ok(Err(err)) => tls_failed(&relay, peer, &err),
-        Err(_) => tls_failed(&relay, peer, &"no handshake within smtp.idle-timeout"),
-    }
+    let failed = match tokio::time::timeout(live.smtp.idle_timeout.0, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => {
+            metrics::connection("accepted");
+            return Session::new(relay, Box::new(tls), peer, true).run().await;
+        }
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "no handshake within smtp.idle-timeout".to_string(),
+    };
+    metrics::connection("tls_failed");
+    tls_failed(&relay, peer, TlsMode::Implicit, &failed);
 }
 
-/// A TLS handshake that failed (implicit TLS or STARTTLS): counted, and
-/// logged within the throttle (a scanner's handshakes fail by the hundred).
-pub fn tls_failed(relay: &Relay, peer: SocketAddr, error: &dyn std::fmt::Display) {
-    metrics::connection("tls_failed");
+/// How a TLS handshake came about.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsMode {
+    /// On a `tls-listen` address, before the greeting.
+    Implicit,
+    /// After `STARTTLS`, in a session already counted.
+    StartTls,
+}
+
+/// A TLS handshake that failed: counted by mode, and logged within the
+/// throttle (a scanner's handshakes fail by the hundred).
+pub fn tls_failed(relay: &Relay, peer: SocketAddr, mode: TlsMode, error: &dyn std::fmt::Display) {
+    metrics::tls_failure(match mode {
+        TlsMode::Implicit => "implicit",
+        TlsMode::StartTls => "starttls",
+    });
     if TLS_LOG.admit() {
         tracing::warn!(client = %relay.masker.ip(peer.ip()), error = %error, "TLS handshake failed");
     }
 }
+
+/// Why a connection is refused before its session starts.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// With PROXY on, a peer not in `proxy-trusted`.
+    Untrusted,
+    /// A client not in `allowed-clients`.
+    NotAllowed,
+    /// `max-connections` reached.
+    Overloaded,
+}
+
+impl Refusal {
+    /// The one refusal path: counted, logged within its throttle (an
+    /// outsider can cause it by the thousand), answered and closed.
+    /// `client` is the one refused; `proxy` the balancer it came through.
+    fn send(
+        self,
+        stream: TcpStream,
+        masker: &Masker,
+        client: SocketAddr,
+        proxy: Option<SocketAddr>,
+    ) {
+        let (label, log, reply) = match self {
+            Refusal::Untrusted => ("denied", &UNTRUSTED_LOG, ACCESS_DENIED),
+            Refusal::NotAllowed => ("denied", &DENIED_LOG, ACCESS_DENIED),
+            Refusal::Overloaded => (
+                "overloaded",
+                &OVERLOADED_LOG,
+                Reply::new(421, [4, 3, 2], "Too many connections, try again later"),
+            ),
+        };
+        metrics::connection(label);
+        if log.admit() {
+            let client = masker.ip(client.ip());
+            match (self, proxy) {
+                (Refusal::Untrusted, _) => {
+                    tracing::warn!(peer = %client, "peer not in proxy-trusted, refused")
+                }
+                (_, Some(proxy)) => tracing::warn!(
+                    client = %client,
+                    proxy = %masker.ip(proxy.ip()),
+                    "{}",
+                    log.what()
+                ),
+                (_, None) => tracing::warn!(client = %client, "{}", log.what()),
+            }
+        }
+        refuse(stream, reply);
+    }
+}
+
+const ACCESS_DENIED: Reply = Reply::new(554, [5, 7, 1], "Access denied: client not allowed");
 
 /// Writes `reply` and closes, on a task of its own; counted like every
 /// session reply (command `CONNECT`: it stands for the greeting).

@@ -1,6 +1,8 @@
 //! Metrics: names, help texts, the helpers that record them, the Prometheus
 //! recorder (rendered by the admin API's `GET /metrics`, histograms with
-//! explicit buckets), and a five-minute window per route for the status page.
+//! explicit buckets), and what the status page shows beside them: a
+//! five-minute window per route, the last transactions not delivered, each
+//! DKIM key's last DNS check.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,9 +14,16 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::disposition::Disposition;
 use crate::route::Route;
 
-/// Connections by outcome: `accepted`, `denied` (not an allowed client),
-/// `overloaded` (connection cap), `tls_failed` (handshake failed).
+/// Connections by outcome, each counted once: `accepted` (a session
+/// started), `denied` (not an allowed client), `overloaded` (connection
+/// cap), `tls_failed` (the implicit-TLS handshake failed, so no session
+/// started), and the PROXY header's failures (`proxy_header_missing`,
+/// `proxy_header_invalid`).
+/// A STARTTLS handshake that fails ends a session already counted
+/// `accepted`: it is counted in [`SMTP_TLS_FAILURES`] only.
 pub const SMTP_CONNECTIONS: &str = "ses_relay_smtp_connections_total";
+/// TLS handshakes that failed, by `mode` (`implicit`, `starttls`).
+pub const SMTP_TLS_FAILURES: &str = "ses_relay_smtp_tls_failures_total";
 /// Sessions open now.
 pub const SMTP_SESSIONS: &str = "ses_relay_smtp_sessions";
 /// Replies sent, by code class (`2xx`, `4xx`, `5xx`) and command.
@@ -166,6 +175,7 @@ pub fn render() -> String {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(SMTP_CONNECTIONS, "SMTP connections by outcome");
+    describe_counter!(SMTP_TLS_FAILURES, "TLS handshakes that failed, by mode");
     describe_gauge!(SMTP_SESSIONS, "SMTP sessions open");
     describe_counter!(SMTP_REPLIES, "SMTP replies sent by class and command");
     describe_counter!(TRANSACTIONS, "Transactions by route and result");
@@ -320,6 +330,11 @@ pub fn connection(result: &'static str) {
     counter!(SMTP_CONNECTIONS, "result" => result).increment(1);
 }
 
+/// Counts one failed TLS handshake.
+pub fn tls_failure(mode: &'static str) {
+    counter!(SMTP_TLS_FAILURES, "mode" => mode).increment(1);
+}
+
 /// Tracks open sessions.
 pub fn sessions(delta: i64) {
     let now = SESSIONS.fetch_add(delta, Ordering::Relaxed) + delta;
@@ -409,10 +424,12 @@ pub fn upstream_up(route: &'static str, up: bool) {
     gauge!(UPSTREAM_UP, "route" => route).set(if up { 1.0 } else { 0.0 });
 }
 
-/// Publishes the DNS check of one key.
-pub fn dkim_dns(domain: &str, selector: &str, consistent: bool) {
+/// Publishes the DNS check of one key: `problem` is why its record does not
+/// match, None when it does (the status page shows it with the time).
+pub fn dkim_dns(domain: &str, selector: &str, problem: Option<&str>) {
     gauge!(DKIM_DNS_CONSISTENT, "domain" => domain.to_string(), "selector" => selector.to_string())
-        .set(if consistent { 1.0 } else { 0.0 });
+        .set(if problem.is_none() { 1.0 } else { 0.0 });
+    dkim_checks::record(domain, selector, problem);
 }
 
 /// One DKIM key's state, as [`dkim_key`] publishes it.
@@ -445,9 +462,15 @@ pub fn dkim_key_notice_age(seconds: f64) {
     gauge!(DKIM_KEY_NOTICE_AGE).set(seconds);
 }
 
+mod dkim_checks;
+mod finished;
 mod window;
 
-pub use window::{RecentWindow, RouteTotals, recent};
+pub use dkim_checks::{DnsCheck, dkim_dns_check};
+pub use finished::{
+    Finished, KEPT, LastNotDelivered, NotDelivered, error_code, finished, last_not_delivered,
+};
+pub use window::{ErrorCount, Latency, OTHER_CODE, RecentWindow, RouteTotals, recent};
 
 #[cfg(test)]
 mod tests {

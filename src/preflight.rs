@@ -9,6 +9,7 @@ use aws_sdk_sesv2::error::ProvideErrorMetadata;
 
 use crate::config::{Config, LegacyMode, SesMode};
 use crate::dns::TxtResolver;
+use crate::forward::ses::SesCode;
 
 mod dkim;
 
@@ -215,11 +216,13 @@ async fn ses_checks(
                     format!("status {status}, signing origin {origin} (BYODKIM shows EXTERNAL)"),
                 ));
             }
-            Err(err) if err.code() == Some("NotFoundException") => out.push(finding(
-                Level::Fail,
-                check,
-                "identity not verified: not an SES identity in this account and region",
-            )),
+            Err(err) if err.code().map(SesCode::of) == Some(SesCode::NotFound) => {
+                out.push(finding(
+                    Level::Fail,
+                    check,
+                    "identity not verified: not an SES identity in this account and region",
+                ))
+            }
             Err(err) => out.push(finding(
                 Level::Fail,
                 check,

@@ -36,6 +36,24 @@ pub struct Live {
     pub admin_read_token: Option<String>,
 }
 
+/// What [`Relay::new`] is built from.
+pub struct RelayParts {
+    /// The reloadable part at start.
+    pub live: Live,
+    /// Route choice.
+    pub router: Router,
+    /// Each route's upstream.
+    pub upstreams: Upstreams,
+    /// The owner of the SES share.
+    pub cutover: Cutover,
+    /// Log privacy.
+    pub masker: Masker,
+    /// The rollback guard ([`Guard::disabled`] when off).
+    pub guard: Arc<Guard>,
+    /// The legacy relay's probe's view (SMTP legacy route only).
+    pub legacy_health: Option<UpstreamHealth>,
+}
+
 /// What every session shares.
 pub struct Relay {
     live: RwLock<Arc<Live>>,
@@ -64,14 +82,18 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay from its parts (tests build one around a fake upstream).
-    pub fn new(
-        live: Live,
-        router: Router,
-        upstreams: Upstreams,
-        cutover: Cutover,
-        masker: Masker,
-    ) -> Relay {
+    /// A relay from its parts, whole in one step (tests build one around a
+    /// fake upstream).
+    pub fn new(parts: RelayParts) -> Relay {
+        let RelayParts {
+            live,
+            router,
+            upstreams,
+            cutover,
+            masker,
+            guard,
+            legacy_health,
+        } = parts;
         Relay {
             data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
             generation: AtomicU64::new(0),
@@ -82,9 +104,9 @@ impl Relay {
             ids: TransactionIds::default(),
             masker,
             shutdown: Shutdown::new(),
-            legacy_health: None,
+            legacy_health,
             signer: SigningPool::per_core(),
-            guard: Arc::new(Guard::disabled()),
+            guard,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::background::{self, CutoverRefresh, GuardFollowsOperators, LegacyProbe
 use crate::config::{Config, LegacyMode, RuleConfig, SesMode};
 use crate::cutover::{Cutover, CutoverError};
 use crate::dns::{SystemResolver, TxtResolver};
+use crate::feedback::FeedbackReader;
 use crate::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::forward::outbox::Outbox;
 use crate::forward::ses::{SesForwarder, SesSetupError};
@@ -22,7 +23,7 @@ use crate::listener::{self, ConnectionSlots, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
-use crate::relay::{Live, Relay};
+use crate::relay::{Live, Relay, RelayParts};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsError;
@@ -84,13 +85,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
     grace: Duration,
-    /// The SES event queue's reader: client, queue URL, long-poll wait.
-    feedback: Option<(
-        aws_sdk_sqs::Client,
-        String,
-        Duration,
-        crate::feedback::Scope,
-    )>,
+    /// The SES event queue's reader.
+    feedback: Option<FeedbackReader>,
     /// The legacy relay's health probe (SMTP legacy route).
     legacy_probe: Option<LegacyProbe>,
 }
@@ -129,12 +125,11 @@ fn read_token(path: &std::path::Path, key: &'static str) -> Result<Option<String
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
-    let token = std::fs::read_to_string(path).map_err(|source| StartError::File {
+    crate::files::read_token(path).map_err(|source| StartError::File {
         key,
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
+    })
 }
 
 fn outbox(
@@ -207,25 +202,6 @@ impl Server {
             ),
             None => None,
         };
-        let mut relay = Relay::new(
-            live,
-            router,
-            upstreams,
-            cutover,
-            Masker::new(config.log.mask_pii),
-        );
-        relay.guard = Arc::new(background::start_guard(config, &relay.cutover));
-        let feedback = if config.feedback.sqs_queue_url.is_empty() {
-            None
-        } else {
-            let client = crate::feedback::client(config, options.ses_credentials.clone()).await;
-            Some((
-                client,
-                config.feedback.sqs_queue_url.clone(),
-                crate::feedback::long_poll(config),
-                crate::feedback::Scope::from_config(config),
-            ))
-        };
         let legacy_probe = config
             .legacy
             .as_ref()
@@ -234,7 +210,27 @@ impl Server {
                 relay: l.relay.clone(),
                 health: UpstreamHealth::default(),
             });
-        relay.legacy_health = legacy_probe.as_ref().map(|p| p.health.clone());
+        let relay = Relay::new(RelayParts {
+            guard: Arc::new(background::start_guard(config, &cutover)),
+            legacy_health: legacy_probe.as_ref().map(|p| p.health.clone()),
+            live,
+            router,
+            upstreams,
+            cutover,
+            masker: Masker::new(config.log.mask_pii),
+        });
+        let feedback = if config.feedback.sqs_queue_url.is_empty() {
+            None
+        } else {
+            Some(FeedbackReader {
+                client: crate::feedback::client(config, options.ses_credentials.clone()).await,
+                queue_url: config.feedback.sqs_queue_url.clone(),
+                wait: crate::feedback::long_poll(config),
+                scope: crate::feedback::Scope::from_config(config),
+                guard: relay.guard.clone(),
+                shutdown: relay.shutdown.clone(),
+            })
+        };
         let interval = config.dkim.dns_check_interval.0;
         let resolver = match options.txt_resolver {
             Some(resolver) => Some(resolver),
@@ -340,14 +336,8 @@ impl Server {
                 .await
             });
         }
-        if let Some((client, queue_url, wait, scope)) = self.feedback {
-            accepting.spawn(crate::feedback::run(
-                self.relay.clone(),
-                client,
-                queue_url,
-                wait,
-                scope,
-            ));
+        if let Some(reader) = self.feedback {
+            accepting.spawn(reader.run());
         }
         self.relay.shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}

@@ -258,16 +258,19 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     assert!(after.delta(&before, trips, &[("condition", "ses-paused")]) >= 1.0);
     // The status page shows the guard's state, the trip and the figures it watches.
     let page = get(relay.admin(), "/").await.body;
-    assert!(page.contains("<h2>Rollback guard</h2>"), "{page}");
+    assert!(page.contains(">Rollback guard</h2>"), "{page}");
     assert!(page.contains(">tripped<"), "{page}");
     assert!(
         page.contains("guard: SES sending paused (SendingPausedException)"),
         "{page}"
     );
     assert!(
-        page.contains(
-            "<td>failure ratio (SES upstream)</td><td>1.00</td><td>0.05</td><td>1 of 1</td>"
-        ),
+        page.contains(concat!(
+            "<td data-label=\"condition\">failure ratio (SES upstream)</td>",
+            "<td data-label=\"now\">1.00</td><td data-label=\"limit\">0.05</td>",
+            "<td data-label=\"counts\"><span data-guard=\"failures\">1</span> of ",
+            "<span data-guard=\"outcomes\">1</span></td>"
+        )),
         "{page}"
     );
     assert!(page.contains("rollback guard (state file)"), "{page}");

@@ -182,10 +182,26 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
 
     let page = get(admin, "/").await;
     assert!(page.starts_with("<!doctype html>"));
-    assert!(page.contains("100 % to SES"), "{page}");
-    assert!(page.contains("legacy.example"), "rules listed: {page}");
     assert!(
-        page.contains("<td>ses</td><td>3</td><td>0</td><td>1</td><td>1</td><td>75.00 %</td>"),
+        page.contains("data-cutover=\"ses_percent\">100</span> % to SES"),
+        "{page}"
+    );
+    assert!(page.contains("legacy.example"), "rules listed: {page}");
+    // route, reachability, delivered, deferred, rejected, refused, success
+    let ses_row = page.split("<tr data-route=\"ses\">").nth(1).unwrap();
+    let cells: Vec<&str> = ses_row
+        .split("</tr>")
+        .next()
+        .unwrap()
+        .split("</td>")
+        .collect();
+    let texts: Vec<&str> = cells
+        .iter()
+        .map(|c| c.rsplit('>').next().unwrap())
+        .collect();
+    assert_eq!(
+        texts[..7],
+        ["ses", "not probed", "3", "0", "1", "1", "75.00 %"],
         "{page}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! Probes (`/healthz`, `/readyz`) are always open: load balancers and
 //! container runtimes call them without credentials, and they reveal nothing.
 //! Changes (`PUT`) always need the write token (`admin.token-file`). Reads
-//! (`GET /cutover`, `/metrics`, `/`) need a bearer token when the API listens
+//! (`GET /cutover`, `/metrics`, `/`, `/runbook`) need a bearer token when the API listens
 //! off loopback, where anyone on the network could otherwise read traffic
 //! figures and routing rules, and whenever `admin.read-token-file` is set.
 //! The read token or the write token will do for a read: whoever may change

@@ -1,9 +1,14 @@
 //! The client side of the admin API, for `ses-relay cutover status|set` run
 //! on the relay's host: address and token file come from the same config.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use crate::config::AdminConfig;
 
@@ -14,9 +19,7 @@ pub fn read_token(config: &AdminConfig) -> Option<String> {
     [&config.read_token_file, &config.token_file]
         .into_iter()
         .filter(|path| !path.as_os_str().is_empty())
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|token| token.trim().to_string())
-        .find(|token| !token.is_empty())
+        .find_map(|path| crate::files::read_token(path).ok().flatten())
 }
 
 /// An HTTP answer: status code and body.
@@ -28,7 +31,9 @@ pub struct Answer {
     pub body: String,
 }
 
-/// One HTTP/1.1 request with `Connection: close`.
+/// Sends one request to the admin API at `addr` and reads the whole answer
+/// (hyper's HTTP/1 client on a small runtime of its own: the CLI is not async).
+/// Connecting is bounded to 5 s, the whole exchange to 30 s.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -36,30 +41,52 @@ pub fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            exchange(addr, method, path, token, body),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s"))?
+    })
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Answer> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let body = body.unwrap_or("");
-    head.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .map_err(std::io::Error::other)?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
     Ok(Answer {
         status,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }

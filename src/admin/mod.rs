@@ -6,7 +6,8 @@
 //!   it re-arms the rollback guard;
 //! - `GET /healthz`: the process is up; `GET /readyz`: serving, 503 from the moment a
 //!   SIGTERM drain starts (the load balancer's health check; upstream health is not readiness);
-//! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people.
+//! - `GET /metrics`: Prometheus text format; `GET /`: a status page for people;
+//!   `GET /runbook`: the operations guide it links to.
 //!
 //! Off loopback (or with `admin.read-token-file`), everything but the probes
 //! needs a bearer token; connections are capped and must send their request
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod client;
 mod connections;
+mod runbook;
 mod status;
 
 use std::convert::Infallible;
@@ -138,10 +140,11 @@ async fn handle(
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         (&Method::GET, "/") => text(status::page(&relay), "text/html; charset=utf-8"),
+        (&Method::GET, "/runbook") => text(runbook::page().into(), "text/html; charset=utf-8"),
         (&Method::GET, "/readyz") => readyz(&relay).await,
         (&Method::GET, "/cutover") => cutover_status(&relay),
         (&Method::PUT, "/cutover") => cutover_set(&relay, request).await,
-        (_, "/" | "/metrics" | "/healthz" | "/readyz" | "/cutover") => {
+        (_, "/" | "/runbook" | "/metrics" | "/healthz" | "/readyz" | "/cutover") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -45,13 +45,15 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(Relay::new(
+    Arc::new(Relay::new(crate::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ))
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {
@@ -96,7 +98,7 @@ async fn read_all(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn with_a_read_token_only_probes_are_open() {
     let addr = start(relay(Some(READ)), Limits::default()).await;
-    for path in ["/cutover", "/metrics", "/", "/unknown"] {
+    for path in ["/cutover", "/metrics", "/", "/runbook", "/unknown"] {
         let (status, answer) = request(addr, "GET", path, None, "").await;
         assert_eq!(status, 401, "{path}: {answer}");
         assert!(
@@ -108,7 +110,7 @@ async fn with_a_read_token_only_probes_are_open() {
         assert_eq!(request(addr, "GET", path, Some("wrong"), "").await.0, 401);
     }
     for token in [READ, WRITE] {
-        for path in ["/cutover", "/metrics", "/"] {
+        for path in ["/cutover", "/metrics", "/", "/runbook"] {
             let (status, answer) = request(addr, "GET", path, Some(token), "").await;
             assert_eq!(status, 200, "{path} with {token}: {answer}");
         }

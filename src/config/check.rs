@@ -23,10 +23,29 @@ enum Step {
     Index(usize),
 }
 
-/// Every structural problem of `value` (the file with its environment
-/// overrides), each with its key, then the value problems of what remains.
-/// Empty when the file deserializes.
-pub(super) fn problems(mut value: toml::Value) -> Vec<Problem> {
+/// The config of `value` (the file with its environment overrides): the one
+/// way a config is read. When it does not deserialize, every structural
+/// problem, each with its key, then the value problems of what remains.
+pub(super) fn deserialize(value: toml::Value) -> Result<Config, Vec<Problem>> {
+    match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+        Ok(config) => Ok(config),
+        Err(err) => {
+            let found = problems(value);
+            if found.is_empty() {
+                // Not expected (the walk meets the same error first), but never an empty list.
+                return Err(vec![Problem {
+                    key: err.path().to_string(),
+                    message: tidy(&err.inner().to_string()),
+                }]);
+            }
+            Err(found)
+        }
+    }
+}
+
+/// Every structural problem of `value`, each with its key, then the value
+/// problems of what remains. Empty when the file deserializes.
+fn problems(mut value: toml::Value) -> Vec<Problem> {
     let mut out = Vec::new();
     // Array elements taken out shift the later ones: remember their indices in the file.
     let mut original_index: HashMap<String, Vec<usize>> = HashMap::new();

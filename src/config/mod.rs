@@ -126,45 +126,22 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let overrides = env_overrides(env)?;
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .add_source(config::File::from_str(&overrides, config::FileFormat::Toml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|err| {
-                // serde stopped at the first problem: list them all, each with its key.
-                let problems = structural_problems(text, &overrides);
-                if problems.is_empty() {
-                    ConfigError::Parse(err.to_string())
-                } else {
-                    ConfigError::Invalid(problems)
-                }
-            })
+        let overlay = env_overrides(env)?;
+        let mut tree = toml::from_str::<toml::Table>(text)
+            .map_err(|err| ConfigError::Parse(err.to_string().trim_end().to_string()))?;
+        check::merge(&mut tree, overlay);
+        check::deserialize(toml::Value::Table(tree)).map_err(ConfigError::Invalid)
     }
-}
-
-/// Every unknown key, wrong type and bad value of the file with its overlay;
-/// empty when the text is not TOML at all (the parser's message says where).
-fn structural_problems(text: &str, overrides: &str) -> Vec<Problem> {
-    let (Ok(mut base), Ok(overlay)) = (
-        toml::from_str::<toml::Table>(text),
-        toml::from_str::<toml::Table>(overrides),
-    ) else {
-        return Vec::new();
-    };
-    check::merge(&mut base, overlay);
-    check::problems(toml::Value::Table(base))
 }
 
 /// Turns `SES_RELAY__SMTP__MAX_RECIPIENTS=20` into a TOML overlay `[smtp]\nmax-recipients = 20`.
 ///
-/// The `config` crate's own `Environment` source splits on the separator and
-/// lowercases, but keeps `_`, so `MAX_RECIPIENTS` would become `max_recipients`
-/// and never match the kebab-case key (the separator pitfall). Here `_` inside a
-/// segment becomes `-`. A value that is a valid TOML value (number, bool,
+/// `_` inside a segment becomes `-`, so `MAX_RECIPIENTS` matches the
+/// kebab-case key `max-recipients`. A value that is a valid TOML value (number, bool,
 /// array) is taken as such; anything else is a string.
-fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Result<String, ConfigError> {
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
     let mut overlay = toml::Table::new();
     for (name, raw) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else {
@@ -200,7 +177,7 @@ fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Result<Stri
         }
         table.insert(last.clone(), value);
     }
-    Ok(overlay.to_string())
+    Ok(overlay)
 }
 
 #[cfg(test)]

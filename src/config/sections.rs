@@ -442,7 +442,7 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// File with the bearer token that `PUT /cutover` requires; empty = changes refused.
     pub token_file: PathBuf,
-    /// File with the bearer token for reads (`GET /cutover`, `/metrics`, `/`).
+    /// File with the bearer token for reads (`GET /cutover`, `/metrics`, `/`, `/runbook`).
     /// Required when `listen` is not a loopback address; when set, reads need
     /// it (or the write token) wherever the API listens.
     pub read_token_file: PathBuf,

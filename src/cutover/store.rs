@@ -211,23 +211,17 @@ pub(crate) fn read_state(path: &Path) -> Result<Option<SavedState>, CutoverError
 /// old value or the new one, never half of one. Blocking: call it off the
 /// async workers.
 pub(crate) fn write_state(path: &Path, saved: &SavedState) -> std::io::Result<()> {
-    use std::io::Write;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("cutover.json")
-    ));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("cutover.json");
+    let mut json = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    crate::files::write_atomically(dir, name, &json)?;
+    crate::files::sync_dir(dir)
 }

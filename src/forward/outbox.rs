@@ -4,13 +4,13 @@
 //! fsync, rename, fsync of the directory), so a reader never sees half a
 //! message and a 250 is only given for a message that is on disk.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Accepted, BoxFuture, Deliver, UpstreamError};
+use super::{Accepted, BoxFuture, Deliver, Local, UpstreamError};
 use crate::envelope::{Envelope, MessageTag};
+use crate::files;
 
 /// Writes messages to `dir`.
 #[derive(Debug, Clone)]
@@ -72,19 +72,10 @@ impl Outbox {
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
         // The message first: a .json present means its .eml is complete.
-        write_atomically(&self.dir, &format!("{}.eml", envelope.id), message)?;
-        write_atomically(&self.dir, &format!("{}.json", envelope.id), &json)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        files::write_atomically(&self.dir, &format!("{}.eml", envelope.id), message)?;
+        files::write_atomically(&self.dir, &format!("{}.json", envelope.id), &json)?;
+        files::sync_dir(&self.dir)
     }
-}
-
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))
 }
 
 impl Deliver for Outbox {
@@ -99,14 +90,10 @@ impl Deliver for Outbox {
             let written =
                 tokio::task::spawn_blocking(move || outbox.write(&envelope_owned, &message))
                     .await
-                    .map_err(|err| UpstreamError::temporary([4, 3, 0], "io", err.to_string()))?;
+                    .map_err(|err| UpstreamError::local(Local::Outbox).caused_by(err))?;
             match written {
                 Ok(()) => Ok(Accepted::queued(envelope.id.clone())),
-                Err(err) => Err(UpstreamError::temporary(
-                    [4, 3, 0],
-                    "io",
-                    format!("cannot write to the outbox: {err}"),
-                )),
+                Err(err) => Err(UpstreamError::local(Local::Outbox).caused_by(err)),
             }
         })
     }

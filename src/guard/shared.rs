@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::{Condition, EventKind, Figures, Judge, Thresholds, Trip};
 use crate::config::GuardConfig;
 use crate::cutover::{Change, Cutover, Source};
+use crate::forward::UpstreamError;
 use crate::forward::ses::SesCode;
 use crate::route::Percent;
 
@@ -46,6 +47,16 @@ struct Inner {
     last_trip: Option<String>,
     /// Operators' changes put in force by the cutover: each one re-arms.
     operator_changes: Option<watch::Receiver<u64>>,
+}
+
+/// What SES (or the way to it) answered for one SES-route message: the
+/// evidence [`Guard::ses_answer`] judges.
+#[derive(Debug, Clone, Copy)]
+pub enum SesAnswer<'a> {
+    /// Taken; the delay from the client's `Received:` date, when it had one.
+    Accepted(Option<Duration>),
+    /// Not taken.
+    Failed(&'a UpstreamError),
 }
 
 /// The shared guard: one per relay, holding the cutover it acts through.
@@ -120,7 +131,7 @@ impl Guard {
         inner
     }
 
-    /// Records, then judges when armed; a trip returned is to be [`Guard::enforce`]d.
+    /// Records, then judges when armed; a trip returned is to be acted on.
     fn observe(&self, record: impl FnOnce(&mut Judge, Instant)) -> Option<Trip> {
         let mut inner = self.lock();
         if inner.state == State::Disabled {
@@ -137,16 +148,30 @@ impl Guard {
         Some(trip)
     }
 
-    /// One SES-route upstream outcome (never a client's refusal).
-    pub fn upstream_outcome(&self, accepted: bool, delay: Option<Duration>) -> Option<Trip> {
-        self.observe(|judge, now| judge.outcome(now, accepted, delay))
-    }
-
-    /// One SES-route message that SES refused for what it is
-    /// (`MessageRejected` and the like): counted as `rejected`, never as a
-    /// failure; `client` is the real client (behind PROXY).
-    pub fn upstream_rejected(&self, client: IpAddr) -> Option<Trip> {
-        self.observe(|judge, now| judge.rejection(now, client))
+    /// What SES (or the way to it) answered for one SES-route message from
+    /// `client` (the real one, behind PROXY): recorded and judged, and a
+    /// trip acted on at once, so the next transaction already takes the new
+    /// route. SES's refusal of one message for what it is counts as
+    /// `rejected` for `client`, never as a failure; an account stop trips at
+    /// once. Returns the trip acted on.
+    pub fn ses_answer(&self, answer: SesAnswer<'_>, client: IpAddr) -> Option<Trip> {
+        let trip = match answer {
+            SesAnswer::Accepted(delay) => {
+                self.observe(|judge, now| judge.outcome(now, true, delay))
+            }
+            SesAnswer::Failed(err) => match err.ses_code() {
+                Some(code) if code.refuses_the_message() => {
+                    self.observe(|judge, now| judge.rejection(now, client))
+                }
+                Some(code) if code.stops_the_account() => {
+                    let stop = self.stopped(code, err.label());
+                    let counted = self.observe(|judge, now| judge.outcome(now, false, None));
+                    stop.or(counted)
+                }
+                _ => self.observe(|judge, now| judge.outcome(now, false, None)),
+            },
+        };
+        self.act_on(trip)
     }
 
     /// The sliding window (the feedback reader remembers event keys this long).
@@ -154,26 +179,35 @@ impl Guard {
         self.lock().judge.thresholds.window
     }
 
-    /// One SES event from the feedback queue.
+    /// One SES event from the feedback queue: recorded, judged, and a trip
+    /// acted on at once. Returns the trip acted on.
     pub fn ses_event(&self, kind: EventKind) -> Option<Trip> {
-        self.observe(|judge, now| judge.event(now, kind))
+        let trip = self.observe(|judge, now| judge.event(now, kind));
+        self.act_on(trip)
+    }
+
+    fn act_on(&self, trip: Option<Trip>) -> Option<Trip> {
+        if let Some(trip) = &trip {
+            self.enforce(trip);
+        }
+        trip
     }
 
     /// SES said the account cannot send (`SendingPausedException`,
-    /// `AccountSuspendedException`): trips at once, whatever the volume.
-    pub fn ses_stopped(&self, code: &str) -> Option<Trip> {
+    /// `AccountSuspendedException`, as `name`): trips at once, whatever the volume.
+    fn stopped(&self, code: SesCode, name: &str) -> Option<Trip> {
         let mut inner = self.lock();
         if inner.state != State::Armed {
             return None;
         }
-        let what = if SesCode::of(code) == SesCode::AccountSuspended {
+        let what = if code == SesCode::AccountSuspended {
             "account suspended"
         } else {
             "sending paused"
         };
         let trip = Trip {
             condition: Condition::SesPaused,
-            reason: format!("guard: SES {what} ({code})"),
+            reason: format!("guard: SES {what} ({name})"),
         };
         inner.state = State::Tripped;
         inner.last_trip = Some(trip.reason.clone());
@@ -202,7 +236,7 @@ impl Guard {
     /// SES share to `fallback-percent` through the cutover's one entry point:
     /// in force for the next transaction at once, then written to the store
     /// until it has it. Never raises the share.
-    pub fn enforce(&self, trip: &Trip) {
+    fn enforce(&self, trip: &Trip) {
         crate::metrics::guard_trip(trip.condition.as_str());
         crate::metrics::guard_tripped(true);
         let Some(cutover) = self.cutover.as_ref().filter(|_| self.can_move_traffic) else {
@@ -269,14 +303,24 @@ mod tests {
         };
         let cutover = Cutover::load(std::path::Path::new(""), 50.0).unwrap();
         let guard = Guard::new(&config, cutover.clone(), true);
-        assert!(guard.upstream_outcome(false, None).is_none());
-        assert!(guard.upstream_outcome(false, None).is_none());
-        assert!(guard.upstream_outcome(false, None).is_some());
-        assert!(
-            guard.upstream_outcome(false, None).is_none(),
-            "already tripped"
+        let client = IpAddr::from([192, 0, 2, 1]);
+        let down = UpstreamError::transport(crate::forward::Transport::Network, "refused");
+        let failed = || guard.ses_answer(SesAnswer::Failed(&down), client);
+        assert!(failed().is_none());
+        assert!(failed().is_none());
+        assert!(failed().is_some());
+        assert_eq!(
+            cutover.status().ses_percent,
+            0.0,
+            "the trip is in force when ses_answer returns"
         );
-        assert!(guard.ses_stopped("SendingPausedException").is_none());
+        assert!(failed().is_none(), "already tripped");
+        let paused = UpstreamError::ses("SendingPausedException", "paused");
+        assert!(
+            guard
+                .ses_answer(SesAnswer::Failed(&paused), client)
+                .is_none()
+        );
         assert_eq!(guard.snapshot().state, State::Tripped);
         // An operator's change re-arms it.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -290,7 +334,10 @@ mod tests {
         .unwrap();
         assert_eq!(guard.snapshot().state, State::Armed);
         assert_eq!(guard.snapshot().figures.outcomes, 0, "window restarted");
-        let trip = guard.ses_stopped("AccountSuspendedException").unwrap();
+        let suspended = UpstreamError::ses("AccountSuspendedException", "suspended");
+        let trip = guard
+            .ses_answer(SesAnswer::Failed(&suspended), client)
+            .unwrap();
         assert_eq!(trip.condition, Condition::SesPaused);
         assert_eq!(
             trip.reason,
@@ -298,8 +345,38 @@ mod tests {
         );
         let off = Guard::disabled();
         for _ in 0..10 {
-            assert!(off.upstream_outcome(false, None).is_none());
+            assert!(off.ses_answer(SesAnswer::Failed(&down), client).is_none());
         }
-        assert!(off.ses_stopped("SendingPausedException").is_none());
+        assert!(off.ses_answer(SesAnswer::Failed(&paused), client).is_none());
+    }
+
+    #[test]
+    fn a_refused_message_is_a_rejection_never_a_failure() {
+        let config = GuardConfig {
+            enabled: true,
+            min_transactions: 3,
+            ..GuardConfig::default()
+        };
+        let cutover = Cutover::load(std::path::Path::new(""), 50.0).unwrap();
+        let guard = Guard::new(&config, cutover, true);
+        let rejected = UpstreamError::ses("MessageRejected", "Email address is not verified.");
+        for _ in 0..5 {
+            let one_client = IpAddr::from([192, 0, 2, 1]);
+            assert!(
+                guard
+                    .ses_answer(SesAnswer::Failed(&rejected), one_client)
+                    .is_none()
+            );
+        }
+        let figures = guard.snapshot().figures;
+        assert_eq!((figures.failures, figures.rejected), (0, 5));
+        assert_eq!(
+            guard.snapshot().state,
+            State::Armed,
+            "one client cannot trip it"
+        );
+        let another = IpAddr::from([192, 0, 2, 2]);
+        let trip = guard.ses_answer(SesAnswer::Failed(&rejected), another);
+        assert_eq!(trip.map(|t| t.condition), Some(Condition::RejectRatio));
     }
 }

@@ -63,6 +63,11 @@ impl LogThrottle {
         }
     }
 
+    /// The kind of line this throttle admits (the line's own text).
+    pub const fn what(&self) -> &'static str {
+        self.what
+    }
+
     /// Whether this line may be written now. Writes a due summary line first.
     pub fn admit(&'static self) -> bool {
         let admission = self.admit_at(Instant::now());

@@ -276,9 +276,11 @@ fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The value of a tag in a DKIM key record (`p`, `k`), white space removed.
-fn record_tag(record: &str, name: &str) -> Option<String> {
-    record.split(';').find_map(|tag| {
+/// The value of tag `name` in a DKIM tag list (RFC 6376 section 3.2: a
+/// signature's `d=`, a key record's `p=` and `k=`), white space removed.
+/// The one reader of tag lists.
+pub fn tag_value(list: &str, name: &str) -> Option<String> {
+    list.split(';').find_map(|tag| {
         let (tag_name, value) = tag.split_once('=')?;
         (tag_name.trim() == name).then(|| value.chars().filter(|c| !c.is_whitespace()).collect())
     })
@@ -324,14 +326,14 @@ impl DomainKey {
     pub fn check_record(&self, record: &str) -> Result<(), RecordMismatch> {
         use base64::Engine;
         let (kind, ours) = self.public_key();
-        let published_kind = record_tag(record, "k").unwrap_or_else(|| "rsa".into());
+        let published_kind = tag_value(record, "k").unwrap_or_else(|| "rsa".into());
         if !published_kind.eq_ignore_ascii_case(kind) {
             return Err(RecordMismatch::Algorithm {
                 published: published_kind,
                 ours: kind,
             });
         }
-        let p = record_tag(record, "p").ok_or(RecordMismatch::NoKey)?;
+        let p = tag_value(record, "p").ok_or(RecordMismatch::NoKey)?;
         if p.is_empty() {
             return Err(RecordMismatch::Revoked);
         }

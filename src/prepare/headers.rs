@@ -95,16 +95,7 @@ fn trim_end(bytes: &[u8]) -> &[u8] {
 /// The `d=` tag of a DKIM-Signature field value, lowercased. A byte that is
 /// not UTF-8 elsewhere in the value does not hide the tag.
 pub fn dkim_domain(value: &[u8]) -> Option<String> {
-    let value = String::from_utf8_lossy(value);
-    value.split(';').find_map(|tag| {
-        let (name, val) = tag.split_once('=')?;
-        (name.trim() == "d").then(|| {
-            val.chars()
-                .filter(|c| !c.is_whitespace())
-                .collect::<String>()
-                .to_ascii_lowercase()
-        })
-    })
+    super::dkim::tag_value(&String::from_utf8_lossy(value), "d").map(|d| d.to_ascii_lowercase())
 }
 
 #[cfg(test)]

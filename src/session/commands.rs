@@ -6,8 +6,10 @@ use smtp_proto::{
 
 use std::time::Duration;
 
-use super::{Flow, MailTransaction, Session, State};
+use super::outcome::{Outcome, Recorder};
+use super::{Flow, MailTransaction, OpenTransaction, RouteSide, Session, State};
 use crate::envelope::{Envelope, MailFrom as Mail};
+use crate::route::Route;
 use crate::smtp::{Command, MessageReceiver, Reply};
 
 const OK: Reply = Reply::new(250, [2, 0, 0], "Ok");
@@ -166,9 +168,7 @@ impl Session {
             },
             rcpt_to: Vec::new(),
             rcpts_refused: 0,
-            route: None,
-            upstream: None,
-            begin_failed: false,
+            upstream: RouteSide::Undecided,
         });
         self.ok(Reply::new(250, [2, 1, 0], "Ok"), "MAIL")
     }
@@ -209,51 +209,73 @@ impl Session {
             // Postfix sends the rest in another transaction.
             return Ok(Reply::new(452, [4, 5, 3], "Too many recipients"));
         }
-        let route = *tx
-            .route
-            .get_or_insert_with(|| relay.router.choose(client, &tx.mail.address, &to.address));
+        let side = std::mem::replace(&mut tx.upstream, RouteSide::Undecided);
+        let route = side
+            .route()
+            .unwrap_or_else(|| relay.router.choose(client, &tx.mail.address, &to.address));
         // SES does not deliver SMTPUTF8 addresses; with a legacy route the
         // router sent such a transaction there, unless only a later recipient is.
-        if route == crate::route::Route::Ses
-            && !(to.address.is_ascii() && tx.mail.address.is_ascii())
-        {
+        if route == Route::Ses && !(to.address.is_ascii() && tx.mail.address.is_ascii()) {
+            tx.upstream = match side {
+                RouteSide::Undecided => RouteSide::Chosen {
+                    route,
+                    begin_failed: false,
+                },
+                side => side,
+            };
             return Ok(Reply::new(
                 553,
                 [5, 6, 7],
                 "SES does not deliver internationalized (non-ASCII) addresses",
             ));
         }
-        let upstream = match &mut tx.upstream {
-            Some(upstream) => upstream,
-            None => match relay.upstreams.get(route).begin(&tx.mail).await {
-                Ok(upstream) => tx.upstream.insert(upstream),
-                Err(err) => {
-                    // The route is down (legacy relay unreachable): Postfix will
-                    // give up on this transaction without DATA, so it is counted
-                    // and logged here, once per transaction, or an outage would
-                    // never reach the success ratio and its alerts.
-                    let reply = err.reply();
-                    if !tx.begin_failed {
-                        tx.begin_failed = true;
-                        let envelope = Envelope {
-                            id: tx.id.clone(),
-                            client: self.peer,
-                            helo: self.helo.clone(),
-                            tls: self.tls,
-                            esmtp: self.esmtp,
-                            mail: tx.mail.clone(),
-                            rcpt_to: vec![to.address.clone()],
+        let begin_failed = matches!(
+            side,
+            RouteSide::Chosen {
+                begin_failed: true,
+                ..
+            }
+        );
+        let mut upstream = match side {
+            RouteSide::Open(_, upstream) => upstream,
+            RouteSide::Undecided | RouteSide::Chosen { .. } => {
+                match relay.upstreams.get(route).begin(&tx.mail).await {
+                    Ok(upstream) => upstream,
+                    Err(err) => {
+                        tx.upstream = RouteSide::Chosen {
                             route,
-                            tags: Vec::new(),
+                            begin_failed: true,
                         };
-                        let outcome = super::data::Outcome::failed(reply.clone());
-                        super::data::record(&relay, &envelope, &outcome, Duration::ZERO);
+                        // The route is down (legacy relay unreachable): Postfix will
+                        // give up on this transaction without DATA, so it is counted
+                        // and logged here, once per transaction, or an outage would
+                        // never reach the success ratio and its alerts.
+                        let reply = err.reply();
+                        if !begin_failed {
+                            let envelope = Envelope {
+                                id: tx.id.clone(),
+                                client: self.peer,
+                                helo: self.helo.clone(),
+                                tls: self.tls,
+                                esmtp: self.esmtp,
+                                mail: tx.mail.clone(),
+                                rcpt_to: vec![to.address.clone()],
+                                route,
+                                tags: Vec::new(),
+                            };
+                            Recorder::of(&relay).record(
+                                &envelope,
+                                &Outcome::not_begun(err),
+                                Duration::ZERO,
+                            );
+                        }
+                        return Ok(reply);
                     }
-                    return Ok(reply);
                 }
-            },
+            }
         };
         let reply = upstream.recipient(&to.address).await;
+        tx.upstream = RouteSide::Open(route, upstream);
         if reply.is_positive() {
             tx.rcpt_to.push(to.address);
         }
@@ -262,7 +284,19 @@ impl Session {
 
     fn handle_data(&mut self) -> Flow {
         let tx = match std::mem::replace(&mut self.state, State::Ready) {
-            State::Mail(tx) if !tx.rcpt_to.is_empty() => tx,
+            State::Mail(MailTransaction {
+                id,
+                mail,
+                rcpt_to,
+                upstream: RouteSide::Open(route, upstream),
+                ..
+            }) if !rcpt_to.is_empty() => OpenTransaction {
+                id,
+                mail,
+                rcpt_to,
+                route,
+                upstream,
+            },
             State::Mail(tx) => {
                 let reply = Reply::new(554, [5, 5, 1], "No valid recipients");
                 // A DATA pipelined behind refused recipients (RFC 2920) is no new

@@ -4,20 +4,16 @@
 //! kept: the reply is the outcome (250 only once the upstream took it).
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::outcome::{Outcome, Recorder};
 use super::{Session, State};
-use crate::disposition::Disposition;
 use crate::envelope::Envelope;
-use crate::forward::ses::SesCode;
-use crate::forward::{Accepted, Transaction, UpstreamError};
-use crate::log::{LogThrottle, Masker};
+use crate::forward::{Local, Transaction, UpstreamError};
+use crate::log::LogThrottle;
 use crate::metrics;
 use crate::prepare::PrepareError;
-use crate::relay::Relay;
-use crate::route::Route;
 use crate::smtp::{DataEnd, Reply};
 
 /// A bug of ours (a panic while preparing, no upstream transaction): nothing
@@ -52,7 +48,7 @@ impl Session {
         let (envelope, upstream) = self.envelope(tx);
         let mut envelope = Arc::new(envelope);
         let outcome = match refuse_early(end) {
-            Err(outcome) => outcome,
+            Err(outcome) => *outcome,
             Ok(message) => {
                 // Replies to commands pipelined before DATA go out now, before the wait upstream.
                 self.flush().await;
@@ -91,8 +87,8 @@ impl Session {
             Err(PrepareError::Refused(refusal)) => return Err(Outcome::refused(refusal.reply())),
             Err(err) => {
                 tracing::error!(id = %envelope.id, error = %err, "message not prepared");
-                let err = UpstreamError::temporary([4, 3, 0], "dkim", err.to_string());
-                return Err(Outcome::failed(err.reply()));
+                let err = UpstreamError::local(Local::Signing).caused_by(err);
+                return Err(Outcome::failed_locally(err));
             }
         };
         for dropped in &prepared.dropped_tags {
@@ -125,115 +121,56 @@ impl Session {
     async fn deliver(
         &mut self,
         envelope: &Envelope,
-        upstream: Option<Box<dyn Transaction>>,
+        upstream: Box<dyn Transaction>,
         ready: Ready,
     ) -> Outcome {
-        // DATA needs an accepted RCPT, and only a begun transaction accepts one.
-        let Some(upstream) = upstream else {
-            tracing::error!(id = %envelope.id, "DATA without an upstream transaction");
-            return Outcome::failed(LOCAL_ERROR);
-        };
         let size = ready.message.len();
         let upstream_started = Instant::now();
-        let result = upstream.data(envelope, ready.message).await;
+        let answer = upstream.data(envelope, ready.message).await;
         let upstream_seconds = upstream_started.elapsed().as_secs_f64();
-        let delay = delay_since(ready.first_taken).filter(|_| result.is_ok());
-        if let Some(delay) = delay {
-            metrics::delivery_delay(envelope.route.as_str(), delay.as_secs_f64());
-        }
-        if envelope.route == Route::Ses {
-            self.guard_observes(&result, delay, envelope.client.ip());
-        }
-        let (reply, disposition, upstream_id) = match result {
-            Ok(accepted) => (accepted.reply, Disposition::Delivered, accepted.upstream_id),
-            Err(err) => {
-                if envelope.route == Route::Ses {
-                    metrics::ses_error(err.code().unwrap_or("smtp"));
-                }
-                (err.reply(), err.disposition(), None)
-            }
-        };
-        Outcome {
-            reply,
-            disposition,
-            size,
-            upstream_seconds,
-            upstream_id,
-            dkim: ready.dkim,
-        }
-    }
-
-    /// Hands one SES-route upstream outcome to the rollback guard, and acts on
-    /// a trip before the reply goes out, so the next transaction already
-    /// takes the new route. Client refusals never get here; SES's refusal of
-    /// one message for what it is counts as `rejected` for `client` (the real
-    /// client, behind PROXY), never as a failure.
-    fn guard_observes(
-        &self,
-        outcome: &Result<Accepted, UpstreamError>,
-        delay: Option<Duration>,
-        client: IpAddr,
-    ) {
-        let guard = &self.relay.guard;
-        let trip = match outcome {
-            Ok(_) => guard.upstream_outcome(true, delay),
-            // The relay's own rate limit, not SES's answer.
-            Err(err) if err.code() == Some("max-send-rate") => None,
-            Err(err) => match err.code().map(|code| (code, SesCode::of(code))) {
-                Some((_, kind)) if kind.refuses_the_message() => guard.upstream_rejected(client),
-                // An account stop trips at once; the message still gets its 451.
-                Some((code, kind)) if kind.stops_the_account() => {
-                    let stop = guard.ses_stopped(code);
-                    let counted = guard.upstream_outcome(false, None);
-                    stop.or(counted)
-                }
-                _ => guard.upstream_outcome(false, None),
-            },
-        };
-        if let Some(trip) = trip {
-            guard.enforce(&trip);
-        }
+        let delay = delay_since(ready.first_taken).filter(|_| answer.is_ok());
+        Outcome::delivered(answer, size, upstream_seconds, delay, ready.dkim)
     }
 
     /// Sends the final reply (with the transaction id), counts it and logs the
     /// transaction line: every transaction that reached the end of DATA ends here.
     fn finish(&mut self, envelope: &Envelope, mut outcome: Outcome, started: Instant) {
         outcome.reply.text = Cow::Owned(format!("{} [id {}]", outcome.reply.text, envelope.id));
-        record(&self.relay, envelope, &outcome, started.elapsed());
+        Recorder::of(&self.relay).record(envelope, &outcome, started.elapsed());
         self.write_reply(outcome.reply, "DATA");
     }
 }
 
 /// What must be refused before anything else happens: the client's own
 /// mistakes, and our memory running out. `Ok` is the message.
-fn refuse_early(end: DataEnd) -> Result<Vec<u8>, Outcome> {
+fn refuse_early(end: DataEnd) -> Result<Vec<u8>, Box<Outcome>> {
     match end {
         DataEnd::Complete(message) => Ok(message),
-        DataEnd::TooBig => Err(Outcome::refused(Reply::new(
+        DataEnd::TooBig => Err(Box::new(Outcome::refused(Reply::new(
             552,
             [5, 3, 4],
             "Message size exceeds fixed maximum message size",
-        ))),
-        DataEnd::BareLineEnding => Err(Outcome::refused(Reply::new(
+        )))),
+        DataEnd::BareLineEnding => Err(Box::new(Outcome::refused(Reply::new(
             550,
             [5, 5, 2],
             "Message contains bare CR or LF; use CRLF line endings",
-        ))),
-        DataEnd::NulByte => Err(Outcome::refused(Reply::new(
+        )))),
+        DataEnd::NulByte => Err(Box::new(Outcome::refused(Reply::new(
             550,
             [5, 5, 2],
             "Message contains a NUL byte",
-        ))),
+        )))),
         // The relay's memory, not the client's message: Postfix retries later.
         // Ours, not the client's: counted deferred, against the route.
-        DataEnd::NoMemory => Err(Outcome::failed(Reply::new(
+        DataEnd::NoMemory => Err(Box::new(Outcome::failed(Reply::new(
             452,
             [4, 3, 1],
             "Insufficient system storage, try again later",
-        ))),
+        )))),
         DataEnd::Pending => {
             tracing::error!("end of DATA before the end marker");
-            Err(Outcome::failed(LOCAL_ERROR))
+            Err(Box::new(Outcome::failed(LOCAL_ERROR)))
         }
     }
 }
@@ -244,85 +181,6 @@ fn delay_since(first_taken: Option<i64>) -> Option<Duration> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     let first_taken = u64::try_from(first_taken?).ok()?;
     Some(Duration::from_secs(now.saturating_sub(first_taken)))
-}
-
-/// Counts one finished transaction and writes its transaction log line: the
-/// one place both happen, at the end of DATA or when the route's transaction
-/// could not begin at the first RCPT.
-pub(super) fn record(relay: &Relay, envelope: &Envelope, outcome: &Outcome, total: Duration) {
-    let route = envelope.route.as_str();
-    metrics::transaction(
-        envelope.route,
-        outcome.disposition,
-        envelope.rcpt_to.len(),
-        outcome.size,
-        outcome.upstream_seconds,
-        total.as_secs_f64(),
-    );
-    let masker = relay.masker;
-    tracing::info!(
-        id = %envelope.id,
-        client = %masker.ip(envelope.client.ip()),
-        from = %masker.address(&envelope.mail.address),
-        rcpts = envelope.rcpt_to.len(),
-        size = outcome.size,
-        route,
-        result = outcome.disposition.as_str(),
-        upstream_id = outcome.upstream_id.as_deref().unwrap_or(""),
-        dkim = outcome.dkim.as_deref().unwrap_or("none"),
-        // Formatted only when a log takes the line.
-        reply = %MaskedReply(&outcome.reply, masker),
-        duration_ms = total.as_millis() as u64,
-        "transaction"
-    );
-}
-
-/// A reply as the log shows it: addresses in its text masked.
-struct MaskedReply<'a>(&'a Reply, Masker);
-
-impl std::fmt::Display for MaskedReply<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = self.0.to_string();
-        f.write_str(&self.1.text(&text))
-    }
-}
-
-/// How a transaction ended, for the reply, the metrics and the log line.
-pub(super) struct Outcome {
-    reply: Reply,
-    disposition: Disposition,
-    size: usize,
-    upstream_seconds: f64,
-    upstream_id: Option<String>,
-    /// `selector._domainkey.domain` of the signature added.
-    dkim: Option<String>,
-}
-
-impl Outcome {
-    /// Refused because of what the client sent (bare CR/LF, oversize): nothing
-    /// went upstream, and no success ratio, alert or rollback guard may move.
-    fn refused(reply: Reply) -> Outcome {
-        Outcome::local(reply, Disposition::Refused)
-    }
-
-    /// Failed on our side or the route's before the message went upstream
-    /// (preparation, memory, the route's transaction could not begin): this
-    /// counts against the route like an upstream failure, by its reply's class.
-    pub(super) fn failed(reply: Reply) -> Outcome {
-        let disposition = Disposition::of_code(reply.code);
-        Outcome::local(reply, disposition)
-    }
-
-    fn local(reply: Reply, disposition: Disposition) -> Outcome {
-        Outcome {
-            reply,
-            disposition,
-            size: 0,
-            upstream_seconds: 0.0,
-            upstream_id: None,
-            dkim: None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod commands;
 mod data;
+mod outcome;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::envelope::{Envelope, MailFrom};
 use crate::forward::Transaction;
+use crate::listener::TlsMode;
 use crate::metrics;
 use crate::relay::{Live, Relay};
 use crate::route::Route;
@@ -36,24 +38,51 @@ enum State {
     /// MAIL accepted; recipients accumulate.
     Mail(MailTransaction),
     /// Receiving the message after DATA (oversize data is discarded inside the receiver).
-    Data(MailTransaction, MessageReceiver),
+    Data(OpenTransaction, MessageReceiver),
 }
 
-/// A transaction between MAIL and the end of DATA.
+/// A transaction between MAIL and DATA.
 struct MailTransaction {
     id: String,
     mail: MailFrom,
     rcpt_to: Vec<String>,
     /// RCPTs answered with anything but 2xx.
     rcpts_refused: usize,
-    /// Decided at the first RCPT.
-    route: Option<Route>,
-    /// The route's side, begun at the first RCPT (still `None` after a
-    /// failed begin: the next RCPT tries again).
-    upstream: Option<Box<dyn Transaction>>,
-    /// Beginning failed once and that was counted as a deferred
-    /// transaction: later RCPTs retry but are not counted again.
-    begin_failed: bool,
+    /// The route's side.
+    upstream: RouteSide,
+}
+
+/// The route's side of a transaction, decided at the first RCPT.
+enum RouteSide {
+    /// No recipient has reached the route choice yet.
+    Undecided,
+    /// The route is chosen, its transaction not begun: a recipient was
+    /// refused before (SES and a non-ASCII address), or beginning failed
+    /// (`begin_failed`: counted once as a deferred transaction; later RCPTs
+    /// try again but are not counted again).
+    Chosen { route: Route, begin_failed: bool },
+    /// Begun on its route; every accepted recipient went through it.
+    Open(Route, Box<dyn Transaction>),
+}
+
+impl RouteSide {
+    /// The route, once chosen.
+    fn route(&self) -> Option<Route> {
+        match self {
+            RouteSide::Undecided => None,
+            RouteSide::Chosen { route, .. } | RouteSide::Open(route, _) => Some(*route),
+        }
+    }
+}
+
+/// A transaction in DATA: at least one recipient, accepted through its
+/// route's open transaction.
+struct OpenTransaction {
+    id: String,
+    mail: MailFrom,
+    rcpt_to: Vec<String>,
+    route: Route,
+    upstream: Box<dyn Transaction>,
 }
 
 /// What the session loop does next.
@@ -274,19 +303,19 @@ impl Session {
                 true
             }
             Ok(Err(err)) => {
-                crate::listener::tls_failed(&self.relay, self.peer, &err);
+                crate::listener::tls_failed(&self.relay, self.peer, TlsMode::StartTls, &err);
                 false
             }
             Err(_) => {
                 let timed_out = "no STARTTLS handshake within smtp.idle-timeout";
-                crate::listener::tls_failed(&self.relay, self.peer, &timed_out);
+                crate::listener::tls_failed(&self.relay, self.peer, TlsMode::StartTls, &timed_out);
                 false
             }
         }
     }
 
-    /// The envelope of a finished transaction, and the route's side of it.
-    fn envelope(&self, tx: MailTransaction) -> (Envelope, Option<Box<dyn Transaction>>) {
+    /// The envelope of a transaction in DATA, and the route's side of it.
+    fn envelope(&self, tx: OpenTransaction) -> (Envelope, Box<dyn Transaction>) {
         let envelope = Envelope {
             id: tx.id,
             client: self.peer,
@@ -295,7 +324,7 @@ impl Session {
             esmtp: self.esmtp,
             mail: tx.mail,
             rcpt_to: tx.rcpt_to,
-            route: tx.route.unwrap_or(Route::Ses),
+            route: tx.route,
             tags: Vec::new(),
         };
         (envelope, tx.upstream)

@@ -74,13 +74,15 @@ fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(upstream, None);
-    Arc::new(Relay::new(
-        live(smtp),
+    Arc::new(Relay::new(crate::relay::RelayParts {
+        live: live(smtp),
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ))
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }))
 }
 
 fn live(smtp: SmtpConfig) -> Live {
@@ -370,8 +372,7 @@ async fn upstream_verdicts_become_451_and_554() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
-    upstream.answer(Err(UpstreamError::temporary(
-        [4, 4, 5],
+    upstream.answer(Err(UpstreamError::ses(
         "Throttling",
         "Maximum sending rate exceeded.",
     )));
@@ -384,8 +385,7 @@ async fn upstream_verdicts_become_451_and_554() {
         )
         .await;
     assert!(reply.contains(&upstream.last().0.id));
-    upstream.answer(Err(UpstreamError::permanent(
-        [5, 7, 1],
+    upstream.answer(Err(UpstreamError::ses(
         "MessageRejected",
         "Email address is not verified.",
     )));

@@ -58,6 +58,19 @@ impl Metrics {
         self.value(name, labels).unwrap_or(0.0)
     }
 
+    /// The sample named as Prometheus writes it, `name{k="v",...}` (as a
+    /// page's hook names it); 0 when absent.
+    pub fn series(&self, series: &str) -> f64 {
+        let sample = Sample::parse(&format!("{series} 0"))
+            .unwrap_or_else(|| panic!("not a series: {series}"));
+        let labels: Vec<(&str, &str)> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.get(&sample.name, &labels)
+    }
+
     /// How much the sample grew since `before`.
     pub fn delta(&self, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels) - before.get(name, labels)

@@ -4,14 +4,15 @@
 # the binary without a system service, a DNS server for the DKIM rotation
 # tests) and a Python venv with
 # moto (SES v2, SSM and SQS emulator), dkimpy (DKIM verifier) and cfn-lint
-# (the fleet's CloudFormation template); lintian (the .deb) and groff (the man pages).
+# (the fleet's CloudFormation template) and playwright (drives Debian's chromium,
+# the status page's browser test); lintian (the .deb) and groff (the man pages).
 # Safe to run again: it only installs what is missing. Needs root for apt.
 set -euo pipefail
 
 venv=${SES_RELAY_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ses-relay-test-venv}
 
 missing=()
-for pkg in postfix python3-venv prometheus dnsmasq-base lintian groff-base man-db; do
+for pkg in postfix python3-venv prometheus dnsmasq-base lintian groff-base man-db chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,5 +39,10 @@ fi
 if [ ! -x "$venv/bin/cfn-lint" ]; then
     echo "peers: installing cfn-lint into $venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'cfn-lint>=1,<2'
+fi
+if ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
+    # Only the driver: the browser is Debian's chromium (playwright's own download is not reachable).
+    echo "peers: installing playwright into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'playwright>=1.40,<2'
 fi
 echo "peers: postfix $(postconf -d mail_version 2>/dev/null | cut -d' ' -f3), $("$venv/bin/python" -c 'import moto; print("moto", moto.__version__)'), venv $venv"

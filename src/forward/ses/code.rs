@@ -1,7 +1,9 @@
 //! SES's error codes as a type: each code SES (v2, and v1's spellings that
 //! the v2 API still answers with) may name is read here once, into [`SesCode`],
 //! and everything downstream (the reply, the retry, the credentials cache, the
-//! rollback guard) asks the type, never the string.
+//! rollback guard, preflight's wording of any AWS answer) asks the type,
+//! never the string. The credential, access and throttling codes are AWS-wide
+//! (SSM and SQS answer with the same spellings), so this table serves them too.
 
 /// What an SES error code means for the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum SesCode {
     AccountSuspended,
     /// The credentials themselves were refused (expired or revoked early).
     CredentialsRefused,
+    /// The credentials lack a permission (IAM): the relay's setup.
+    AccessDenied,
     /// Any other code (service errors, codes newer than this list).
     Other,
 }
@@ -57,11 +61,17 @@ const CODES: &[(&str, SesCode)] = &[
     ("SendingPaused", SesCode::SendingPaused),
     ("AccountSuspendedException", SesCode::AccountSuspended),
     ("AccountSuspended", SesCode::AccountSuspended),
-    ("ExpiredToken", SesCode::CredentialsRefused),
+    // The longer spelling first: a body search must not stop at its prefix.
     ("ExpiredTokenException", SesCode::CredentialsRefused),
+    ("ExpiredToken", SesCode::CredentialsRefused),
     ("InvalidClientTokenId", SesCode::CredentialsRefused),
     ("UnrecognizedClientException", SesCode::CredentialsRefused),
     ("InvalidSignatureException", SesCode::CredentialsRefused),
+    ("SignatureDoesNotMatch", SesCode::CredentialsRefused),
+    ("IncompleteSignature", SesCode::CredentialsRefused),
+    ("AccessDeniedException", SesCode::AccessDenied),
+    ("AccessDenied", SesCode::AccessDenied),
+    ("UnauthorizedOperation", SesCode::AccessDenied),
 ];
 
 impl SesCode {
@@ -71,6 +81,15 @@ impl SesCode {
             .iter()
             .find(|(name, _)| *name == code)
             .map_or(SesCode::Other, |(_, kind)| *kind)
+    }
+
+    /// Every spelling of `kinds`, in the table's order (for finding a code
+    /// in a body the SDK could not read one from).
+    pub fn spellings(kinds: &[SesCode]) -> impl Iterator<Item = &'static str> + '_ {
+        CODES
+            .iter()
+            .filter(move |(_, kind)| kinds.contains(kind))
+            .map(|(name, _)| *name)
     }
 
     /// The canonical spelling (for a code the relay names itself, such as
@@ -117,7 +136,7 @@ impl SesCode {
             SesCode::NotFound => [5, 3, 0],
             SesCode::Throttled | SesCode::LimitExceeded => [4, 4, 5],
             SesCode::SendingPaused | SesCode::AccountSuspended => [4, 7, 0],
-            SesCode::CredentialsRefused | SesCode::Other => [4, 3, 0],
+            SesCode::CredentialsRefused | SesCode::AccessDenied | SesCode::Other => [4, 3, 0],
         }
     }
 }

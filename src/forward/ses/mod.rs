@@ -28,7 +28,7 @@ use self::api::{Answer, Target};
 pub use self::code::SesCode;
 use self::credentials::CredentialCache;
 use super::rate::RateLimiter;
-use super::{Accepted, BoxFuture, Deliver, UpstreamError};
+use super::{Accepted, BoxFuture, Deliver, Local, Transport, UpstreamError};
 use crate::config::SesConfig;
 use crate::envelope::Envelope;
 
@@ -176,17 +176,12 @@ impl SesForwarder {
         if let Some(limiter) = &self.limiter
             && !limiter.acquire(envelope.rcpt_to.len()).await
         {
-            return Err(UpstreamError::temporary(
-                [4, 7, 0],
-                "max-send-rate",
-                "Sending rate limit of this relay reached, try again later",
-            ));
+            return Err(UpstreamError::local(Local::RateLimited));
         }
         match tokio::time::timeout(self.timeout, self.attempts(envelope, message)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(UpstreamError::temporary(
-                [4, 4, 1],
-                "timeout",
+            Err(_) => Err(UpstreamError::transport(
+                Transport::Timeout,
                 format!("SES did not answer within {}s", self.timeout.as_secs_f32()),
             )),
         }
@@ -203,7 +198,7 @@ impl SesForwarder {
         } else {
             tokio::task::spawn_blocking(move || api::send_email_body(&fields, &message))
                 .await
-                .map_err(|err| UpstreamError::temporary([4, 3, 0], "encode", err.to_string()))?
+                .map_err(|err| UpstreamError::local(Local::Request).caused_by(err))?
         };
         // The body is the only copy from here on (the message was dropped).
         let mut attempt = 1;
@@ -225,13 +220,11 @@ impl SesForwarder {
             error,
             retry: false,
         };
-        let identity = self.credentials.identity().await.map_err(|err| {
-            once(UpstreamError::temporary(
-                [4, 7, 0],
-                "credentials",
-                err.to_string(),
-            ))
-        })?;
+        let identity = self
+            .credentials
+            .identity()
+            .await
+            .map_err(|err| once(UpstreamError::local(Local::Credentials).caused_by(err)))?;
         let request = if body.len() <= INLINE_ENCODE_LIMIT {
             self.target.signed_request(&identity, body)
         } else {
@@ -240,21 +233,14 @@ impl SesForwarder {
                 .await
                 .unwrap_or_else(|err| Err(err.into()))
         }
-        .map_err(|err| {
-            once(UpstreamError::temporary(
-                [4, 3, 0],
-                "request",
-                err.to_string(),
-            ))
-        })?;
+        .map_err(|err| once(UpstreamError::local(Local::Request).caused_by(err)))?;
         let response = match self.http.request(request).await {
             Ok(response) => response,
             Err(err) => {
                 // Not connected: the message surely did not go; otherwise it may have.
                 let retry = err.is_connect();
-                let error = UpstreamError::temporary(
-                    [4, 4, 1],
-                    "network",
+                let error = UpstreamError::transport(
+                    Transport::Network,
                     format!("cannot reach SES: {}", error_chain(&err)),
                 );
                 return Err(Failed { error, retry });
@@ -271,20 +257,19 @@ impl SesForwarder {
                     429 => SesCode::Throttled.name().unwrap_or_default().to_string(),
                     other => format!("HTTP{other}"),
                 });
-                let kind = SesCode::of(&code);
+                let error = UpstreamError::ses(code, message);
+                let kind = error.ses_code().unwrap_or(SesCode::Other);
                 if kind == SesCode::CredentialsRefused {
                     self.credentials.renew_soon();
                 }
-                let error = classify(Some(&code), &message);
                 // Refused before being taken (throttled) or failed on SES's side:
                 // SES asks clients to retry both.
                 let retry =
                     status.as_u16() == 429 || status.is_server_error() || kind.is_throttling();
                 Err(Failed { error, retry })
             }
-            Err(reason) => Err(once(UpstreamError::temporary(
-                [4, 4, 2],
-                "response",
+            Err(reason) => Err(once(UpstreamError::transport(
+                Transport::Response,
                 reason.to_string(),
             ))),
         }
@@ -300,17 +285,6 @@ fn backoff(attempt: u32) -> Duration {
         .map_or(0, |d| d.subsec_nanos())
         % 1000;
     base + base * jitter / 2000
-}
-
-/// SES refused the credentials themselves (expired or revoked before their time).
-#[cfg(test)]
-fn is_credentials_refusal(code: &str) -> bool {
-    SesCode::of(code) == SesCode::CredentialsRefused
-}
-
-#[cfg(test)]
-fn is_throttling(code: &str) -> bool {
-    SesCode::of(code).is_throttling()
 }
 
 impl Deliver for SesForwarder {
@@ -334,25 +308,6 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// SES says the account cannot send at all: the rollback guard trips at once.
-pub fn is_account_stop(code: &str) -> bool {
-    SesCode::of(code).stops_the_account()
-}
-
-/// Maps an SES error code to temporary or permanent, with an enhanced status
-/// code ([`SesCode`] decides both). Unknown codes (service 5xx, new codes)
-/// are temporary: a wrong deferral costs a retry, a wrong bounce loses a
-/// message for good.
-pub fn classify(code: Option<&str>, message: &str) -> UpstreamError {
-    let code = code.unwrap_or("Unknown");
-    let kind = SesCode::of(code);
-    if kind.is_permanent() {
-        UpstreamError::permanent(kind.status(), code, message)
-    } else {
-        UpstreamError::temporary(kind.status(), code, message)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,7 +321,7 @@ mod tests {
             "BadRequestException",
             "NotFoundException",
         ] {
-            let err = classify(Some(code), "no");
+            let err = UpstreamError::ses(code, "no");
             assert_eq!(err.retry, Retry::Permanent, "{code}");
             assert_eq!(err.reply().code, 554, "{code}");
             assert_eq!(err.reply().status.unwrap()[0], 5);
@@ -384,16 +339,15 @@ mod tests {
             "InternalFailure",
             "SomethingNew",
         ] {
-            let err = classify(Some(code), "later");
+            let err = UpstreamError::ses(code, "later");
             assert_eq!(err.retry, Retry::Temporary, "{code}");
             assert_eq!(err.reply().code, 451, "{code}");
         }
-        assert_eq!(classify(None, "x").reply().code, 451);
     }
 
     #[test]
     fn reply_carries_ses_words() {
-        let err = classify(Some("MessageRejected"), "Email address is not verified.");
+        let err = UpstreamError::ses("MessageRejected", "Email address is not verified.");
         assert_eq!(
             err.reply().to_string(),
             "554 5.7.1 Email address is not verified. (MessageRejected)"

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use aws_sdk_sesv2::config::SharedCredentialsProvider;
 
-use super::{
-    MAX_ATTEMPTS, SesForwarder, classify, is_account_stop, is_credentials_refusal, is_throttling,
-};
+use super::{MAX_ATTEMPTS, SesCode, SesForwarder};
 use crate::config::SesConfig;
 use crate::envelope::{Envelope, MailFrom};
 use crate::forward::Retry;
+use crate::forward::UpstreamError;
 
 #[test]
 fn each_throttling_and_limit_code_is_451_4_4_5() {
@@ -26,7 +25,7 @@ fn each_throttling_and_limit_code_is_451_4_4_5() {
         "LimitExceededException",
         "LimitExceeded",
     ] {
-        let err = classify(Some(code), "Maximum sending rate exceeded.");
+        let err = UpstreamError::ses(code, "Maximum sending rate exceeded.");
         assert_eq!(err.retry, Retry::Temporary, "{code}");
         assert_eq!(
             err.reply().to_string(),
@@ -43,18 +42,20 @@ fn a_paused_or_suspended_account_is_451_4_7_0() {
         "AccountSuspendedException",
         "AccountSuspended",
     ] {
-        let err = classify(Some(code), "Sending paused for this account.");
+        let err = UpstreamError::ses(code, "Sending paused for this account.");
         assert_eq!(err.retry, Retry::Temporary, "{code}");
         assert_eq!(
             err.reply().to_string(),
             format!("451 4.7.0 Sending paused for this account. ({code})")
         );
-        assert!(is_account_stop(code), "{code}");
+        assert!(SesCode::of(code).stops_the_account(), "{code}");
     }
     // Unknown codes keep the generic enhanced code, so the arms above are
     // what gives these their own.
     assert_eq!(
-        classify(Some("InternalFailure"), "x").reply().to_string(),
+        UpstreamError::ses("InternalFailure", "x")
+            .reply()
+            .to_string(),
         "451 4.3.0 x (InternalFailure)"
     );
 }
@@ -68,8 +69,8 @@ fn credential_and_throttling_codes_are_told_apart() {
         "UnrecognizedClientException",
         "InvalidSignatureException",
     ] {
-        assert!(is_credentials_refusal(code), "{code}");
-        assert!(!is_throttling(code), "{code}");
+        assert!((SesCode::of(code) == SesCode::CredentialsRefused), "{code}");
+        assert!(!SesCode::of(code).is_throttling(), "{code}");
     }
     for code in [
         "Throttling",
@@ -77,12 +78,18 @@ fn credential_and_throttling_codes_are_told_apart() {
         "TooManyRequestsException",
         "TooManyRequests",
     ] {
-        assert!(is_throttling(code), "{code}");
-        assert!(!is_credentials_refusal(code), "{code}");
+        assert!(SesCode::of(code).is_throttling(), "{code}");
+        assert!(
+            !(SesCode::of(code) == SesCode::CredentialsRefused),
+            "{code}"
+        );
     }
     for code in ["MessageRejected", "InternalFailure", "HTTP400", ""] {
-        assert!(!is_credentials_refusal(code), "{code}");
-        assert!(!is_throttling(code), "{code}");
+        assert!(
+            !(SesCode::of(code) == SesCode::CredentialsRefused),
+            "{code}"
+        );
+        assert!(!SesCode::of(code).is_throttling(), "{code}");
     }
 }
 

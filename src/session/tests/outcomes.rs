@@ -64,13 +64,15 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
-    let relay = Arc::new(Relay::new(
+    let relay = Arc::new(Relay::new(crate::relay::RelayParts {
         live,
         router,
         upstreams,
         cutover,
-        Masker::new(true),
-    ));
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }));
     let mut s = TestSession::start(relay).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
@@ -119,19 +121,19 @@ fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
         crate::route::Route::Legacy,
     );
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    let mut relay = Relay::new(
-        live(smtp_config()),
-        Router::new(true, vec![rule], cutover.share()),
-        Upstreams::new(ses, Some(legacy)),
-        cutover.clone(),
-        Masker::new(true),
-    );
     let config = crate::config::GuardConfig {
         enabled: true,
         ..crate::config::GuardConfig::default()
     };
-    relay.guard = Arc::new(crate::guard::Guard::new(&config, cutover, true));
-    Arc::new(relay)
+    Arc::new(Relay::new(crate::relay::RelayParts {
+        live: live(smtp_config()),
+        router: Router::new(true, vec![rule], cutover.share()),
+        upstreams: Upstreams::new(ses, Some(legacy)),
+        guard: Arc::new(crate::guard::Guard::new(&config, cutover.clone(), true)),
+        cutover,
+        masker: Masker::new(true),
+        legacy_health: None,
+    }))
 }
 
 #[tokio::test]
@@ -146,10 +148,8 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
     let message = "From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n";
 
     // The relay's own send-rate limit is no answer of SES's.
-    ses.answer(Err(UpstreamError::temporary(
-        [4, 7, 0],
-        "max-send-rate",
-        "Sending rate limit of this relay reached, try again later",
+    ses.answer(Err(UpstreamError::local(
+        crate::forward::Local::RateLimited,
     )));
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -157,8 +157,7 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
     assert_eq!((counted().outcomes, counted().failures), (0, 0));
 
     // SES throttling is.
-    ses.answer(Err(UpstreamError::temporary(
-        [4, 4, 5],
+    ses.answer(Err(UpstreamError::ses(
         "Throttling",
         "Maximum sending rate exceeded.",
     )));
@@ -168,14 +167,14 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
     assert_eq!((counted().outcomes, counted().failures), (1, 1));
 
     // A legacy failure says nothing about SES.
-    legacy.answer(Err(UpstreamError::permanent(
+    legacy.answer(Err(UpstreamError::reply_of(crate::smtp::Reply::new(
+        550,
         [5, 1, 1],
-        "legacy",
         "No such user",
-    )));
+    ))));
     s.mail_from("a@legacy.example", "250").await;
     s.rcpt_to("b@example.com", "250").await;
-    s.data(message, "554 5.1.1").await;
+    s.data(message, "550 5.1.1").await;
     assert_eq!(legacy.count(), 1);
     assert_eq!((counted().outcomes, counted().failures), (1, 1));
     // SES's error codes are counted, the legacy route's are not among them.
@@ -184,7 +183,11 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
         text.contains(r#"ses_relay_ses_errors_total{error="Throttling"} 1"#),
         "{text}"
     );
-    assert!(!text.contains(r#"error="legacy""#), "{text}");
+    assert!(
+        text.contains(r#"ses_relay_ses_errors_total{error="max-send-rate"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"error="smtp""#), "{text}");
 }
 
 #[tokio::test]

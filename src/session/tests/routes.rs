@@ -25,8 +25,8 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
     // With a legacy route, at 100 % SES: the transaction goes to legacy.
     let ses = Upstream::new();
     let legacy = Upstream::new();
-    let relay = Arc::new(Relay::new(
-        Live {
+    let relay = Arc::new(Relay::new(crate::relay::RelayParts {
+        live: Live {
             smtp: smtp_config(),
             tls: None,
             preparer: Preparer::new(
@@ -39,15 +39,17 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
             admin_token: None,
             admin_read_token: None,
         },
-        Router::new(
+        router: Router::new(
             true,
             Vec::new(),
             crate::route::Share::fixed(crate::route::Percent::ALL),
         ),
-        Upstreams::new(ses.clone(), Some(legacy.clone())),
-        Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
-        Masker::new(true),
-    ));
+        upstreams: Upstreams::new(ses.clone(), Some(legacy.clone())),
+        cutover: Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }));
     let mut s = TestSession::start(relay).await;
     s.ehlo().await;
     for (from, to) in [
