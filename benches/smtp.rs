@@ -14,10 +14,10 @@ use ses_relay::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams}
 use ses_relay::log::Masker;
 use ses_relay::prepare::Preparer;
 use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::relay::{Live, Relay};
 use ses_relay::route::Router;
 use ses_relay::session::Session;
 use ses_relay::smtp::{Command, Input};
+use ses_relay::state::{Reloadable, SharedState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Accept;
@@ -32,9 +32,9 @@ impl Deliver for Accept {
     }
 }
 
-fn relay() -> Arc<Relay> {
+fn relay() -> Arc<SharedState> {
     let smtp = SmtpConfig::default();
-    let live = Live {
+    let live = Reloadable {
         preparer: Preparer::new(
             "relay.bench",
             DkimKeys::load(&DkimConfig::default()).unwrap(),
@@ -50,7 +50,7 @@ fn relay() -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Arc::new(Accept), None);
-    Arc::new(Relay::new(ses_relay::relay::RelayParts {
+    Arc::new(SharedState::new(ses_relay::state::SharedParts {
         live,
         router,
         upstreams,

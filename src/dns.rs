@@ -170,7 +170,7 @@ fn lookup_error(message: &str) -> LookupError {
     } else if lower.contains("timed out") || lower.contains("timeout") {
         LookupError::TimedOut
     } else {
-        LookupError::Failed(crate::aws_error::shorten(message, 100))
+        LookupError::Failed(crate::aws_summary::shorten(message, 100))
     }
 }
 

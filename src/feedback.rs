@@ -81,7 +81,7 @@ fn sqs_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// The queue did not answer `preflight`'s GetQueueAttributes.
 #[derive(Debug, thiserror::Error)]
 // A preflight line: one short sentence naming the cause.
-#[error("{}", crate::aws_error::summarize("sqs:GetQueueAttributes", .0))]
+#[error("{}", crate::aws_summary::summarize("sqs:GetQueueAttributes", .0))]
 pub struct QueueCheckError(
     /// SQS's answer.
     pub SdkError<GetQueueAttributesError, HttpResponse>,

@@ -13,13 +13,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub(crate) mod aws_error;
+pub(crate) mod aws_summary;
 pub(crate) mod background;
 pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod cutover;
-pub(crate) mod cutover_cli;
 pub(crate) mod disposition;
 pub mod dkim_rotation;
 pub mod dns;
@@ -37,10 +36,10 @@ pub mod preflight;
 pub mod prepare;
 pub mod proxy;
 pub mod received;
-pub mod relay;
 pub mod route;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod smtp;
+pub mod state;
 pub mod tls;

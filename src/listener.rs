@@ -15,9 +15,9 @@ use crate::log::{LogThrottle, Masker};
 use crate::metrics;
 use crate::net::canonical_ip;
 use crate::proxy;
-use crate::relay::Relay;
 use crate::session::Session;
 use crate::smtp::Reply;
+use crate::state::SharedState;
 
 /// How long a refusal may take to write before the socket is dropped.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,7 +131,7 @@ pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
 }
 
 /// Accepts until shutdown.
-pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<ConnectionSlots>) {
+pub async fn accept_loop(listener: Listener, relay: Arc<SharedState>, slots: Arc<ConnectionSlots>) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -156,7 +156,7 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
             }
         };
         let _ = stream.set_nodelay(true);
-        let live = relay.live();
+        let live = relay.reloadable();
         // Behind a balancer only the balancer may connect; the client it names is checked in `serve`.
         let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
         if live.smtp.proxy_protocol && !proxied {
@@ -195,11 +195,11 @@ pub async fn accept_loop(listener: Listener, relay: Arc<Relay>, slots: Arc<Conne
 async fn admit_proxied(
     mut stream: TcpStream,
     peer: SocketAddr,
-    relay: &Relay,
+    relay: &SharedState,
 ) -> Option<(TcpStream, SocketAddr)> {
     let masker = &relay.masker;
     match proxy::client(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
-        Ok(client) if relay.live().smtp.admits(client.ip()) => {
+        Ok(client) if relay.reloadable().smtp.admits(client.ip()) => {
             tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
             Some((stream, client))
         }
@@ -220,14 +220,14 @@ async fn admit_proxied(
 /// An admitted connection becomes a session: counted `accepted` here, once,
 /// when the session starts (after the handshake with implicit TLS, whose
 /// failure counts the connection `tls_failed` instead).
-async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<Relay>, implicit_tls: bool) {
+async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<SharedState>, implicit_tls: bool) {
     if !implicit_tls {
         metrics::connection("accepted");
         return Session::new(relay, Box::new(stream), peer, false)
             .run()
             .await;
     }
-    let live = relay.live();
+    let live = relay.reloadable();
     let Some(acceptor) = live.tls.clone() else {
         return;
     };
@@ -255,7 +255,12 @@ pub enum TlsMode {
 
 /// A TLS handshake that failed: counted by mode, and logged within the
 /// throttle (a scanner's handshakes fail by the hundred).
-pub fn tls_failed(relay: &Relay, peer: SocketAddr, mode: TlsMode, error: &dyn std::fmt::Display) {
+pub fn tls_failed(
+    relay: &SharedState,
+    peer: SocketAddr,
+    mode: TlsMode,
+    error: &dyn std::fmt::Display,
+) {
     metrics::tls_failure(match mode {
         TlsMode::Implicit => "implicit",
         TlsMode::StartTls => "starttls",

@@ -47,7 +47,7 @@ impl fmt::Display for Finding {
             Level::Fail => "FAIL",
         };
         let line = format!("{level}  {}: {}", self.check, self.detail);
-        f.write_str(&crate::aws_error::shorten(&line, MAX_LINE))
+        f.write_str(&crate::aws_summary::shorten(&line, MAX_LINE))
     }
 }
 
@@ -126,7 +126,7 @@ async fn ses_checks(
     out: &mut Vec<Finding>,
 ) {
     let client = crate::forward::ses::client(&config.ses, credentials).await;
-    use crate::aws_error::summarize;
+    use crate::aws_summary::summarize;
     match client.get_account().send().await {
         Ok(account) => {
             out.push(if account.sending_enabled {

@@ -1,4 +1,4 @@
-//! Wiring: builds the shared [`Relay`] from a validated config, binds the
+//! Wiring: builds the shared [`SharedState`] from a validated config, binds the
 //! listeners, runs them, reloads what can change on SIGHUP, and drains
 //! sessions on shutdown.
 
@@ -23,9 +23,9 @@ use crate::listener::{self, ConnectionSlots, Listener};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::{DkimKeys, KeyError};
-use crate::relay::{Live, Relay, RelayParts};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
+use crate::state::{Reloadable, SharedParts, SharedState};
 use crate::tls::TlsError;
 
 /// Why the server could not start (or a reload was refused).
@@ -80,7 +80,7 @@ pub struct ServerOptions {
 
 /// A relay with its listeners bound, ready to run.
 pub struct Server {
-    relay: Arc<Relay>,
+    relay: Arc<SharedState>,
     listeners: Vec<Listener>,
     admin: Option<TcpListener>,
     dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
@@ -92,7 +92,7 @@ pub struct Server {
 }
 
 /// Builds the reloadable part: loads keys, certificates and the admin token.
-pub fn build_live(config: &Config) -> Result<Live, StartError> {
+pub fn build_reloadable(config: &Config) -> Result<Reloadable, StartError> {
     let dkim = DkimKeys::load(&config.dkim)?;
     let tls = config
         .smtp
@@ -103,7 +103,7 @@ pub fn build_live(config: &Config) -> Result<Live, StartError> {
     let admin_token = read_token(&config.admin.token_file, "admin.token-file")?;
     let admin_read_token = read_token(&config.admin.read_token_file, "admin.read-token-file")?;
     let legacy_signs = config.legacy.as_ref().is_some_and(|l| l.dkim_sign);
-    Ok(Live {
+    Ok(Reloadable {
         smtp: config.smtp.clone(),
         tls,
         preparer: Preparer::new(
@@ -150,7 +150,7 @@ impl Server {
     /// Loads keys and certificates, builds the forwarders, binds every listener.
     pub async fn bind(config: &Config, options: ServerOptions) -> Result<Server, StartError> {
         crate::metrics::install();
-        let live = build_live(config)?;
+        let live = build_reloadable(config)?;
         let ses: Arc<dyn Upstream> = match config.ses.mode {
             SesMode::Api => {
                 Arc::new(SesForwarder::new(&config.ses, options.ses_credentials.clone()).await?)
@@ -210,7 +210,7 @@ impl Server {
                 relay: l.relay.clone(),
                 health: UpstreamHealth::default(),
             });
-        let relay = Relay::new(RelayParts {
+        let relay = SharedState::new(SharedParts {
             guard: Arc::new(background::start_guard(config, &cutover)),
             legacy_health: legacy_probe.as_ref().map(|p| p.health.clone()),
             live,
@@ -247,7 +247,7 @@ impl Server {
         };
         let startup_resolver = resolver.as_deref().filter(|_| !interval.is_zero());
         crate::dkim_rotation::choose_at_startup(
-            relay.live().preparer.dkim(),
+            relay.reloadable().preparer.dkim(),
             startup_resolver,
             config.dkim.require_published,
         )
@@ -279,7 +279,7 @@ impl Server {
     }
 
     /// The shared state (for reloads and tests).
-    pub fn relay(&self) -> Arc<Relay> {
+    pub fn relay(&self) -> Arc<SharedState> {
         self.relay.clone()
     }
 
@@ -327,7 +327,7 @@ impl Server {
             let relay = self.relay.clone();
             accepting.spawn(async move {
                 background::check_dns_periodically(
-                    || relay.live(),
+                    || relay.reloadable(),
                     |live| live.preparer.dkim(),
                     resolver.as_ref(),
                     &relay.shutdown,
@@ -391,7 +391,7 @@ const RESTART_KEYS: &[(&str, &str)] = &[
 /// restart is applied whole or not at all: changed, it is held back, named
 /// in [`Reloaded::held_back`], and runs on as before. Everything is built
 /// before anything is swapped, so a bad config changes nothing.
-pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded, StartError> {
+pub fn reload(relay: &SharedState, running: &Config, new: &Config) -> Result<Reloaded, StartError> {
     new.validate()?;
     let before = to_json(running);
     let after = to_json(new);
@@ -418,11 +418,11 @@ pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded,
         rules: new.cutover.rules.clone(),
         ..running.cutover.clone()
     };
-    let live = build_live(&effective)?;
+    let live = build_reloadable(&effective)?;
     // A reload keeps each domain's signing key (never back to an older one).
     live.preparer
         .dkim()
-        .carry_over(relay.live().preparer.dkim());
+        .carry_over(relay.reloadable().preparer.dkim());
     crate::dkim_rotation::publish(live.preparer.dkim());
     let rules = effective
         .cutover
@@ -431,7 +431,7 @@ pub fn reload(relay: &Relay, running: &Config, new: &Config) -> Result<Reloaded,
         .map(RuleConfig::rule)
         .collect();
     relay.router.set_rules(rules);
-    relay.replace_live(live);
+    relay.replace_reloadable(live);
     Ok(Reloaded {
         config: effective,
         held_back,

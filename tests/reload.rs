@@ -236,7 +236,7 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
         running.ses.configuration_set
     );
     assert_eq!(
-        relay.relay.live().smtp.max_recipients,
+        relay.relay.reloadable().smtp.max_recipients,
         7,
         "the rest applies"
     );

@@ -36,15 +36,15 @@ use self::access::{Limits, Need};
 use self::connections::Connections;
 
 use crate::cutover::{Change, CutoverError, Source};
-use crate::relay::Relay;
 use crate::route::Percent;
+use crate::state::SharedState;
 
 /// Largest request body accepted (a cutover change is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
 
 /// Serves the admin API until the task is dropped: through the drain too,
 /// so that `/readyz` can answer 503 while transactions finish.
-pub async fn serve(listener: TcpListener, relay: Arc<Relay>) {
+pub async fn serve(listener: TcpListener, relay: Arc<SharedState>) {
     serve_with(listener, relay, Limits::default()).await
 }
 
@@ -59,7 +59,7 @@ const BUSY: &[u8] =
 /// sent nothing, or is between requests) is closed to make room: idle
 /// connections, however many, cannot keep a load balancer's probe out. Only
 /// when every connection is in the middle of a request is a new one refused.
-pub async fn serve_with(listener: TcpListener, relay: Arc<Relay>, limits: Limits) {
+pub async fn serve_with(listener: TcpListener, relay: Arc<SharedState>, limits: Limits) {
     // Fixed for the listener's life: a reload cannot open a listener that is off loopback.
     let off_loopback = listener.local_addr().map_or(true, access::off_loopback);
     let connections = Connections::new(limits.max_connections);
@@ -126,7 +126,7 @@ fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 async fn handle(
-    relay: Arc<Relay>,
+    relay: Arc<SharedState>,
     off_loopback: bool,
     request: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
@@ -154,11 +154,11 @@ async fn handle(
 
 /// The 401 for a read without a valid token, when reads are guarded.
 /// Changes are checked by their handler, which audit-logs a refusal.
-fn refuse_read<B>(relay: &Relay, off_loopback: bool, request: &Request<B>) -> Option<Reply> {
+fn refuse_read<B>(relay: &SharedState, off_loopback: bool, request: &Request<B>) -> Option<Reply> {
     if access::need(request.method(), request.uri().path()) != Need::Read {
         return None;
     }
-    let live = relay.live();
+    let live = relay.reloadable();
     let read = live.admin_read_token.as_deref();
     if !access::reads_guarded(off_loopback, read) {
         return None;
@@ -177,9 +177,9 @@ fn refuse_read<B>(relay: &Relay, off_loopback: bool, request: &Request<B>) -> Op
     Some(reply)
 }
 
-fn cutover_status(relay: &Relay) -> Reply {
+fn cutover_status(relay: &SharedState) -> Reply {
     let status = relay.cutover.status();
-    let rules = relay.live().rules.clone();
+    let rules = relay.reloadable().rules.clone();
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -208,13 +208,13 @@ fn cutover_status(relay: &Relay) -> Reply {
 }
 
 /// Each route's reachability as its probe last saw it (SES: not probed).
-fn upstreams_json(relay: &Relay) -> serde_json::Value {
+fn upstreams_json(relay: &SharedState) -> serde_json::Value {
     serde_json::json!({ "legacy": legacy_health(relay) })
 }
 
 /// The legacy relay's reachability in words (`up`, `down`, `unknown`, or
 /// `not probed` / `not used` without an SMTP legacy route).
-fn legacy_health(relay: &Relay) -> &'static str {
+fn legacy_health(relay: &SharedState) -> &'static str {
     match &relay.legacy_health {
         Some(health) => health.get().as_str(),
         None if relay.router.has_legacy() => "not probed",
@@ -234,9 +234,9 @@ struct ChangeBody {
 const EXPECTED: &str =
     "expected {\"ses_percent\": <0-100, at most two decimals>, \"reason\": \"...\"}";
 
-async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
+async fn cutover_set(relay: &SharedState, request: Request<Incoming>) -> Reply {
     let given = access::presented(request.headers());
-    let authorized = access::matches_any(given, &[relay.live().admin_token.as_deref()]);
+    let authorized = access::matches_any(given, &[relay.reloadable().admin_token.as_deref()]);
     if !authorized {
         tracing::warn!(audit = "cutover", "change refused: missing or wrong token");
         return error(
@@ -301,7 +301,7 @@ async fn cutover_set(relay: &Relay, request: Request<Incoming>) -> Reply {
 /// readiness: every relay shares the same legacy relay and the same SES, so
 /// a fault there would take the whole fleet out at once, SES route included.
 /// The legacy relay's health is shown beside, from its probe.
-async fn readyz(relay: &Relay) -> Reply {
+async fn readyz(relay: &SharedState) -> Reply {
     let draining = relay.shutdown.is_triggered();
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use crate::guard::{Snapshot, State, format_duration, format_ratio};
 use crate::metrics;
-use crate::relay::Relay;
+use crate::state::SharedState;
 
 #[cfg(test)]
 mod tests;
@@ -239,7 +239,7 @@ fn guard_section(snapshot: &Snapshot) -> String {
 }
 
 /// The share to SES, where it comes from, why, and the rules before it.
-fn cutover_section(relay: &Relay) -> String {
+fn cutover_section(relay: &SharedState) -> String {
     let status = relay.cutover.status();
     let source_label = serde_json::to_value(status.source)
         .ok()
@@ -290,7 +290,7 @@ fn cutover_section(relay: &Relay) -> String {
         ""
     };
     let rules: String = relay
-        .live()
+        .reloadable()
         .rules
         .iter()
         .map(|rule| {
@@ -375,7 +375,7 @@ nav a { margin-right: .6em; white-space: nowrap; }
 ";
 
 /// Renders the page.
-pub fn page(relay: &Relay) -> String {
+pub fn page(relay: &SharedState) -> String {
     let uptime = metrics::uptime_seconds();
     format!(
         r##"<!doctype html>

@@ -14,14 +14,14 @@ use crate::cutover::Cutover;
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
-use crate::relay::{Live, Relay};
 use crate::route::Router;
+use crate::state::{Reloadable, SharedState};
 
 const READ: &str = "read-token";
 const WRITE: &str = "write-token";
 
-fn relay(read_token: Option<&str>) -> Arc<Relay> {
-    let live = Live {
+fn relay(read_token: Option<&str>) -> Arc<SharedState> {
+    let live = Reloadable {
         smtp: SmtpConfig::default(),
         tls: None,
         preparer: Preparer::new(
@@ -45,7 +45,7 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(Relay::new(crate::relay::RelayParts {
+    Arc::new(SharedState::new(crate::state::SharedParts {
         live,
         router,
         upstreams,
@@ -56,7 +56,7 @@ fn relay(read_token: Option<&str>) -> Arc<Relay> {
     }))
 }
 
-async fn start(relay: Arc<Relay>, limits: Limits) -> SocketAddr {
+async fn start(relay: Arc<SharedState>, limits: Limits) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(super::serve_with(listener, relay, limits));

@@ -1,13 +1,13 @@
 //! `ses-relay cutover status|set`: a client of the running relay's admin API
 //! (`GET` and `PUT /cutover`), printing its answer as a table
-//! (`crate::cutover_cli`) or as the JSON it is.
+//! (`cli::cutover_text`) or as the JSON it is.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::cutover_text::{parse_percent, status_table};
 use crate::admin::client::{self, Answer};
 use crate::config::Config;
-use crate::cutover_cli::{parse_percent, status_table};
 
 /// `ses-relay cutover status [--json]`.
 pub fn status(path: Option<&Path>, json: bool) -> ExitCode {

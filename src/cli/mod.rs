@@ -13,6 +13,7 @@
 //!   way every command does.
 
 pub mod cutover;
+mod cutover_text;
 pub mod dkim;
 pub mod healthcheck;
 pub mod man;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::relay::Relay;
 use crate::server::{Server, ServerOptions, StartError};
 use crate::shutdown::{Signal, Signals};
+use crate::state::SharedState;
 
 /// `ses-relay run`, with the config file at `path` (the embedded dev config when None).
 pub fn run(path: Option<PathBuf>) -> ExitCode {
@@ -136,7 +136,7 @@ fn guard_state(config: &Config) -> &'static str {
 
 /// SIGHUP: a bad new config is refused and the running one stays; changed
 /// keys that need a restart are named and held back, whole sections at a time.
-fn reload(relay: &Relay, running: &mut Config, path: Option<&Path>) {
+fn reload(relay: &SharedState, running: &mut Config, path: Option<&Path>) {
     let _ = crate::notify::notify("RELOADING=1");
     let outcome = super::load(path)
         .map_err(StartError::from)

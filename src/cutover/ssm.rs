@@ -203,7 +203,7 @@ impl SsmStore {
     ) -> StoreError {
         // One sentence naming the cause (no credentials, denied, unreachable),
         // as every preflight line and the once-a-minute warning want it.
-        let detail = crate::aws_error::summarize(&format!("ssm:{operation}"), err);
+        let detail = crate::aws_summary::summarize(&format!("ssm:{operation}"), err);
         StoreError::Call {
             operation,
             parameter: self.parameter.clone(),

@@ -21,9 +21,9 @@ use crate::envelope::{Envelope, MailFrom};
 use crate::forward::Transaction;
 use crate::listener::TlsMode;
 use crate::metrics;
-use crate::relay::{Live, Relay};
 use crate::route::Route;
 use crate::smtp::{Input, MessageReceiver, Reply};
+use crate::state::{Reloadable, SharedState};
 use crate::tls::Io;
 
 /// Bad commands tolerated before the session is ended (Postfix's hard error limit is 20).
@@ -103,9 +103,9 @@ enum ReadOutcome {
 
 /// One SMTP connection.
 pub struct Session {
-    relay: Arc<Relay>,
+    relay: Arc<SharedState>,
     /// The reloadable config as it was when the session started.
-    live: Arc<Live>,
+    live: Arc<Reloadable>,
     io: Box<dyn Io>,
     peer: SocketAddr,
     input: Input,
@@ -122,9 +122,9 @@ pub struct Session {
 
 impl Session {
     /// A session on `io` from `peer`; `tls` when the stream is already TLS (implicit TLS).
-    pub fn new(relay: Arc<Relay>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
+    pub fn new(relay: Arc<SharedState>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
         let generation = relay.generation();
-        let live = relay.live();
+        let live = relay.reloadable();
         let deadline = Instant::now() + live.smtp.max_session_duration.0;
         Session {
             relay,
@@ -234,7 +234,7 @@ impl Session {
             return true;
         }
         self.generation = now;
-        self.relay.live().smtp.admits(self.peer.ip())
+        self.relay.reloadable().smtp.admits(self.peer.ip())
     }
 
     /// Reads more input, bounded by the idle timeout and the session deadline.

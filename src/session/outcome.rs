@@ -13,9 +13,9 @@ use crate::forward::{Accepted, Kind, Local, UpstreamError};
 use crate::guard::{Guard, SesAnswer};
 use crate::log::Masker;
 use crate::metrics;
-use crate::relay::Relay;
 use crate::route::Route;
 use crate::smtp::Reply;
+use crate::state::SharedState;
 
 /// What the upstream said of the message.
 pub(super) enum Answer {
@@ -141,7 +141,7 @@ pub(super) struct Recorder<'a> {
 
 impl Recorder<'_> {
     /// The recorder of `relay`'s sessions.
-    pub(super) fn of(relay: &Relay) -> Recorder<'_> {
+    pub(super) fn of(relay: &SharedState) -> Recorder<'_> {
         Recorder {
             masker: relay.masker,
             guard: &relay.guard,

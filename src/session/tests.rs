@@ -14,8 +14,8 @@ use crate::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
 use crate::log::Masker;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
-use crate::relay::{Live, Relay};
 use crate::route::Router;
+use crate::state::{Reloadable, SharedState};
 
 /// Records what it is given and answers as told.
 struct Upstream {
@@ -70,11 +70,11 @@ fn smtp_config() -> SmtpConfig {
     }
 }
 
-fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
+fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<SharedState> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(upstream, None);
-    Arc::new(Relay::new(crate::relay::RelayParts {
+    Arc::new(SharedState::new(crate::state::SharedParts {
         live: live(smtp),
         router,
         upstreams,
@@ -85,7 +85,7 @@ fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<Relay> {
     }))
 }
 
-fn live(smtp: SmtpConfig) -> Live {
+fn live(smtp: SmtpConfig) -> Reloadable {
     let dkim = DkimConfig {
         keys: vec![DkimKeyConfig {
             domain: "goo.ne.jp".into(),
@@ -95,7 +95,7 @@ fn live(smtp: SmtpConfig) -> Live {
         }],
         ..DkimConfig::default()
     };
-    Live {
+    Reloadable {
         preparer: Preparer::new(
             &smtp.hostname,
             DkimKeys::load(&dkim).unwrap(),
@@ -118,7 +118,7 @@ struct TestSession {
 }
 
 impl TestSession {
-    async fn start(relay: Arc<Relay>) -> TestSession {
+    async fn start(relay: Arc<SharedState>) -> TestSession {
         let (client, server) = tokio::io::duplex(1 << 20);
         let peer = "10.99.1.11:40000".parse().unwrap();
         let task = tokio::spawn(Session::new(relay, Box::new(server), peer, false).run());

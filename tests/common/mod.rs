@@ -121,7 +121,7 @@ pub struct RunningRelay {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    pub relay: std::sync::Arc<ses_relay::relay::Relay>,
+    pub relay: std::sync::Arc<ses_relay::state::SharedState>,
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<bool>,
 }

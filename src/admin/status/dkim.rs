@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{escape, metric, series, table, td, time};
 use crate::metrics;
-use crate::relay::Relay;
+use crate::state::SharedState;
 
 /// `12 d`, `5 h`, `40 min`: whole units, the largest that fits.
 fn age(value: Duration) -> String {
@@ -19,8 +19,8 @@ fn age(value: Duration) -> String {
 }
 
 /// One row per key, domain by domain, oldest key first.
-pub(super) fn keys(relay: &Relay) -> String {
-    let live = relay.live();
+pub(super) fn keys(relay: &SharedState) -> String {
+    let live = relay.reloadable();
     let keys = live.preparer.dkim();
     let mut rows = String::new();
     for set in keys.sets() {

@@ -16,15 +16,15 @@ use crate::log::Masker;
 use crate::metrics;
 use crate::prepare::Preparer;
 use crate::prepare::dkim::DkimKeys;
-use crate::relay::{Live, Relay};
 use crate::route::{Percent, Route, Router};
 use crate::smtp::Reply;
+use crate::state::{Reloadable, SharedState};
 
 const HOSTILE: &str = "<script>alert(1)</script>\"'&";
 
 /// A relay with both routes, one DKIM key of its own, a rule, and the
 /// log's masking `masked`.
-fn relay(selector: &str, masked: bool) -> Arc<Relay> {
+fn relay(selector: &str, masked: bool) -> Arc<SharedState> {
     let dkim = DkimConfig {
         keys: vec![DkimKeyConfig {
             domain: "status-page.test".into(),
@@ -36,7 +36,7 @@ fn relay(selector: &str, masked: bool) -> Arc<Relay> {
     };
     let rule: RuleConfig =
         toml::from_str("recipient-domains = [\"legacy.example\"]\nroute = \"legacy\"").unwrap();
-    let live = Live {
+    let live = Reloadable {
         smtp: SmtpConfig::default(),
         tls: None,
         preparer: Preparer::new("relay.test", DkimKeys::load(&dkim).unwrap(), "set", false),
@@ -54,7 +54,7 @@ fn relay(selector: &str, masked: bool) -> Arc<Relay> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = crate::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(Relay::new(crate::relay::RelayParts {
+    Arc::new(SharedState::new(crate::state::SharedParts {
         live,
         router,
         upstreams,
@@ -67,7 +67,7 @@ fn relay(selector: &str, masked: bool) -> Arc<Relay> {
 
 /// Finishes one transaction the way the session does.
 fn fail(
-    relay: &Relay,
+    relay: &SharedState,
     id: &str,
     route: Route,
     reply: &Reply,

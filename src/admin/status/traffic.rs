@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{escape, metric, series, table, td, time};
 use crate::disposition::Disposition;
 use crate::metrics::{self, OTHER_CODE};
-use crate::relay::Relay;
 use crate::route::Route;
+use crate::state::SharedState;
 
 /// Error codes listed.
 const TOP_ERRORS: usize = 5;
@@ -27,7 +27,7 @@ fn latency(value: Duration) -> String {
 
 /// The route's reachability: the legacy relay's probe as `GET /cutover`
 /// shows it; SES has no probe (its success ratio beside says how it answers).
-fn reachability(relay: &Relay, route: Route) -> String {
+fn reachability(relay: &SharedState, route: Route) -> String {
     if route == Route::Ses {
         return td("reachability", "", "not probed");
     }
@@ -52,7 +52,7 @@ fn reachability(relay: &Relay, route: Route) -> String {
 }
 
 /// One row per route in use.
-pub(super) fn routes(relay: &Relay) -> String {
+pub(super) fn routes(relay: &SharedState) -> String {
     let window = metrics::recent();
     let mut rows = String::new();
     for route in [Route::Ses, Route::Legacy] {

@@ -184,10 +184,10 @@ async fn a_reload_that_drops_the_client_network_closes_its_session_at_the_next_c
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     // A reload that keeps the network changes nothing.
-    relay.replace_live(live(allowed));
+    relay.replace_reloadable(live(allowed));
     s.cmd("DATA", "354").await;
     s.send("From: a@goo.ne.jp\r\n\r\nhalf\r\n").await;
-    relay.replace_live(live(SmtpConfig {
+    relay.replace_reloadable(live(SmtpConfig {
         allowed_clients: vec!["192.0.2.0/24".parse().unwrap()],
         ..smtp_config()
     }));

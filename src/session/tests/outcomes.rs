@@ -64,7 +64,7 @@ async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
     let router = Router::new(true, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
-    let relay = Arc::new(Relay::new(crate::relay::RelayParts {
+    let relay = Arc::new(SharedState::new(crate::state::SharedParts {
         live,
         router,
         upstreams,
@@ -113,7 +113,7 @@ async fn the_session_deadline_says_so() {
 
 /// A relay with an armed rollback guard, an SES route and a legacy route
 /// (taken by senders at legacy.example).
-fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
+fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<SharedState> {
     let rule = crate::route::Rule::new(
         Vec::new(),
         &["legacy.example".to_string()],
@@ -125,7 +125,7 @@ fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<Relay> {
         enabled: true,
         ..crate::config::GuardConfig::default()
     };
-    Arc::new(Relay::new(crate::relay::RelayParts {
+    Arc::new(SharedState::new(crate::state::SharedParts {
         live: live(smtp_config()),
         router: Router::new(true, vec![rule], cutover.share()),
         upstreams: Upstreams::new(ses, Some(legacy)),

@@ -25,8 +25,8 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
     // With a legacy route, at 100 % SES: the transaction goes to legacy.
     let ses = Upstream::new();
     let legacy = Upstream::new();
-    let relay = Arc::new(Relay::new(crate::relay::RelayParts {
-        live: Live {
+    let relay = Arc::new(SharedState::new(crate::state::SharedParts {
+        live: Reloadable {
             smtp: smtp_config(),
             tls: None,
             preparer: Preparer::new(

@@ -1,5 +1,5 @@
-//! The state every session shares ([`Relay`]) and the part of it SIGHUP
-//! replaces ([`Live`]). Built by `server`, read by sessions, the listener and
+//! The state every session shares ([`SharedState`]) and the part of it SIGHUP
+//! replaces ([`Reloadable`]). Built by `server`, read by sessions, the listener and
 //! the admin API.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use crate::shutdown::Shutdown;
 use crate::smtp::DataMemory;
 
 /// What SIGHUP can replace: each session takes a snapshot when it starts.
-pub struct Live {
+pub struct Reloadable {
     /// `[smtp]` as loaded (allowed clients, limits).
     pub smtp: SmtpConfig,
     /// STARTTLS / implicit TLS, when `[smtp.tls]` is set.
@@ -36,10 +36,10 @@ pub struct Live {
     pub admin_read_token: Option<String>,
 }
 
-/// What [`Relay::new`] is built from.
-pub struct RelayParts {
+/// What [`SharedState::new`] is built from.
+pub struct SharedParts {
     /// The reloadable part at start.
-    pub live: Live,
+    pub live: Reloadable,
     /// Route choice.
     pub router: Router,
     /// Each route's upstream.
@@ -55,8 +55,8 @@ pub struct RelayParts {
 }
 
 /// What every session shares.
-pub struct Relay {
-    live: RwLock<Arc<Live>>,
+pub struct SharedState {
+    live: RwLock<Arc<Reloadable>>,
     /// Bumped by every reload, so sessions notice a new config cheaply.
     generation: AtomicU64,
     /// Message bytes held by all sessions, against `smtp.max-data-memory`.
@@ -81,11 +81,11 @@ pub struct Relay {
     pub guard: Arc<Guard>,
 }
 
-impl Relay {
+impl SharedState {
     /// A relay from its parts, whole in one step (tests build one around a
     /// fake upstream).
-    pub fn new(parts: RelayParts) -> Relay {
-        let RelayParts {
+    pub fn new(parts: SharedParts) -> SharedState {
+        let SharedParts {
             live,
             router,
             upstreams,
@@ -94,7 +94,7 @@ impl Relay {
             guard,
             legacy_health,
         } = parts;
-        Relay {
+        SharedState {
             data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
             generation: AtomicU64::new(0),
             live: RwLock::new(Arc::new(live)),
@@ -111,7 +111,7 @@ impl Relay {
     }
 
     /// The reloadable part in force now.
-    pub fn live(&self) -> Arc<Live> {
+    pub fn reloadable(&self) -> Arc<Reloadable> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -122,7 +122,7 @@ impl Relay {
 
     /// Puts a new reloadable part in force for new sessions (and for the
     /// checks open sessions make at each command).
-    pub(crate) fn replace_live(&self, live: Live) {
+    pub(crate) fn replace_reloadable(&self, live: Reloadable) {
         self.data_memory
             .set_limit(live.smtp.max_data_memory.as_usize());
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
