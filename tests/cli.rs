@@ -1,11 +1,11 @@
 //! The command line: check-config's report, --version, and startup refusals
 //! that name what is wrong.
 
-use std::process::Command;
-
 mod common;
 
-use common::{TempDir, ses_relay};
+use common::client::{SmtpClient, block_on};
+use common::relay_process::RelayCommand;
+use common::{TempDir, ses_relay, ses_relay_with};
 
 #[test]
 fn check_config_accepts_the_dev_config() {
@@ -103,18 +103,17 @@ fn no_region_anywhere_stops_startup_naming_the_key() {
         "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nregion = \"\"\nconfiguration-set = \"cs\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .current_dir(dir.path(""))
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", dir.path("no-aws-config"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) =
+        ses_relay_with(&["run", "--config", path.to_str().unwrap()], |command| {
+            command
+                .current_dir(dir.path(""))
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION")
+                .env_remove("AWS_PROFILE")
+                .env("AWS_CONFIG_FILE", dir.path("no-aws-config"))
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        });
+    assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("ses.region"), "{stderr}");
 }
 
@@ -123,17 +122,15 @@ fn no_region_anywhere_stops_startup_naming_the_key() {
 #[cfg(target_os = "linux")]
 #[test]
 fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
 
     let dir = TempDir::new("notify");
-    let port = common::peers::free_port();
     let path = dir.path("c.toml");
     std::fs::write(
         &path,
         format!(
-            "[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
+            "[smtp]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n",
             dir.path("out").display()
         ),
     )
@@ -143,51 +140,27 @@ fn notifies_systemd_ready_after_binding_and_stops_on_sigterm() {
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
+    let spawned = RelayCommand::run(&dir, &path)
         .env("NOTIFY_SOCKET", &socket_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).expect("a notification within 30 s");
     assert_eq!(&buf[..n], b"READY=1");
-    // Ready means ready: the SMTP port answers at once.
-    let stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("SMTP accepts after READY=1");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut greeting = String::new();
-    BufReader::new(&stream).read_line(&mut greeting).unwrap();
+    // Ready means ready: the SMTP port (logged before READY=1) answers at once.
+    let relay = spawned.listening();
+    let greeting = block_on(async {
+        let stream = tokio::net::TcpStream::connect(relay.smtp)
+            .await
+            .expect("SMTP accepts after READY=1");
+        SmtpClient::over(stream).reply().await
+    });
     assert!(greeting.starts_with("220 "), "{greeting}");
-    drop(stream);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let mut process = relay.process;
+    process.signal("TERM");
     let n = socket.recv(&mut buf).expect("STOPPING=1 on SIGTERM");
     assert_eq!(&buf[..n], b"STOPPING=1");
-    let status = child.wait().unwrap();
+    let status = process.exit_within(Duration::from_secs(20));
     assert!(status.success(), "{status}");
-}
-
-/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
-fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> i32 {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}: it should have refused to start");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// A cutover state file that is there but cannot be read stops startup,
@@ -210,16 +183,10 @@ fn an_unreadable_cutover_state_file_stops_startup_naming_it() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(
-            std::fs::File::create(dir.path("relay.log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let code = exit_within(&mut child, std::time::Duration::from_secs(20));
-    let log = std::fs::read_to_string(dir.path("relay.log")).unwrap();
+    // It must refuse to start (within 20 s), not run.
+    let mut relay = RelayCommand::run(&dir, &path).spawn();
+    let code = relay.exit_code();
+    let log = relay.log();
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains(&format!("cutover.state-file {}", state.display())),

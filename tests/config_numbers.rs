@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
+use common::client::SmtpClient;
 use common::{TempDir, TestCa, demo_key};
 use ses_relay::config::{
     ByteSize, Config, ConfigError, DkimKeyConfig, HumanDuration, LegacyConfig, LegacyMode, SesMode,
 };
 use ses_relay::server::{Server, ServerOptions};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 /// Panics anywhere in the process (spawned tasks included), counted.
 static PANICS: AtomicUsize = AtomicUsize::new(0);
@@ -146,11 +147,11 @@ async fn build_and_greet(config: &Config) -> Result<(), String> {
     let addr = server.local_addrs()[0].0;
     let shutdown = server.shutdown();
     let running = tokio::spawn(server.run());
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut read = BufReader::new(stream);
-    let mut greeting = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), read.read_line(&mut greeting)).await;
-    let _ = read.get_mut().write_all(b"QUIT\r\n").await;
+    let mut client = SmtpClient::connect(addr).await;
+    let greeting = tokio::time::timeout(Duration::from_secs(5), client.reply())
+        .await
+        .unwrap_or_default();
+    let _ = client.stream().write_all(b"QUIT\r\n").await;
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
     match greeting.starts_with("220") {

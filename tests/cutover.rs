@@ -10,11 +10,15 @@ use ses_relay::route::Percent;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use common::cutover::{Replies, TOKEN, cutover_config};
+use common::admin::get;
+use common::client::SmtpClient;
+use common::cutover::{TOKEN, cutover_config, transaction};
+use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::{Answer, request};
+use ses_relay::admin::client::Answer;
 
 /// Sends `count` distinct transactions over `connections` connections; returns how many got 250.
 async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize) -> usize {
@@ -22,16 +26,16 @@ async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize
     for c in 0..connections {
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut smtp = Replies::connect(addr).await;
+            let mut smtp = SmtpClient::ready(addr).await;
             let mut ok = 0;
             for i in (c..count).step_by(connections) {
-                let reply = smtp
-                    .transaction(
-                        &format!("sender{i}@example.org"),
-                        "rcpt@example.net",
-                        &format!("{tag}-{i}@test"),
-                    )
-                    .await;
+                let reply = transaction(
+                    &mut smtp,
+                    &format!("sender{i}@example.org"),
+                    "rcpt@example.net",
+                    &format!("{tag}-{i}@test"),
+                )
+                .await;
                 ok += usize::from(reply.starts_with("250"));
             }
             ok
@@ -51,17 +55,14 @@ fn message_ids(raw: &[u8]) -> Option<String> {
         .map(|id| id.trim_end_matches('>').to_string())
 }
 
+/// `method /cutover` on the admin API at `addr`.
 async fn admin(
     addr: SocketAddr,
-    method: &'static str,
-    token: Option<&'static str>,
+    method: &str,
+    token: Option<&str>,
     body: Option<String>,
 ) -> Answer {
-    tokio::task::spawn_blocking(move || {
-        request(addr, method, "/cutover", token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap()
+    common::admin::request(addr, method, "/cutover", token, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,13 +130,17 @@ async fn the_same_transaction_takes_the_same_route_every_time() {
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("determinism");
     let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 50.0)).await;
-    let mut smtp = Replies::connect(relay.addr).await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
     for i in 0..40 {
         let from = format!("retry{i}@example.org");
         for attempt in 0..3 {
-            let reply = smtp
-                .transaction(&from, "rcpt@example.net", &format!("d{i}-{attempt}@test"))
-                .await;
+            let reply = transaction(
+                &mut smtp,
+                &from,
+                "rcpt@example.net",
+                &format!("d{i}-{attempt}@test"),
+            )
+            .await;
             assert!(reply.starts_with("250"), "{reply}");
         }
     }
@@ -223,48 +228,35 @@ async fn health_and_readiness() {
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("health");
     let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 10.0)).await;
-    let addr = relay.admin_addr.unwrap();
-    let get = |path: &'static str| {
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-    };
-    assert_eq!(get("/healthz").await.unwrap().status, 200);
-    let ready = get("/readyz").await.unwrap();
+    assert_eq!(get(relay.admin(), "/healthz").await.status, 200);
+    let ready = get(relay.admin(), "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert_eq!(get("/nope").await.unwrap().status, 404);
+    assert_eq!(get(relay.admin(), "/nope").await.status, 404);
     assert!(relay.stop().await);
 
     // Legacy relay down: still ready (every relay shares it: a load balancer
     // must not take the fleet out for one route), and the gauge says down.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     let dir = TempDir::new("health-down");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 10.0)).await;
-    let addr = relay.admin_addr.unwrap();
-    let get = |path: &'static str| {
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-    };
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let metrics = get("/metrics").await.unwrap().body;
-        if metrics.contains("ses_relay_upstream_up{route=\"legacy\"} 0") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no legacy down gauge:\n{metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let ready = get("/readyz").await.unwrap();
+    wait_until_async(std::time::Duration::from_secs(10), || async {
+        let metrics = Metrics::of(&relay).await;
+        let up = metrics.value("ses_relay_upstream_up", &[("route", "legacy")]);
+        ok_if(
+            up == Some(0.0),
+            format!("no legacy down gauge:\n{}", metrics.text()),
+        )
+    })
+    .await;
+    let ready = get(relay.admin(), "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert!(
         ready.body.contains("\"legacy\": \"down\""),
         "{}",
         ready.body
     );
-    let status = get("/cutover").await.unwrap();
+    let status = get(relay.admin(), "/cutover").await;
     assert!(
         status.body.contains("\"legacy\": \"down\""),
         "{}",

@@ -8,14 +8,16 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::client::{block_on, deliver};
 use common::dnsmasq::{Dnsmasq, dkimpy_verify_dns, dnsmasq_missing};
-use common::peers::{
-    Moto, Postfix, free_port, moto_identity, moto_missing, postfix_missing, run_or_skip,
-};
-use common::relay_process::{RelayProcess, log as relay_log, metric};
+use common::metrics::Metrics;
+use common::peers::{Moto, Postfix, moto_identity, moto_missing, postfix_missing, run_or_skip};
+use common::relay_process::{RelayProcess, write_config};
+use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt, ses_relay};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
@@ -121,18 +123,11 @@ fn new_key_writes_a_private_file_prints_its_record_and_never_overwrites() {
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
 
-fn start_relay(
-    dir: &TempDir,
-    port: u16,
-    admin: u16,
-    moto: &str,
-    dns: &str,
-    new: &Path,
-) -> RelayProcess {
+fn start_relay(dir: &TempDir, moto: &str, dns: &str, new: &Path) -> RelayProcess {
     let config = format!(
         r#"
 [smtp]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:0"]
 hostname = "ses-relay.test"
 allowed-clients = ["127.0.0.0/8"]
 
@@ -163,63 +158,56 @@ timeout = "20s"
 format = "json"
 
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 "#,
         old = demo_key().display(),
         new = new.display(),
     );
-    RelayProcess::start(dir, &config, port)
+    RelayProcess::start(dir, &write_config(dir, &config))
 }
 
 /// The value of `ses_relay_dkim_key_active` for `selector`, from the admin API.
-fn active(admin: u16, selector: &str) -> Option<f64> {
+fn active(admin: SocketAddr, selector: &str) -> Option<f64> {
     gauge(admin, "ses_relay_dkim_key_active", selector)
 }
 
 /// Submits message `n` to Postfix.
 fn submit(postfix: &Postfix, n: usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", postfix.port).parse().unwrap();
-    let commands: Vec<String> = [
-        "EHLO client.test",
-        "MAIL FROM:<news@goo.ne.jp>",
-        "RCPT TO:<user@example.com>",
-        "DATA",
-        "QUIT",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let message = format!(
         "From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: rotation {n}\r\nMessage-ID: <rotation-{n}@goo.ne.jp>\r\n\r\nmessage {n}"
     );
-    let replies = runtime.block_on(common::smtp(addr, &commands, Some(&message)));
-    assert!(replies[5].starts_with("250"), "postfix: {replies:?}");
+    let addr = ([127, 0, 0, 1], postfix.port).into();
+    let reply = block_on(deliver(
+        addr,
+        "news@goo.ne.jp",
+        &["user@example.com"],
+        &message,
+    ));
+    assert!(reply.starts_with("250"), "postfix: {reply:?}");
 }
 
 /// Waits until moto has `n` messages; returns them (raw, CRLF).
-fn wait_for_messages(moto: &Moto, n: usize, postfix: &Postfix, dir: &TempDir) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+fn wait_for_messages(
+    moto: &Moto,
+    n: usize,
+    postfix: &Postfix,
+    relay: &RelayProcess,
+) -> Vec<String> {
+    wait_until(Duration::from_secs(120), || {
         let sent = moto.sent();
-        if sent.len() >= n {
-            return sent
+        match sent.len() >= n {
+            true => Ok(sent
                 .iter()
                 .map(|m| m.raw.replace("\r\n", "\n").replace('\n', "\r\n"))
-                .collect();
+                .collect()),
+            false => Err(format!(
+                "moto has {} of {n} messages\npostfix:\n{}\nrelay:\n{}",
+                sent.len(),
+                postfix.log(),
+                relay.log()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "moto has {} of {n} messages\npostfix:\n{}\nrelay:\n{}",
-            sent.len(),
-            postfix.log(),
-            relay_log(dir)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 /// `rotation-N` of a message.
@@ -250,21 +238,14 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(moto_identity(&moto.endpoint(), "goo.ne.jp", CONFIG_SET));
-    let (relay_port, admin) = (free_port(), free_port());
-    let _relay = start_relay(
-        &dir,
-        relay_port,
-        admin,
-        &moto.endpoint(),
-        &dns.addr(),
-        &new_pem,
-    );
-    let postfix = Postfix::start(relay_port, &[]);
+    let relay = start_relay(&dir, &moto.endpoint(), &dns.addr(), &new_pem);
+    let admin = relay.admin();
+    let postfix = Postfix::start(relay.smtp.port(), &[]);
     const BEFORE: usize = 3;
     for n in 0..BEFORE {
         submit(&postfix, n);
     }
-    let first = wait_for_messages(&moto, BEFORE, &postfix, &dir);
+    let first = wait_for_messages(&moto, BEFORE, &postfix, &relay);
     for (ok, verdict) in dkimpy_verify_dns(&first, &dns.addr()) {
         assert!(ok, "{verdict}");
         assert!(verdict.contains(&format!("s={OLD}")), "{verdict}");
@@ -277,14 +258,15 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
         old_record,
         (format!("{NEW}._domainkey.goo.ne.jp"), new_record),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = BEFORE;
-    while active(admin, NEW) != Some(1.0) {
-        assert!(Instant::now() < deadline, "the new key was never confirmed");
+    wait_until(Duration::from_secs(60), || {
+        if active(admin, NEW) == Some(1.0) {
+            return Ok(());
+        }
         submit(&postfix, n);
         n += 1;
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        Err("the new key was never confirmed")
+    });
     assert_eq!(active(admin, OLD), Some(0.0));
     for _ in 0..3 {
         submit(&postfix, n);
@@ -292,7 +274,7 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
     }
 
     // 3. Every message signed once, verified in DNS; the selector moves once, forward.
-    let mut all = wait_for_messages(&moto, n, &postfix, &dir);
+    let mut all = wait_for_messages(&moto, n, &postfix, &relay);
     all.sort_by_key(|raw| number(raw));
     let verdicts = dkimpy_verify_dns(&all, &dns.addr());
     let mut selectors = Vec::new();
@@ -319,7 +301,7 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
         all.len()
     );
 
-    let log = relay_log(&dir);
+    let log = relay.log();
     let audits: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -337,11 +319,8 @@ fn postfix_through_a_key_rotation_into_moto_every_message_verifies_in_dns() {
 }
 
 /// A series of the admin API's metrics, e.g. `ses_relay_dkim_key_confirmations`.
-fn gauge(admin: u16, name: &str, selector: &str) -> Option<f64> {
-    metric(
-        admin,
-        &format!("{name}{{domain=\"goo.ne.jp\",selector=\"{selector}\"}} "),
-    )
+fn gauge(admin: SocketAddr, name: &str, selector: &str) -> Option<f64> {
+    Metrics::scrape_blocking(admin)?.value(name, &[("domain", "goo.ne.jp"), ("selector", selector)])
 }
 
 #[test]
@@ -359,21 +338,13 @@ fn a_new_record_carrying_another_key_is_never_used() {
         (format!("{OLD}._domainkey.goo.ne.jp"), demo_txt()),
         (format!("{NEW}._domainkey.goo.ne.jp"), demo_txt()),
     ]);
-    let (relay_port, admin) = (free_port(), free_port());
-    let _relay = start_relay(
-        &dir,
-        relay_port,
-        admin,
-        "http://127.0.0.1:9",
-        &dns.addr(),
-        &new_pem,
-    );
+    let relay = start_relay(&dir, "http://127.0.0.1:9", &dns.addr(), &new_pem);
+    let admin = relay.admin();
     // Ten checks at the rotation's pace (1 s): the old key's count passes 3, the new one's stays 0.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(admin, "ses_relay_dkim_key_confirmations", OLD).unwrap_or(0.0) < 10.0 {
-        assert!(Instant::now() < deadline, "the checks do not run");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(30), || {
+        let checks = gauge(admin, "ses_relay_dkim_key_confirmations", OLD).unwrap_or(0.0);
+        ok_if(checks >= 10.0, format!("the checks do not run: {checks}"))
+    });
     assert_eq!(
         gauge(admin, "ses_relay_dkim_key_confirmations", NEW),
         Some(0.0)
@@ -385,7 +356,7 @@ fn a_new_record_carrying_another_key_is_never_used() {
         gauge(admin, "ses_relay_dkim_dns_consistent", NEW),
         Some(0.0)
     );
-    let log = relay_log(&dir);
+    let log = relay.log();
     assert!(!log.contains("\"audit\":\"dkim\""), "no switch:\n{log}");
 }
 

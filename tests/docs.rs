@@ -9,6 +9,8 @@
 //! an array of them) is walked the same way. A key added to any struct, in any
 //! table, shows up here without touching this file.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
@@ -256,13 +258,11 @@ fn documented_defaults_are_the_real_defaults() {
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
 
+/// The stdout of `ses-relay ARGS`, which must succeed.
 fn ses_relay(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    let (code, stdout, stderr) = common::ses_relay(args);
+    assert_eq!(code, 0, "{args:?}: {stdout}{stderr}");
+    stdout
 }
 
 #[test]

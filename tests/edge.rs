@@ -6,44 +6,30 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::client::{SmtpClient, smtp};
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, smtp, test_config};
+use common::wait::wait_until_async;
+use common::{RunningRelay, test_config};
 use ses_relay::config::{HumanDuration, LegacyConfig, LegacyTls};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-/// One connection: every reply line it gets, read until `count` final lines arrived.
+/// One connection: `wire` in one write, then up to `count` replies (fewer
+/// when the relay closes first).
 async fn dialogue(addr: SocketAddr, wire: &[u8], count: usize) -> Vec<String> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write.write_all(wire).await.unwrap();
-    final_replies(&mut read, count).await
+    let mut client = SmtpClient::connect(addr).await;
+    client.write(wire).await;
+    client.replies(count).await
 }
 
-/// Reply lines until `count` final ones (not `250-` continuations) arrived,
-/// or the connection closed.
-async fn final_replies<R: AsyncBufReadExt + Unpin>(read: &mut R, count: usize) -> Vec<String> {
-    let mut replies = Vec::new();
-    while replies.len() < count {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(20), read.read_line(&mut line))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            replies.push(line);
-        }
-    }
-    replies
-}
-
+/// The code and the start of the text of each reply's last line.
 fn codes(replies: &[String]) -> Vec<&str> {
-    replies.iter().map(|r| &r[..r.len().min(9)]).collect()
+    replies
+        .iter()
+        .map(|r| {
+            let last = r.lines().last().unwrap_or_default();
+            &last[..last.len().min(9)]
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -112,11 +98,7 @@ async fn a_reload_applies_max_connections() {
     config.smtp.max_connections = 1;
     let running = config.clone();
     let relay = RunningRelay::start(config.clone()).await;
-    let first = TcpStream::connect(relay.addr).await.unwrap();
-    let mut first = BufReader::new(first);
-    let mut greeting = String::new();
-    first.read_line(&mut greeting).await.unwrap();
-    assert!(greeting.starts_with("220"), "{greeting}");
+    let first = SmtpClient::greeted(relay.addr).await;
     let refused = dialogue(relay.addr, b"", 1).await;
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
 
@@ -128,8 +110,15 @@ async fn a_reload_applies_max_connections() {
     // Lowered again: the open session stays, new ones wait for room.
     config.smtp.max_connections = 1;
     ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let refused = dialogue(relay.addr, b"", 1).await;
+    // Room for one again once the second session (QUIT) has ended.
+    let refused = wait_until_async(Duration::from_secs(10), || async {
+        let refused = dialogue(relay.addr, b"", 1).await;
+        match refused[0].starts_with("421 4.3.2") {
+            true => Ok(refused),
+            false => Err(format!("{refused:?}")),
+        }
+    })
+    .await;
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
     drop(first);
     assert!(relay.stop().await);
@@ -169,24 +158,24 @@ async fn after_a_refused_message_the_pipelined_transaction_is_read_whole() {
                 "RSET\r\nMAIL FROM:<c@goo.ne.jp>\r\nRCPT TO:<d@example.com>\r\nDATA\r\n",
                 "From: c@goo.ne.jp\r\nSubject: second\r\n\r\nx\r\n.\r\nQUIT\r\n"
             );
-            let stream = TcpStream::connect(relay.addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (read, mut write) = stream.into_split();
-            let mut read = BufReader::new(read);
+            let mut client = SmtpClient::connect(relay.addr).await;
+            client.stream().set_nodelay(true).unwrap();
             let body = refused.as_bytes();
             let whole = [first.as_bytes(), body, next.as_bytes()].concat();
             if split {
-                // The marker's last byte alone, then the pipelined commands.
+                // The marker's last byte alone, then the pipelined commands:
+                // the pauses are under test, so each write arrives in a read
+                // of its own.
                 let cut = first.len() + body.len() - 1;
-                write.write_all(&whole[..cut]).await.unwrap();
+                client.write(&whole[..cut]).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                write.write_all(&whole[cut..cut + 1]).await.unwrap();
+                client.write(&whole[cut..cut + 1]).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                write.write_all(&whole[cut + 1..]).await.unwrap();
+                client.write(&whole[cut + 1..]).await;
             } else {
-                write.write_all(&whole).await.unwrap();
+                client.write(&whole).await;
             }
-            let replies = final_replies(&mut read, 12).await;
+            let replies = client.replies(12).await;
             assert_eq!(
                 codes(&replies),
                 [

@@ -12,12 +12,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::admin::{cutover, get};
+use common::client::SmtpClient;
 use common::fleet::{
-    PARAMETER, REFRESH, admin, cutover, fleet_config, prepare_ses, route_of, send, set,
-    until_percent,
+    PARAMETER, REFRESH, fleet_config, prepare_ses, route_of, send, set, until_percent,
 };
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
 use ses_relay::config::HumanDuration;
 
@@ -116,8 +119,17 @@ async fn two_relays_share_one_cutover_through_ssm() {
 
     // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
     let ssm_endpoint = ssm.endpoint();
+    let before = Metrics::of(&a).await;
     drop(ssm);
-    tokio::time::sleep(REFRESH * 3).await;
+    let store_errors = || async {
+        let after = Metrics::of(&a).await;
+        after.delta(&before, "ses_relay_cutover_store_errors_total", &[])
+    };
+    wait_until_async(REFRESH * 4, || async {
+        let errors = store_errors().await;
+        ok_if(errors >= 2.0, format!("{errors} failed refreshes counted"))
+    })
+    .await;
     let status = cutover(&a).await;
     assert_eq!(
         (status["ses_percent"].as_f64(), status["version"].as_i64()),
@@ -126,13 +138,8 @@ async fn two_relays_share_one_cutover_through_ssm() {
     );
     assert!(send(&a, "ssm-down").await.starts_with("250"));
     assert_eq!(route_of(&ses, &legacy, "ssm-down"), "legacy");
-    assert_eq!(admin(&a, "GET", "/readyz", None).await.status, 200);
-    let metrics = ses_relay::metrics::render();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    assert_eq!(get(a.admin(), "/readyz").await.status, 200);
+    let errors = store_errors().await;
     assert!(errors >= 2.0, "refreshes failed and were counted: {errors}");
     // A change cannot reach the fleet: refused, nothing changes here either.
     let answer = set(&a, 100.0, "while SSM is down").await;
@@ -175,45 +182,35 @@ async fn two_relays_share_one_cutover_through_ssm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_finishes() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let ses = common::ses_fake::SesFake::start().await;
     let mut config = test_config(&ses.endpoint());
     config.smtp.shutdown_grace = HumanDuration(Duration::from_secs(10));
     let relay = RunningRelay::start(config).await;
-    assert_eq!(admin(&relay, "GET", "/readyz", None).await.status, 200);
+    assert_eq!(get(relay.admin(), "/readyz").await.status, 200);
     // A transaction in flight keeps the drain going.
-    let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
-    let mut read = BufReader::new(stream);
-    let mut line = String::new();
-    for command in [
-        "",
-        "EHLO postfix.test\r\n",
-        "MAIL FROM:<news@goo.ne.jp>\r\n",
-    ] {
-        read.get_mut().write_all(command.as_bytes()).await.unwrap();
-        loop {
-            line.clear();
-            read.read_line(&mut line).await.unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                break;
-            }
-        }
-        assert!(line.starts_with('2'), "{line}");
-    }
+    let mut client = SmtpClient::greeted(relay.addr).await;
+    client.ehlo("postfix.test").await;
+    client.expect("MAIL FROM:<news@goo.ne.jp>", "2").await;
     relay.shutdown.trigger();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = admin(&relay, "GET", "/readyz", None).await;
+    let answer = wait_until_async(Duration::from_secs(5), || async {
+        let answer = get(relay.admin(), "/readyz").await;
+        match answer.status {
+            503 => Ok(answer),
+            _ => Err(format!("{}: {}", answer.status, answer.body)),
+        }
+    })
+    .await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["shutting_down"], true, "{body}");
     // /healthz still answers: the process is alive, only draining.
-    assert_eq!(admin(&relay, "GET", "/healthz", None).await.status, 200);
+    assert_eq!(get(relay.admin(), "/healthz").await.status, 200);
     // New SMTP connections are no longer accepted.
     assert!(
         tokio::net::TcpStream::connect(relay.addr).await.is_err(),
         "listener closed during the drain"
     );
-    read.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    client.write("QUIT\r\n").await;
     assert!(relay.stop().await, "drained");
 }
 

@@ -15,9 +15,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::config::{Credentials, Region};
-use common::fleet::{PARAMETER, REFRESH, TOKEN, cutover, fleet_config, set, until_percent};
+use common::admin::cutover;
+use common::fleet::{PARAMETER, REFRESH, TOKEN, fleet_config, set, until_percent};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir};
 
 /// Both relays must show a change within this.
@@ -248,23 +251,21 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
     );
 
     // SSM runs again: both relays come to what it holds, whatever that is.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let holds = loop {
+    let holds = wait_until_async(Duration::from_secs(20), || async {
         let (percent, version) = held(&hand).await;
         let a_now = cutover(&a).await;
         let b_now = cutover(&b).await;
         let agree = [&a_now, &b_now].iter().all(|s| {
             s["ses_percent"].as_f64() == Some(percent) && s["version"].as_i64() == Some(version)
         });
-        if agree {
-            break (percent, version);
+        match agree {
+            true => Ok((percent, version)),
+            false => Err(format!(
+                "SSM holds {percent}% v{version}; A {a_now}; B {b_now}"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "SSM holds {percent}% v{version}; A {a_now}; B {b_now}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     // Never two versions for one write (no SDK retry after the relay gave up).
     assert!(holds.1 <= 2, "{holds:?}");
     // And the relay that made the write says what became of it, once.
@@ -277,14 +278,15 @@ async fn a_put_while_ssm_is_stopped_is_unknown_then_both_relays_show_what_ssm_ho
             })
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    let text = wait_until_async(Duration::from_secs(10), || async {
         let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-        if !resolved(&text).is_empty() || Instant::now() > deadline {
-            break text;
+        match resolved(&text).is_empty() {
+            false => Ok(text),
+            true => Err(format!("no audit line for the outcome:\n{text}")),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
+    // "Once" is under test: half a second for a second line that must not come.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let resolved = resolved(&String::from_utf8(lines.lock().unwrap().clone()).unwrap());
     assert_eq!(resolved.len(), 1, "one audit line for the outcome:\n{text}");
@@ -309,13 +311,7 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
     let hand = operator_ssm(&ssm.endpoint()).await;
     put_by_hand(&hand, r#"{"ses_percent": 40, "reason": "good"}"#).await;
     both_within(&a, &b, 40.0, "good").await;
-    let errors = || {
-        ses_relay::metrics::render()
-            .lines()
-            .find_map(|l| l.strip_prefix("ses_relay_cutover_store_errors_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let errors = "ses_relay_cutover_store_errors_total";
     for bad in [
         r#"{"ses_percent": 12.345, "reason": "bad"}"#,
         r#"{"ses_percent": 1e-320, "reason": "bad"}"#,
@@ -324,9 +320,14 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
         r#"[50, "bad"]"#,
         r#""50""#,
     ] {
-        let before = errors();
+        let before = Metrics::of(&a).await;
         put_by_hand(&hand, bad).await;
-        tokio::time::sleep(REFRESH * 2 + Duration::from_millis(300)).await;
+        // Both relays read it (each refusal is counted once per refresh).
+        wait_until_async(WITHIN * 2, || async {
+            let counted = Metrics::of(&a).await.delta(&before, errors, &[]);
+            ok_if(counted >= 2.0, format!("{bad}: {counted} errors counted"))
+        })
+        .await;
         for relay in [&a, &b] {
             let status = cutover(relay).await;
             assert_eq!(
@@ -336,7 +337,8 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
             );
             assert_eq!(relay.relay.router.ses_percent(), 40.0, "{bad}");
         }
-        assert!(errors() > before, "{bad}: refused values are counted");
+        let counted = Metrics::of(&a).await.delta(&before, errors, &[]);
+        assert!(counted > 0.0, "{bad}: refused values are counted");
     }
     // The next good value is taken again.
     put_by_hand(&hand, r#"{"ses_percent": 30, "reason": "good again"}"#).await;

@@ -12,12 +12,15 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::guard::{admin, cutover, guard_config, metric, rfc822, transaction};
+use common::admin::{cutover, get, set_cutover};
+use common::client::deliver;
+use common::guard::{TOKEN, guard_config, rfc822};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::request;
 
 /// One transaction; returns the final reply.
 async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &str) -> String {
@@ -30,7 +33,7 @@ async fn send(addr: SocketAddr, from: &str, received_ago: Option<i64>, body: &st
     let message = format!(
         "{received}From: <{from}>\r\nTo: <rcpt@example.net>\r\nSubject: guard\r\n\r\n{body}"
     );
-    transaction(addr, from, &message).await
+    deliver(addr, from, &["rcpt@example.net"], &message).await
 }
 
 /// Creates the sending identity in moto (the configuration set too), so SES accepts.
@@ -56,6 +59,7 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
     let dir = TempDir::new("guard-failure");
     let config = guard_config(&ses.endpoint(), &sink, &dir, 5);
     let relay = RunningRelay::start(config.clone()).await;
+    let before = Metrics::of(&relay).await;
 
     // A client sending bare LF gets 550 every time; the guard never hears of it.
     for i in 0..8 {
@@ -89,31 +93,26 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
         "{status}"
     );
     assert_eq!(status["guard"]["state"], "tripped", "{status}");
-    let metrics = ses_relay::metrics::render();
+    let trips = "ses_relay_guard_trips_total";
+    let after = Metrics::of(&relay).await;
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"failure-ratio\"}"
-        ) >= 1.0,
-        "{metrics}"
+        after.delta(&before, trips, &[("condition", "failure-ratio")]) >= 1.0,
+        "{}",
+        after.text()
     );
     // The next transaction goes to legacy.
     let reply = send(relay.addr, "news@unverified.example", None, "after\r\n").await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1);
     // Persisted as the guard's (written off the async workers, right after).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    wait_until_async(std::time::Duration::from_secs(5), || async {
         let saved = std::fs::read_to_string(dir.path("state/cutover.json")).unwrap_or_default();
-        if saved.contains("\"source\": \"guard\"") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not persisted: {saved}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        ok_if(
+            saved.contains("\"source\": \"guard\""),
+            format!("not persisted: {saved}"),
+        )
+    })
+    .await;
     assert!(relay.stop().await);
 
     // A restart keeps the guard's percentage, and the guard stays tripped.
@@ -127,13 +126,9 @@ async fn ses_failing_everything_trips_the_failure_ratio_bare_lf_trips_nothing_re
     assert_eq!(sink.messages().len(), 2);
 
     // PUT /cutover re-arms on a fresh window: four refusals do not trip again, a fifth does.
-    let (code, status) = admin(
-        &relay,
-        "PUT",
-        Some(r#"{"ses_percent": 100, "reason": "fixed the identity"}"#.into()),
-    )
-    .await;
-    assert_eq!(code, 200, "{status}");
+    let answer = set_cutover(&relay, TOKEN, 100.0, "fixed the identity").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let status: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(status["guard"]["state"], "armed", "{status}");
     assert_eq!(status["guard"]["outcomes"], 0, "{status}");
     assert_ne!(status["source"], "guard", "{status}");
@@ -197,10 +192,16 @@ async fn ten_minute_old_received_dates_trip_the_delay() {
     let reply = send(relay.addr, "news@goo.ne.jp", Some(600), "after\r\n").await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(sink.messages().len(), 1, "after the trip, legacy takes it");
-    let metrics = ses_relay::metrics::render();
+    let metrics = Metrics::of(&relay).await;
     assert!(
-        metrics.contains("ses_relay_delivery_delay_seconds_bucket{route=\"ses\",le=\"600\"}"),
-        "{metrics}"
+        metrics
+            .value(
+                "ses_relay_delivery_delay_seconds_bucket",
+                &[("route", "ses"), ("le", "600")]
+            )
+            .is_some(),
+        "{}",
+        metrics.text()
     );
     assert!(relay.stop().await);
     drop(moto);
@@ -217,6 +218,7 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("guard-paused");
     let relay = RunningRelay::start(guard_config(&ses.endpoint(), &sink, &dir, 200)).await;
+    let before = Metrics::of(&relay).await;
     let reply = send(relay.addr, "news@goo.ne.jp", None, "paused\r\n").await;
     assert!(reply.starts_with("451 4.7.0"), "{reply}");
     let status = cutover(&relay).await;
@@ -232,7 +234,8 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(ses.attempts(), 1, "one SES call, not retried");
     // Every condition's series exists (registered at 0 at startup), and the gauge.
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let trips = "ses_relay_guard_trips_total";
     for condition in [
         "failure-ratio",
         "delay",
@@ -241,22 +244,20 @@ async fn sending_paused_trips_at_once_the_message_gets_451_and_its_retry_goes_to
         "ses-paused",
         "reject-ratio",
     ] {
-        let series = format!("ses_relay_guard_trips_total{{condition=\"{condition}\"}}");
-        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+        assert!(
+            after.value(trips, &[("condition", condition)]).is_some(),
+            "{condition} missing:\n{}",
+            after.text()
+        );
     }
-    assert!(metrics.contains("ses_relay_guard_tripped "), "{metrics}");
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"ses-paused\"}"
-        ) >= 1.0
+        after.value("ses_relay_guard_tripped", &[]).is_some(),
+        "{}",
+        after.text()
     );
+    assert!(after.delta(&before, trips, &[("condition", "ses-paused")]) >= 1.0);
     // The status page shows the guard's state, the trip and the figures it watches.
-    let addr = relay.admin_addr.unwrap();
-    let page = tokio::task::spawn_blocking(move || request(addr, "GET", "/", None, None).unwrap())
-        .await
-        .unwrap()
-        .body;
+    let page = get(relay.admin(), "/").await.body;
     assert!(page.contains(">Rollback guard</h2>"), "{page}");
     assert!(page.contains(">tripped<"), "{page}");
     assert!(

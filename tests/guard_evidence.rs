@@ -9,14 +9,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use common::guard::{cutover, guard_config, metric, rfc822, transaction};
+use common::admin::cutover;
+use common::client::{SmtpClient, deliver};
+use common::guard::{guard_config, rfc822};
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_identity, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir, test_config};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// A message as the client (our Postfix) hands it over: `received` on top.
 fn message(received: &str, from: &str) -> String {
@@ -26,45 +26,16 @@ fn message(received: &str, from: &str) -> String {
 /// One transaction through a load balancer that names `client` in a PROXY
 /// v1 header; the final reply.
 async fn send_as(addr: SocketAddr, client: &str, from: &str) -> String {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let mut stream = BufReader::new(stream);
-    let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 25\r\n");
-    stream.get_mut().write_all(header.as_bytes()).await.unwrap();
-    async fn reply(stream: &mut BufReader<TcpStream>) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            tokio::time::timeout(Duration::from_secs(30), stream.read_line(&mut line))
-                .await
-                .expect("a reply in time")
-                .unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line;
-            }
-        }
-    }
-    let greeting = reply(&mut stream).await;
+    let mut smtp = SmtpClient::connect(addr).await;
+    smtp.write(format!("PROXY TCP4 {client} 127.0.0.1 40000 25\r\n"))
+        .await;
+    let greeting = smtp.reply().await;
     assert!(greeting.starts_with("220"), "{greeting}");
-    let body = message("", from);
-    let mut last = String::new();
-    for command in [
-        "EHLO client.test".to_string(),
-        format!("MAIL FROM:<{from}>"),
-        "RCPT TO:<rcpt@example.net>".into(),
-        "DATA".into(),
-        format!("{body}\r\n."),
-        "QUIT".into(),
-    ] {
-        stream
-            .get_mut()
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = reply(&mut stream).await;
-        if command.ends_with("\r\n.") {
-            last = answer;
-        }
-    }
+    smtp.ehlo("client.test").await;
+    let last = smtp
+        .send_mail(from, &["rcpt@example.net"], &message("", from))
+        .await;
+    smtp.command("QUIT").await;
     last
 }
 
@@ -93,9 +64,10 @@ async fn forged_old_received_headers_below_the_clients_trip_nothing_and_the_p95_
             rfc822(86_400),
             rfc822(2 * 86_400),
         );
-        let reply = transaction(
+        let reply = deliver(
             relay.addr,
             "news@goo.ne.jp",
+            &["rcpt@example.net"],
             &message(&received, "news@goo.ne.jp"),
         )
         .await;
@@ -108,9 +80,10 @@ async fn forged_old_received_headers_below_the_clients_trip_nothing_and_the_p95_
             "Received: from sender.example by mx1.goo.ne.jp (Postfix)\r\nReceived: from forger by forger; {}\r\n",
             rfc822(86_400)
         );
-        let reply = transaction(
+        let reply = deliver(
             relay.addr,
             "news@goo.ne.jp",
+            &["rcpt@example.net"],
             &message(&received, "news@goo.ne.jp"),
         )
         .await;
@@ -145,6 +118,7 @@ async fn message_rejected_from_one_client_trips_nothing_and_from_two_clients_tri
     config.smtp.proxy_protocol = true;
     config.smtp.proxy_trusted = vec!["127.0.0.1/32".parse().unwrap()];
     let relay = RunningRelay::start(config).await;
+    let before = Metrics::of(&relay).await;
 
     // One broken Postfix: its messages are refused, again and again.
     for i in 0..12 {
@@ -174,13 +148,12 @@ async fn message_rejected_from_one_client_trips_nothing_and_from_two_clients_tri
         status["reason"], "guard: reject ratio 1.00 > 0.05 over 1m (13 of 13, from 2 clients)",
         "{status}"
     );
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let trips = [("condition", "reject-ratio")];
     assert!(
-        metric(
-            &metrics,
-            "ses_relay_guard_trips_total{condition=\"reject-ratio\"}"
-        ) >= 1.0,
-        "{metrics}"
+        after.delta(&before, "ses_relay_guard_trips_total", &trips) >= 1.0,
+        "{}",
+        after.text()
     );
     // The next transaction goes to legacy.
     let reply = send_as(relay.addr, "127.0.0.2", "news@unverified.example").await;

@@ -10,9 +10,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
-use common::guard::{cutover, guard_config, metric};
+use common::admin::cutover;
+use common::guard::guard_config;
+use common::metrics::Metrics;
 use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir};
 use ses_relay::config::HumanDuration;
 
@@ -95,7 +98,8 @@ async fn send_all(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String])
 /// Waits until every message of the queue was received and deleted.
 async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, deadline: Instant) {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    loop {
+    let within = deadline.saturating_duration_since(Instant::now());
+    wait_until_async(within, || async {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(queue_url)
@@ -110,17 +114,13 @@ async fn drained(sqs: &aws_sdk_sqs::Client, queue_url: &str, deadline: Instant) 
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(u64::MAX)
         };
-        if count(A::ApproximateNumberOfMessages) == 0
-            && count(A::ApproximateNumberOfMessagesNotVisible) == 0
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "queue not drained: {attributes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        ok_if(
+            count(A::ApproximateNumberOfMessages) == 0
+                && count(A::ApproximateNumberOfMessagesNotVisible) == 0,
+            format!("queue not drained: {attributes:?}"),
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,20 +183,21 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     assert!(guard.detail.contains("can only alert"), "{guard}");
 
     let relay = RunningRelay::start(config).await;
+    let before = Metrics::of(&relay).await;
     // 100 sends, 10 permanent bounces, one poison message.
     let mut bodies: Vec<String> = (0..100).map(|n| event("Send", n)).collect();
     bodies.extend((0..10).map(|n| event("Bounce", n)));
     bodies.push("{not an SES event".into());
     send_all(&sqs, &queue_url, &bodies).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    let status = wait_until_async(Duration::from_secs(60), || async {
         let status = cutover(&relay).await;
-        if status["source"] == "guard" {
-            break status;
+        match status["source"] == "guard" {
+            true => Ok(status),
+            false => Err(format!("no trip: {status}")),
         }
-        assert!(Instant::now() < deadline, "no trip: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(status["ses_percent"], 0.0, "{status}");
     let reason = status["reason"].as_str().unwrap();
     assert!(reason.starts_with("guard: bounce ratio "), "{reason}");
@@ -209,16 +210,15 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
         (100.into(), 10.into()),
         "{figures}"
     );
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let events = "ses_relay_ses_events_total";
     assert_eq!(
-        metric(&metrics, "ses_relay_ses_events_total{type=\"malformed\"}"),
+        after.delta(&before, events, &[("type", "malformed")]),
         1.0,
-        "{metrics}"
+        "{}",
+        after.text()
     );
-    assert_eq!(
-        metric(&metrics, "ses_relay_ses_events_total{type=\"bounce\"}"),
-        10.0
-    );
+    assert_eq!(after.delta(&before, events, &[("type", "bounce")]), 10.0);
     assert!(relay.stop().await);
     drop(moto);
 }
@@ -252,6 +252,7 @@ async fn events_of_another_configuration_set_account_or_topic_are_ignored_by_rea
     let queue_url = queue.queue_url().unwrap().to_string();
     config.feedback.sqs_queue_url = queue_url.clone();
     let relay = RunningRelay::start(config).await;
+    let before = Metrics::of(&relay).await;
 
     // Ours: 30 sends, the first of which SQS delivers twice.
     let mut bodies: Vec<String> = (0..30)
@@ -294,15 +295,19 @@ async fn events_of_another_configuration_set_account_or_topic_are_ignored_by_rea
     );
     assert_eq!(status["ses_percent"], 100.0, "{status}");
     assert_eq!(status["guard"]["state"], "armed", "{status}");
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
     for (reason, count) in [
         ("configuration-set", 3.0),
         ("account", 3.0),
         ("topic", 4.0),
         ("duplicate", 1.0),
     ] {
-        let series = format!("ses_relay_ses_events_ignored_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&metrics, &series), count, "{series}\n{metrics}");
+        let ignored = after.delta(
+            &before,
+            "ses_relay_ses_events_ignored_total",
+            &[("reason", reason)],
+        );
+        assert_eq!(ignored, count, "{reason}\n{}", after.text());
     }
     assert!(relay.stop().await);
     drop(moto);

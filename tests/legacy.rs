@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::cutover::{Replies, cutover_config};
+use common::client::SmtpClient;
+use common::cutover::{cutover_config, transaction};
 use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::{RunningRelay, TempDir};
@@ -13,14 +14,14 @@ use ses_relay::config::LegacyTls;
 
 /// MAIL is accepted locally, the first RCPT gets `expected` (the legacy route could not open), then QUIT.
 async fn rcpt_refused(relay: &RunningRelay, expected: &str) {
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    smtp.write("MAIL FROM:<a@goo.ne.jp>\r\nRCPT TO:<b@example.net>\r\n")
         .await;
-    assert!(smtp.next().await.starts_with("250"));
-    let reply = smtp.next().await;
+    assert!(smtp.reply().await.starts_with("250"));
+    let reply = smtp.reply().await;
     assert!(reply.starts_with(expected), "expected {expected}: {reply}");
-    smtp.send("QUIT\r\n").await;
-    assert!(smtp.next().await.starts_with("221"));
+    smtp.write("QUIT\r\n").await;
+    assert!(smtp.reply().await.starts_with("221"));
 }
 
 #[tokio::test]
@@ -29,23 +30,23 @@ async fn legacy_replies_pass_through_and_an_outage_is_451() {
     let sink = SmtpSink::start().await;
     let dir = TempDir::new("passthrough");
     let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 0.0)).await;
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.send("MAIL FROM:<a@goo.ne.jp>\r\n").await;
-    assert!(smtp.next().await.starts_with("250 2.1.0"));
-    smtp.send("RCPT TO:<reject-me@example.net>\r\n").await;
-    let refused = smtp.next().await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    smtp.write("MAIL FROM:<a@goo.ne.jp>\r\n").await;
+    assert!(smtp.reply().await.starts_with("250 2.1.0"));
+    smtp.write("RCPT TO:<reject-me@example.net>\r\n").await;
+    let refused = smtp.reply().await;
     assert!(
         refused.starts_with("550 5.1.1 <reject-me@example.net>: Recipient address rejected"),
         "{refused}"
     );
-    smtp.send("RCPT TO:<defer-me@example.net>\r\n").await;
-    assert!(smtp.next().await.starts_with("450 4.2.0"));
-    smtp.send("RCPT TO:<ok@example.net>\r\nDATA\r\n").await;
-    assert!(smtp.next().await.starts_with("250 2.1.5"));
-    assert!(smtp.next().await.starts_with("354"));
-    smtp.send("From: a@goo.ne.jp\r\nSubject: legacy\r\n\r\n..dot line\r\n.\r\n")
+    smtp.write("RCPT TO:<defer-me@example.net>\r\n").await;
+    assert!(smtp.reply().await.starts_with("450 4.2.0"));
+    smtp.write("RCPT TO:<ok@example.net>\r\nDATA\r\n").await;
+    assert!(smtp.reply().await.starts_with("250 2.1.5"));
+    assert!(smtp.reply().await.starts_with("354"));
+    smtp.write("From: a@goo.ne.jp\r\nSubject: legacy\r\n\r\n..dot line\r\n.\r\n")
         .await;
-    let done = smtp.next().await;
+    let done = smtp.reply().await;
     assert!(
         done.starts_with("250 2.0.0 Ok: queued as L00001"),
         "the legacy relay's own reply: {done}"
@@ -67,10 +68,8 @@ async fn legacy_replies_pass_through_and_an_outage_is_451() {
     assert!(relay.stop().await);
 
     // The legacy relay is down: the RCPT is deferred, Postfix retries.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     let dir = TempDir::new("outage");
     let relay = RunningRelay::start(cutover_config(&ses, closed, &dir, 0.0)).await;
     rcpt_refused(&relay, "451 4.4.1").await;
@@ -78,9 +77,8 @@ async fn legacy_replies_pass_through_and_an_outage_is_451() {
 }
 
 async fn one_legacy_message(relay: &RunningRelay) -> String {
-    let mut smtp = Replies::connect(relay.addr).await;
-    smtp.transaction("a@goo.ne.jp", "b@example.net", "tls@test")
-        .await
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    transaction(&mut smtp, "a@goo.ne.jp", "b@example.net", "tls@test").await
 }
 
 #[tokio::test]

@@ -8,25 +8,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file, read_log};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::client::SmtpClient;
+use common::relay_process::{RelayCommand, RelayProcess, config_file};
 use tokio::net::TcpStream;
 
 /// A relay that wants 1000 sessions, 2064 descriptors with the reserve.
 fn thousand_sessions(dir: &TempDir) -> std::path::PathBuf {
     config_file(dir, "max-connections = 1000", "")
-}
-
-/// Waits for `child` to exit; its exit code.
-fn exit_code(child: &mut std::process::Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn assert_names_both_numbers(text: &str) {
@@ -44,21 +32,23 @@ fn under_a_hard_limit_of_256_a_thousand_sessions_are_refused_by_name() {
     let dir = TempDir::new("limits-refused");
     let config = thousand_sessions(&dir);
     // Soft and hard: nothing to raise to.
-    let (mut child, log) = SpawnedRelay::spawn_shell(
+    let mut run = RelayCommand::shell(
         &dir,
         &config,
         "ulimit -n 256 && exec \"$RELAY\" run --config \"$CONFIG\"",
-    );
-    assert_eq!(exit_code(&mut child), 1, "{}", read_log(&log));
-    assert_names_both_numbers(&read_log(&log));
+    )
+    .spawn();
+    assert_eq!(run.exit_code(), 1, "{}", run.log());
+    assert_names_both_numbers(&run.log());
 
-    let (mut child, log) = SpawnedRelay::spawn_shell(
+    let mut check = RelayCommand::shell(
         &dir,
         &config,
         "ulimit -n 256 && exec \"$RELAY\" check-config --config \"$CONFIG\"",
-    );
-    assert_eq!(exit_code(&mut child), 1, "{}", read_log(&log));
-    assert_names_both_numbers(&read_log(&log));
+    )
+    .spawn();
+    assert_eq!(check.exit_code(), 1, "{}", check.log());
+    assert_names_both_numbers(&check.log());
 }
 
 /// `Max open files` soft and hard of a running process.
@@ -85,12 +75,13 @@ fn a_low_soft_limit_is_raised_to_the_hard_one() {
     }
     let dir = TempDir::new("limits-raised");
     let config = thousand_sessions(&dir);
-    let relay = SpawnedRelay::start_with(
+    let relay = RelayCommand::shell(
         &dir,
         &config,
         "ulimit -Sn 256 && exec \"$RELAY\" run --config \"$CONFIG\"",
-    );
-    assert_eq!(open_files_limits(relay.child.id()), (hard.clone(), hard));
+    )
+    .start();
+    assert_eq!(open_files_limits(relay.process.id()), (hard.clone(), hard));
 }
 
 /// Descriptors `pid` has open.
@@ -112,8 +103,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
     let dir = TempDir::new("limits-emfile");
     let config = config_file(&dir, "max-connections = 200", "");
-    let relay = SpawnedRelay::start(&dir, &config);
-    let pid = relay.child.id();
+    let relay = RelayProcess::start(&dir, &config);
+    let pid = relay.process.id();
     // Room for a few sessions only.
     let room = 5;
     let soft = open_descriptors(pid) + room;
@@ -137,6 +128,7 @@ async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
     });
     // Three seconds out of descriptors: a listener that retried at once
     // would burn a core (300 ticks); backing off to 1 s it barely wakes.
+    // The sleep is the interval under test.
     let before = cpu_ticks(pid);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
@@ -148,11 +140,9 @@ async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
     // Descriptors back: the connections waiting in the backlog get their greeting.
     let last = held.pop().unwrap();
     drop(held);
-    let mut waiting = BufReader::new(last);
-    let mut greeting = String::new();
-    tokio::time::timeout(Duration::from_secs(10), waiting.read_line(&mut greeting))
+    let mut waiting = SmtpClient::over(last);
+    let greeting = tokio::time::timeout(Duration::from_secs(10), waiting.reply())
         .await
-        .expect("greeting once descriptors are free")
-        .unwrap();
+        .expect("greeting once descriptors are free");
     assert!(greeting.starts_with("220"), "{greeting}");
 }

@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use common::client::{SmtpClient, connect_from};
+use common::relay_process::{RelayProcess, config_file};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Trusted balancer; 127.0.0.1 plays a host that is not one.
@@ -34,13 +35,11 @@ async fn send_and_drain(stream: &mut TcpStream, bytes: &[u8]) -> String {
 
 /// A session through the balancer with hostile EHLO, addresses and tags.
 async fn hostile_session(relay: SocketAddr) {
-    let mut stream = connect_from(BALANCER, relay).await;
-    stream
-        .write_all(b"PROXY TCP4 202.217.1.2 10.0.0.1 40000 25\r\n")
-        .await
-        .unwrap();
-    let mut read = BufReader::new(stream);
-    assert!(reply(&mut read).await.starts_with("220"));
+    let mut client = SmtpClient::over(connect_from(BALANCER, relay).await);
+    client
+        .write(b"PROXY TCP4 202.217.1.2 10.0.0.1 40000 25\r\n")
+        .await;
+    assert!(client.reply().await.starts_with("220"));
     let commands = [
         format!("EHLO {ESCAPES}.example\rX"),
         format!("EHLO a{ESCAPES}"),
@@ -55,10 +54,7 @@ async fn hostile_session(relay: SocketAddr) {
         "RCPT TO:<b@example.com>".to_string(),
     ];
     for command in commands {
-        let mut line = command.into_bytes();
-        line.extend_from_slice(b"\r\n");
-        read.get_mut().write_all(&line).await.unwrap();
-        reply(&mut read).await;
+        client.command(&command).await;
     }
     // Whatever MAIL got, a clean transaction carries the hostile tags.
     for command in [
@@ -67,22 +63,17 @@ async fn hostile_session(relay: SocketAddr) {
         "RCPT TO:<b@example.com>",
         "DATA",
     ] {
-        read.get_mut()
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        reply(&mut read).await;
+        client.command(command).await;
     }
     let message = format!(
         "From: a@goo.ne.jp\r\nTo: b@example.com\r\nSubject: t\r\n\
          X-SES-MESSAGE-TAGS: campaign={ESCAPES}, {ESCAPES}=x, ok=\x1b]0;t\x07\r\n\
          \r\nbody\r\n.\r\n"
     );
-    read.get_mut().write_all(message.as_bytes()).await.unwrap();
-    let answer = reply(&mut read).await;
+    client.write(message).await;
+    let answer = client.reply().await;
     assert!(answer.starts_with("250"), "{answer}");
-    read.get_mut().write_all(b"QUIT\r\n").await.unwrap();
-    reply(&mut read).await;
+    client.command("QUIT").await;
 }
 
 /// PROXY headers with escapes, CR and LF where the addresses go.
@@ -138,7 +129,7 @@ async fn hostile_input_reaches_the_log_escaped(mask_pii: bool) {
             "[log]\nformat = \"text\"\nlevel = \"info,ses_relay=debug\"\nmask-pii = {mask_pii}\n"
         ),
     );
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
 
     hostile_session(relay.smtp).await;
     for header in hostile_headers() {

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::TempDir;
-use common::spawned::{SpawnedRelay, config_file, connect_from, reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use common::client::{SmtpClient, connect_from};
+use common::relay_process::{RelayProcess, config_file};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BALANCER: &str = "127.0.0.2";
 
@@ -55,7 +55,7 @@ fn lines_and_summaries(log: &str, what: &str) -> (usize, Vec<u64>) {
 }
 
 /// Waits until the lines and summaries for `what` account for all `events`.
-fn accounted(relay: &SpawnedRelay, what: &str, events: u64) -> (usize, Vec<u64>) {
+fn accounted(relay: &RelayProcess, what: &str, events: u64) -> (usize, Vec<u64>) {
     let log = relay.wait_for_log(&format!("{events} `{what}` accounted for"), |log| {
         let (lines, summaries) = lines_and_summaries(log, what);
         lines as u64 + summaries.iter().sum::<u64>() >= events
@@ -77,7 +77,7 @@ async fn refusals_and_broken_proxy_headers_are_throttled_with_a_count() {
         &format!("proxy-protocol = true\nproxy-trusted = [\"{BALANCER}/32\"]"),
         "",
     );
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
     knock_many(500, "127.0.0.1", relay.smtp, b"EHLO scanner\r\n").await;
     let (lines, summaries) = accounted(&relay, "peer not in proxy-trusted, refused", 500);
     assert!(lines <= 10, "{lines} lines");
@@ -103,15 +103,8 @@ async fn failed_tls_handshakes_are_throttled_with_a_count() {
         ),
         "",
     );
-    let relay = SpawnedRelay::start(&dir, &config);
-    let implicit_tls: SocketAddr = relay
-        .log()
-        .lines()
-        .find(|l| l.contains("INFO listening") && l.contains("implicit_tls=true"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("implicit TLS listener in the log");
+    let relay = RelayProcess::start(&dir, &config);
+    let implicit_tls = relay.tls.expect("implicit TLS listener in the log");
     // Plaintext SMTP where a ClientHello belongs.
     knock_many(100, "127.0.0.1", implicit_tls, b"EHLO scanner\r\n").await;
     let (lines, summaries) = accounted(&relay, "TLS handshake failed", 100);
@@ -122,9 +115,8 @@ async fn failed_tls_handshakes_are_throttled_with_a_count() {
 #[tokio::test]
 async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
     // A port nothing listens on: every transaction finds the legacy relay unreachable.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let legacy = closed.local_addr().unwrap();
-    drop(closed);
+    let refusing = common::RefusingPort::bind();
+    let legacy = refusing.addr;
     let dir = TempDir::new("throttle-legacy");
     let config = config_file(&dir, "", "");
     let text = std::fs::read_to_string(&config)
@@ -135,10 +127,9 @@ async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
         )
         .replace("ses-percent = 100.0", "ses-percent = 0.0");
     std::fs::write(&config, text).unwrap();
-    let relay = SpawnedRelay::start(&dir, &config);
+    let relay = RelayProcess::start(&dir, &config);
 
-    let mut read = BufReader::new(TcpStream::connect(relay.smtp).await.unwrap());
-    assert!(reply(&mut read).await.starts_with("220"));
+    let mut client = SmtpClient::greeted(relay.smtp).await;
     let transactions = 100;
     for command in std::iter::once("EHLO postfix.test").chain(
         ["MAIL FROM:<a@goo.ne.jp>", "RCPT TO:<b@example.com>", "RSET"]
@@ -146,11 +137,7 @@ async fn a_legacy_outage_logs_one_line_per_cause_with_a_count() {
             .cycle()
             .take(3 * transactions),
     ) {
-        read.get_mut()
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = reply(&mut read).await;
+        let answer = client.command(command).await;
         if command.starts_with("RCPT") {
             assert!(answer.starts_with("451 4.4.1"), "{answer}");
         }

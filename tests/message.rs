@@ -8,60 +8,30 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use common::client::SmtpClient;
 use common::peers::dkimpy_verify;
 use common::ses_fake::{SendEmail, SesFake};
 use common::{RunningRelay, TempDir, demo_txt, header_names, test_config, verify_dkim};
 use mail_auth::DkimResult;
 use ses_relay::config::{LegacyConfig, LegacyMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One transaction over raw SMTP (`mail` is what follows `MAIL FROM:`): every
 /// reply, greeting first. The message is sent as bytes, so it may hold
 /// anything the client likes.
 async fn transaction(addr: SocketAddr, mail: &str, rcpts: &[&str], message: &[u8]) -> Vec<String> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut pending = Vec::new();
-    let mut replies = vec![reply(&mut stream, &mut pending).await];
+    let mut client = SmtpClient::connect(addr).await;
+    let mut replies = vec![client.reply().await];
     let mut commands: Vec<String> = vec!["EHLO client.test".into(), format!("MAIL FROM:{mail}")];
     commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
     commands.push("DATA".into());
     for command in commands {
-        stream
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        replies.push(reply(&mut stream, &mut pending).await);
+        replies.push(client.command(&command).await);
     }
     if replies.last().unwrap().starts_with("354") {
-        stream.write_all(message).await.unwrap();
-        stream.write_all(b".\r\n").await.unwrap();
-        replies.push(reply(&mut stream, &mut pending).await);
+        replies.push(client.data_message(message).await);
     }
     replies
-}
-
-async fn reply(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
-    loop {
-        let mut start = 0;
-        while let Some(lf) = pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + lf + 1;
-            if pending.get(start + 3) != Some(&b'-') {
-                let reply: Vec<u8> = pending.drain(..end).collect();
-                return String::from_utf8_lossy(&reply).into_owned();
-            }
-            start = end;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        pending.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn last(replies: &[String]) -> &str {

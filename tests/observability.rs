@@ -6,10 +6,11 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::client::smtp;
+use common::metrics::Metrics;
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, smtp, test_config};
-use ses_relay::admin::client::request;
+use common::{RunningRelay, test_config};
 use ses_relay::config::{Config, LegacyConfig, LegacyTls};
 
 /// Metric names (`ses_relay_...`) used in a dashboard or rules file; recording
@@ -37,23 +38,10 @@ fn metric_names(text: &str) -> Vec<String> {
     names
 }
 
-async fn get(addr: SocketAddr, path: &'static str) -> String {
-    let answer =
-        tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None).unwrap())
-            .await
-            .unwrap();
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let answer = common::admin::get(addr, path).await;
     assert_eq!(answer.status, 200, "{path}: {}", answer.body);
     answer.body
-}
-
-/// The value of one sample line, e.g. `ses_relay_transactions_total{route="ses",result="delivered"}`.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// One session: `commands` are sent one by one and each reply is read;
@@ -94,8 +82,8 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     let ses = SesFake::start().await;
     let sink = SmtpSink::start().await;
     let relay = RunningRelay::start(legacy_by_rule(&ses, &sink)).await;
-    let admin = relay.admin_addr.unwrap();
-    let before = get(admin, "/metrics").await;
+    let admin = relay.admin();
+    let before = Metrics::of(&relay).await;
 
     // replies: greeting, EHLO, MAIL, RCPT, 354, final, QUIT
     for _ in 0..3 {
@@ -122,7 +110,8 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
     let replies = smtp(relay.addr, &transaction("b@example.com"), Some(bare_lf)).await;
     assert!(replies[5].starts_with("550 5.5.2"), "{replies:?}");
 
-    let after = get(admin, "/metrics").await;
+    let after = Metrics::of(&relay).await;
+    let exported = after.text();
     for file in [
         "etc/grafana/ses-relay.json",
         "etc/prometheus/ses-relay.rules.yml",
@@ -134,60 +123,60 @@ async fn dashboard_and_rules_metrics_are_exported_and_move() {
         assert!(names.len() >= 3, "{file}: {names:?}");
         for name in names {
             assert!(
-                after.lines().any(|l| l.starts_with(&name)
+                exported.lines().any(|l| l.starts_with(&name)
                     && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' '))),
-                "{file} uses {name}, which /metrics does not export:\n{after}"
+                "{file} uses {name}, which /metrics does not export:\n{exported}"
             );
         }
     }
-    let delivered = "ses_relay_transactions_total{route=\"ses\",result=\"delivered\"}";
-    assert_eq!(sample(&after, delivered) - sample(&before, delivered), 3.0);
+    let moved = |name: &str, labels: &[(&str, &str)]| after.delta(&before, name, labels);
+    let transactions = "ses_relay_transactions_total";
+    for (route, result, count) in [
+        ("ses", "delivered", 3.0),
+        ("ses", "rejected", 1.0),
+        ("legacy", "delivered", 1.0),
+        ("ses", "refused", 1.0),
+    ] {
+        let labels = [("route", route), ("result", result)];
+        assert_eq!(
+            moved(transactions, &labels),
+            count,
+            "{labels:?}\n{exported}"
+        );
+    }
     assert_eq!(
-        sample(
-            &after,
-            "ses_relay_transactions_total{route=\"ses\",result=\"rejected\"}"
+        moved(
+            "ses_relay_ses_errors_total",
+            &[("error", "MessageRejected")]
         ),
         1.0
     );
     assert_eq!(
-        sample(
-            &after,
-            "ses_relay_transactions_total{route=\"legacy\",result=\"delivered\"}"
-        ),
+        moved("ses_relay_legacy_errors_total", &[("kind", "reply_5xx")]),
         1.0
     );
     assert_eq!(
-        sample(
-            &after,
-            "ses_relay_transactions_total{route=\"ses\",result=\"refused\"}"
-        ),
-        1.0
+        after.value("ses_relay_cutover_ses_percent", &[]),
+        Some(100.0)
     );
     assert_eq!(
-        sample(
-            &after,
-            "ses_relay_ses_errors_total{error=\"MessageRejected\"}"
+        after.value(
+            "ses_relay_dkim_dns_consistent",
+            &[("domain", "goo.ne.jp"), ("selector", "gooid-21-prod")]
         ),
-        1.0
-    );
-    assert_eq!(
-        sample(&after, "ses_relay_legacy_errors_total{kind=\"reply_5xx\"}"),
-        1.0
-    );
-    assert_eq!(sample(&after, "ses_relay_cutover_ses_percent"), 100.0);
-    assert_eq!(
-        sample(
-            &after,
-            "ses_relay_dkim_dns_consistent{domain=\"goo.ne.jp\",selector=\"gooid-21-prod\"}"
-        ),
-        1.0
+        Some(1.0)
     );
     assert!(
-        after.contains("# HELP ses_relay_transactions_total"),
+        exported.contains("# HELP ses_relay_transactions_total"),
         "described"
     );
     assert!(
-        after.contains("ses_relay_delivery_duration_seconds_bucket{route=\"ses\",le=\"0.005\"}"),
+        after
+            .value(
+                "ses_relay_delivery_duration_seconds_bucket",
+                &[("route", "ses"), ("le", "0.005")]
+            )
+            .is_some(),
         "explicit buckets"
     );
 
@@ -251,10 +240,9 @@ async fn a_legacy_4xx_at_the_end_of_data_is_passed_back_and_counted_deferred() {
     let ses = SesFake::start().await;
     let sink = SmtpSink::start().await;
     let relay = RunningRelay::start(legacy_by_rule(&ses, &sink)).await;
-    let admin = relay.admin_addr.unwrap();
-    let deferred = "ses_relay_transactions_total{route=\"legacy\",result=\"deferred\"}";
-    let rejected = "ses_relay_transactions_total{route=\"legacy\",result=\"rejected\"}";
-    let before = get(admin, "/metrics").await;
+    let deferred = [("route", "legacy"), ("result", "deferred")];
+    let rejected = [("route", "legacy"), ("result", "rejected")];
+    let before = Metrics::of(&relay).await;
 
     let commands: Vec<String> = [
         "EHLO client.test",
@@ -282,16 +270,19 @@ async fn a_legacy_4xx_at_the_end_of_data_is_passed_back_and_counted_deferred() {
         "a legacy deferral is not sent to SES"
     );
 
-    let after = get(admin, "/metrics").await;
+    let after = Metrics::of(&relay).await;
+    let transactions = "ses_relay_transactions_total";
     assert_eq!(
-        sample(&after, deferred) - sample(&before, deferred),
+        after.delta(&before, transactions, &deferred),
         1.0,
-        "{after}"
+        "{}",
+        after.text()
     );
     assert_eq!(
-        sample(&after, rejected) - sample(&before, rejected),
+        after.delta(&before, transactions, &rejected),
         0.0,
-        "{after}"
+        "{}",
+        after.text()
     );
     assert!(relay.stop().await);
 }

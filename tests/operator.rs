@@ -7,29 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::TempDir;
-use common::peers::{free_port, wait_for_port};
-
-fn ses_relay_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ses_relay(args: &[&str]) -> (i32, String, String) {
-    ses_relay_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
-}
+use common::relay_process::{RelayCommand, read_log};
+use common::wait::wait_until;
+use common::{TempDir, ses_relay, ses_relay_with};
 
 #[test]
 fn version_shows_commit_and_build_date() {
@@ -167,7 +149,8 @@ fn config_commands_accept_dev() {
 fn preflight_names_the_cause_in_one_short_sentence() {
     let dir = TempDir::new("operator");
     let path = dir.path("api.toml");
-    let closed = free_port();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr.port();
     std::fs::write(
         &path,
         format!(
@@ -179,15 +162,16 @@ fn preflight_names_the_cause_in_one_short_sentence() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["preflight", "--config", path.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = ses_relay_with(
+        &["preflight", "--config", path.to_str().unwrap()],
+        |command| {
+            command
+                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+                .env("AWS_SECRET_ACCESS_KEY", "secret")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        },
+    );
+    assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains(
             "FAIL  ses account: ses:GetAccount: endpoint unreachable: connection refused"
@@ -242,16 +226,6 @@ fn every_alert_waits_and_ratio_alerts_need_traffic() {
     assert!(rules.contains(r#"result!="refused""#));
 }
 
-/// The relay process, killed when dropped.
-struct Relay(Child);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -281,25 +255,12 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
                 .unwrap();
         }
     }
-    let smtp = free_port();
-    let admin = free_port();
-    let stderr_path = dir.path("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--dev"])
+    let relay = RelayCommand::args(&dir, &["run", "--dev"])
         .current_dir(&dir.0)
-        .env_remove("RUST_LOG")
-        .env("SES_RELAY__SMTP__LISTEN", format!("[\"127.0.0.1:{smtp}\"]"))
-        .env("SES_RELAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let relay = Relay(child);
-    assert!(
-        wait_for_port(smtp, Duration::from_secs(20)),
-        "relay did not start"
-    );
-    let addr = format!("127.0.0.1:{smtp}").parse().unwrap();
+        .env("SES_RELAY__SMTP__LISTEN", "[\"127.0.0.1:0\"]")
+        .env("SES_RELAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .start();
+    let addr = relay.smtp;
     for to in ["b@example.com", "b@legacy.example"] {
         let commands = [
             "EHLO client.test".to_string(),
@@ -309,12 +270,11 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
             "QUIT".to_string(),
         ];
         let message = format!("From: a@goo.ne.jp\r\nTo: {to}\r\nSubject: test\r\n\r\nhello");
-        let replies = common::smtp(addr, &commands, Some(&message)).await;
+        let replies = common::client::smtp(addr, &commands, Some(&message)).await;
         assert!(replies[5].starts_with("250 2.0.0"), "{replies:?}");
     }
     // Both .json files are written before the 250.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let envelopes: Vec<serde_json::Value> = loop {
+    let envelopes: Vec<serde_json::Value> = wait_until(Duration::from_secs(5), || {
         let found: Vec<serde_json::Value> = std::fs::read_dir(dir.0.join("outbox"))
             .map(|entries| {
                 entries
@@ -324,11 +284,11 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
                     .collect()
             })
             .unwrap_or_default();
-        if found.len() == 2 || Instant::now() > deadline {
-            break found;
+        match found.len() {
+            2 => Ok(found),
+            n => Err(format!("{n} envelopes in the outbox: {found:?}")),
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     let route_of = |to: &str| {
         envelopes
             .iter()
@@ -342,8 +302,9 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
     let legacy = route_of("b@legacy.example");
     assert_eq!(legacy["route"], "legacy");
     assert!(legacy.get("configuration_set").is_none(), "{legacy}");
+    let log_file = relay.log.clone();
     drop(relay);
-    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    let log = read_log(&log_file);
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
     // Not a terminal: no colour codes.
     assert!(!log.contains('\u{1b}'), "{log}");
@@ -354,19 +315,12 @@ async fn dev_mode_on_a_fresh_clone_starts_clean_and_the_readme_examples_take_the
 async fn a_port_in_use_is_said_once() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--dev"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .env("SES_RELAY__SMTP__LISTEN", format!("[\"127.0.0.1:{port}\"]"))
-        .env(
-            "SES_RELAY__ADMIN__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = ses_relay_with(&["run", "--dev"], |command| {
+        command
+            .env("SES_RELAY__SMTP__LISTEN", format!("[\"127.0.0.1:{port}\"]"))
+            .env("SES_RELAY__ADMIN__LISTEN", "127.0.0.1:0");
+    });
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{stderr}"

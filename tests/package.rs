@@ -3,9 +3,12 @@
 //! only what an operator must supply), its maintainer scripts and its
 //! copyright. packaging/check-deb.sh checks the built .deb itself in CI.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{TempDir, ses_relay_with};
 use ses_relay::config::Config;
 
 fn repo(path: &str) -> PathBuf {
@@ -33,19 +36,17 @@ fn the_shipped_config_listens_on_loopback_only() {
 /// and key, and the DKIM private key.
 #[test]
 fn check_config_on_the_shipped_config_names_only_what_the_operator_supplies() {
-    let dir = std::env::temp_dir().join(format!("ses-relay-package-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("admin-token");
+    let dir = TempDir::new("package");
+    let token = dir.path("admin-token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["check-config", "--config"])
-        .arg(repo("etc/ses-relay.toml"))
-        .env("SES_RELAY__ADMIN__TOKEN_FILE", &token)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let shipped = repo("etc/ses-relay.toml");
+    let (code, _, stderr) = ses_relay_with(
+        &["check-config", "--config", shipped.to_str().unwrap()],
+        |command| {
+            command.env("SES_RELAY__ADMIN__TOKEN_FILE", &token);
+        },
+    );
+    assert_eq!(code, 1, "{stderr}");
     let mut keys: Vec<&str> = stderr
         .lines()
         .filter(|l| !l.starts_with("warning:"))

@@ -68,10 +68,8 @@ async fn dns_and_legacy_checks_without_ses() {
 
     // Another key in DNS, and a dead legacy relay: both FAIL, with reasons.
     let wrong = demo_txt().replace("p=MIIB", "p=MIIC");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     config.legacy.as_mut().unwrap().relay = closed.to_string();
     let findings = run(&config, &resolver(&wrong), None).await;
     let dns = line(&findings, "dkim dns");

@@ -9,11 +9,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::client::{SmtpClient, connect_from, smtp};
+use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::{RunningRelay, test_config};
 use ses_relay::config::Config;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Trusted balancer address.
 const BALANCER: &str = "127.0.0.2";
@@ -28,12 +30,6 @@ fn proxy_config(ses: &SesFake) -> Config {
         "2001:db8:25::/48".parse().unwrap(),
     ];
     config
-}
-
-async fn connect_from(source: &str, relay: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(relay).await.unwrap()
 }
 
 fn v2_header(client: SocketAddr, local: bool) -> Vec<u8> {
@@ -57,54 +53,30 @@ fn v2_header(client: SocketAddr, local: bool) -> Vec<u8> {
     out
 }
 
-/// Reads one (possibly multi-line) reply; `None` when the relay closed first.
-async fn reply(read: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
-            .await
-            .expect("an answer or a close in time")
-            .unwrap_or(0);
-        if n == 0 {
-            return (!all.is_empty()).then_some(all);
-        }
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Some(all);
-        }
-    }
-}
-
 /// Sends `header` and, in the same write, the client's first command (a
 /// client that does not wait for the greeting): both must be read exactly.
 async fn deliver(relay: SocketAddr, header: &[u8], tag: &str) -> Vec<String> {
-    let stream = connect_from(BALANCER, relay).await;
-    let mut read = BufReader::new(stream);
+    let mut client = SmtpClient::over(connect_from(BALANCER, relay).await);
     let mut first = header.to_vec();
     first.extend_from_slice(b"EHLO postfix.test\r\n");
-    read.get_mut().write_all(&first).await.unwrap();
-    let mut replies = vec![reply(&mut read).await.unwrap_or_default()];
+    client.write(first).await;
+    let mut replies = vec![client.reply().await];
     if !replies[0].starts_with("220") {
         return replies;
     }
-    replies.push(reply(&mut read).await.unwrap_or_default());
+    replies.push(client.reply().await);
     for command in [
-        "MAIL FROM:<news@goo.ne.jp>".to_string(),
-        "RCPT TO:<user@example.com>".to_string(),
-        "DATA".to_string(),
+        "MAIL FROM:<news@goo.ne.jp>",
+        "RCPT TO:<user@example.com>",
+        "DATA",
     ] {
-        read.get_mut()
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        replies.push(reply(&mut read).await.unwrap_or_default());
+        replies.push(client.command(command).await);
     }
     let message = format!(
         "From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: {tag}\r\n\r\nbehind the balancer\r\n.\r\nQUIT\r\n"
     );
-    read.get_mut().write_all(message.as_bytes()).await.unwrap();
-    replies.push(reply(&mut read).await.unwrap_or_default());
+    client.write(message).await;
+    replies.push(client.reply().await);
     replies
 }
 
@@ -126,6 +98,7 @@ fn received_of(ses: &SesFake, tag: &str) -> String {
 async fn v1_and_v2_from_the_balancer_name_the_client_for_allowed_clients_and_received() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(proxy_config(&ses)).await;
+    let before = Metrics::of(&relay).await;
     let allowed: [(&str, Vec<u8>, &str); 3] = [
         (
             "v1",
@@ -172,10 +145,12 @@ async fn v1_and_v2_from_the_balancer_name_the_client_for_allowed_clients_and_rec
         assert_eq!(replies.len(), 1, "{replies:?}");
         assert!(replies[0].starts_with("554 5.7.1 "), "{replies:?}");
     }
-    let metrics = ses_relay::metrics::render();
+    let after = Metrics::of(&relay).await;
+    let denied = [("result", "denied")];
     assert!(
-        metrics.contains("ses_relay_smtp_connections_total{result=\"denied\"}"),
-        "{metrics}"
+        after.delta(&before, "ses_relay_smtp_connections_total", &denied) >= 3.0,
+        "{}",
+        after.text()
     );
     relay.stop().await;
 }
@@ -189,16 +164,17 @@ async fn peer_outside_proxy_trusted_is_refused_even_if_allowed() {
         .allowed_clients
         .push("127.0.0.1/32".parse().unwrap());
     let relay = RunningRelay::start(config).await;
-    let stream = connect_from("127.0.0.1", relay.addr).await;
-    let mut read = BufReader::new(stream);
+    let mut client = SmtpClient::over(connect_from("127.0.0.1", relay.addr).await);
     // Even with a well-formed header that names an allowed client.
-    read.get_mut()
-        .write_all(b"PROXY TCP4 202.217.1.2 10.0.0.2 40000 25\r\n")
-        .await
-        .unwrap();
-    let first = reply(&mut read).await.unwrap_or_default();
+    client
+        .write(b"PROXY TCP4 202.217.1.2 10.0.0.2 40000 25\r\n")
+        .await;
+    let first = client.reply().await;
     assert!(first.starts_with("554 5.7.1 "), "{first}");
-    assert!(reply(&mut read).await.is_none(), "closed after the refusal");
+    assert!(
+        client.try_reply().await.is_none(),
+        "closed after the refusal"
+    );
     relay.stop().await;
 }
 
@@ -214,6 +190,7 @@ async fn until_closed(mut stream: TcpStream) -> (Vec<u8>, Duration) {
 async fn trusted_peer_without_a_header_is_closed_without_a_greeting() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(proxy_config(&ses)).await;
+    let before = Metrics::of(&relay).await;
     // A client speaking SMTP at once (no header): closed at once, nothing written.
     let mut stream = connect_from(BALANCER, relay.addr).await;
     stream.write_all(b"EHLO postfix.test\r\n").await.unwrap();
@@ -229,13 +206,15 @@ async fn trusted_peer_without_a_header_is_closed_without_a_greeting() {
             && took < ses_relay::proxy::HEADER_TIMEOUT + Duration::from_secs(5),
         "{took:?}"
     );
-    let metrics = ses_relay::metrics::render();
-    assert!(
-        metrics.contains("ses_relay_smtp_connections_total{result=\"proxy_header_missing\"}")
-            && metrics
-                .contains("ses_relay_smtp_connections_total{result=\"proxy_header_invalid\"}"),
-        "{metrics}"
-    );
+    let after = Metrics::of(&relay).await;
+    for result in ["proxy_header_missing", "proxy_header_invalid"] {
+        let labels = [("result", result)];
+        assert!(
+            after.delta(&before, "ses_relay_smtp_connections_total", &labels) >= 1.0,
+            "{result}:\n{}",
+            after.text()
+        );
+    }
     relay.stop().await;
 }
 
@@ -244,7 +223,7 @@ async fn proxy_protocol_off_ignores_proxy_trusted() {
     // Default off: a connection from loopback is a client as before, no header expected.
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let replies = common::smtp(relay.addr, &["EHLO postfix.test".to_string()], None).await;
+    let replies = smtp(relay.addr, &["EHLO postfix.test".to_string()], None).await;
     assert!(replies[0].starts_with("220 "), "{replies:?}");
     relay.stop().await;
 }

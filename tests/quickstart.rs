@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::peers::{Moto, Postfix, dkimpy_verify, free_port, venv};
-use common::relay_process::{self, RelayProcess};
+use common::relay_process::RelayProcess;
 
 const QUICKSTART: &str = include_str!("../docs/quickstart.md");
 const SHIPPED_CONFIG: &str = include_str!("../etc/ses-relay.toml");
@@ -233,7 +233,12 @@ fn the_quickstart_on_one_machine_reaches_a_signed_message_through_postfix_over_t
     machine.sh("moto-identity", None);
 
     // Step 5: the relay (in the unit's place), then step 6: Postfix and one message.
-    let _relay = RelayProcess::start(&machine.dir, &config, machine.relay_port);
+    let relay = RelayProcess::start(&machine.dir, &machine.config_path());
+    assert_eq!(
+        relay.smtp.port(),
+        machine.relay_port,
+        "the document's listen address"
+    );
     let lines: Vec<String> = postconf_lines(block("postfix-one-machine"))
         .iter()
         .map(|l| machine.localize(l))
@@ -260,7 +265,7 @@ fn the_quickstart_on_one_machine_reaches_a_signed_message_through_postfix_over_t
         "moto received {} messages\npostfix log:\n{}\nrelay log:\n{}",
         sent.len(),
         postfix.log(),
-        relay_process::log(&machine.dir)
+        relay.log()
     );
     assert_eq!(postfix.queued(), 0, "{}", postfix.log());
 
@@ -276,7 +281,7 @@ fn the_quickstart_on_one_machine_reaches_a_signed_message_through_postfix_over_t
         let (name, log) = if line.contains("-u postfix@-") {
             ("Postfix's", postfix.log())
         } else if line.contains("-u ses-relay") {
-            ("the relay's", relay_process::log(&machine.dir))
+            ("the relay's", relay.log())
         } else {
             panic!("whose log does {line:?} read?")
         };

@@ -4,76 +4,23 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::client::{BODY, refused_code, send};
+use common::client::{BODY, SmtpClient, refused_code, send};
 use common::ses_fake::{Mode, SesFake};
+use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, TestCa, demo_txt, header_names, test_config, verify_dkim};
 use mail_auth::DkimResult;
 use mail_send::SmtpClientBuilder;
 use mail_send::smtp::message::Message;
 use ses_relay::config::SesMode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A raw SMTP client, for what a polite client library will not send.
-struct Raw {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: std::net::SocketAddr) -> (Raw, String) {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let mut raw = Raw {
-            stream,
-            pending: Vec::new(),
-        };
-        let greeting = raw.reply().await;
-        (raw, greeting)
-    }
-
-    async fn reply(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = String::from_utf8_lossy(&self.pending).to_string();
-            let mut consumed = 0;
-            for line in text.split_inclusive("\r\n") {
-                if !line.ends_with("\r\n") {
-                    break;
-                }
-                consumed += line.len();
-                if line.as_bytes().get(3) != Some(&b'-') {
-                    self.pending.drain(..consumed);
-                    return text[..consumed].to_string();
-                }
-            }
-            let mut buf = [0u8; 4096];
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = tokio::time::timeout(left, self.stream.read(&mut buf))
-                .await
-                .expect("reply in time")
-                .unwrap();
-            if n == 0 {
-                return String::from_utf8_lossy(&self.pending).to_string();
-            }
-            self.pending.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).await.unwrap();
-    }
-
-    async fn cmd(&mut self, line: &str, code: &str) -> String {
-        self.send(&format!("{line}\r\n")).await;
-        let reply = self.reply().await;
-        assert!(
-            reply.starts_with(code),
-            "{line}: expected {code}, got {reply:?}"
-        );
-        reply
-    }
+/// A connection and its greeting.
+async fn connect(addr: std::net::SocketAddr) -> (SmtpClient, String) {
+    let mut client = SmtpClient::connect(addr).await;
+    let greeting = client.reply().await;
+    (client, greeting)
 }
 
 /// Sends one message over STARTTLS (or implicit TLS) with a client that trusts
@@ -173,10 +120,10 @@ async fn starttls_with_a_test_ca() {
     let relay = RunningRelay::start(config).await;
 
     // Plaintext: STARTTLS is offered, MAIL is refused until it is used.
-    let (mut raw, _) = Raw::connect(relay.addr).await;
-    let ehlo = raw.cmd("EHLO client.test", "250").await;
+    let (mut raw, _) = connect(relay.addr).await;
+    let ehlo = raw.expect("EHLO client.test", "250").await;
     assert!(ehlo.contains("STARTTLS"), "{ehlo}");
-    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "530 5.7.0").await;
+    raw.expect("MAIL FROM:<a@goo.ne.jp>", "530 5.7.0").await;
 
     // A client that trusts only the test CA verifies the certificate and sends.
     assert_eq!(send_over_tls(relay.addr.port(), &ca, false).await, 250);
@@ -206,10 +153,10 @@ async fn implicit_tls_listener() {
 async fn pipelining_8bit_body_and_null_sender() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (mut raw, _) = Raw::connect(relay.addr).await;
-    raw.cmd("EHLO client.test", "250").await;
+    let (mut raw, _) = connect(relay.addr).await;
+    raw.expect("EHLO client.test", "250").await;
     let body = "From: =?UTF-8?B?5pel5pys?= <news@goo.ne.jp>\r\nSubject: =?UTF-8?B?5pel5pys?=\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n日本語の本文です。\r\n..leading dot\r\n";
-    raw.send(&format!(
+    raw.write(&format!(
         "MAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
     ))
     .await;
@@ -235,16 +182,16 @@ async fn pipelining_8bit_body_and_null_sender() {
 async fn fifty_one_recipients_get_452_for_the_last() {
     let ses = SesFake::start().await;
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (mut raw, _) = Raw::connect(relay.addr).await;
-    raw.cmd("EHLO client.test", "250").await;
-    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
+    let (mut raw, _) = connect(relay.addr).await;
+    raw.expect("EHLO client.test", "250").await;
+    raw.expect("MAIL FROM:<a@goo.ne.jp>", "250").await;
     for i in 0..50 {
-        raw.cmd(&format!("RCPT TO:<r{i}@example.com>"), "250 2.1.5")
+        raw.expect(&format!("RCPT TO:<r{i}@example.com>"), "250 2.1.5")
             .await;
     }
-    raw.cmd("RCPT TO:<r50@example.com>", "452 4.5.3").await;
-    raw.cmd("DATA", "354").await;
-    raw.send(&format!("{BODY}.\r\n")).await;
+    raw.expect("RCPT TO:<r50@example.com>", "452 4.5.3").await;
+    raw.expect("DATA", "354").await;
+    raw.write(&format!("{BODY}.\r\n")).await;
     assert!(raw.reply().await.starts_with("250 2.0.0"));
     assert_eq!(ses.requests()[0].to.len(), 50);
     assert!(relay.stop().await);
@@ -273,7 +220,7 @@ async fn client_outside_allowed_networks_gets_554_at_connect() {
     let mut config = test_config(&ses.endpoint());
     config.smtp.allowed_clients = vec!["10.99.0.0/16".parse().unwrap()];
     let relay = RunningRelay::start(config).await;
-    let (_, greeting) = Raw::connect(relay.addr).await;
+    let (_, greeting) = connect(relay.addr).await;
     assert!(greeting.starts_with("554 5.7.1"), "{greeting}");
     assert!(relay.stop().await);
 }
@@ -284,22 +231,18 @@ async fn connection_cap_answers_421_at_once() {
     let mut config = test_config(&ses.endpoint());
     config.smtp.max_connections = 1;
     let relay = RunningRelay::start(config).await;
-    let (mut first, greeting) = Raw::connect(relay.addr).await;
+    let (mut first, greeting) = connect(relay.addr).await;
     assert!(greeting.starts_with("220"));
-    let (_, refused) = Raw::connect(relay.addr).await;
+    let (_, refused) = connect(relay.addr).await;
     assert!(refused.starts_with("421 4.3.2"), "{refused}");
-    first.cmd("QUIT", "221").await;
+    first.expect("QUIT", "221").await;
     drop(first);
     // The slot frees once the first session has ended.
-    let mut greeting = String::new();
-    for _ in 0..50 {
-        greeting = Raw::connect(relay.addr).await.1;
-        if greeting.starts_with("220") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(greeting.starts_with("220"), "{greeting}");
+    wait_until_async(Duration::from_secs(10), || async {
+        let greeting = connect(relay.addr).await.1;
+        ok_if(greeting.starts_with("220"), greeting)
+    })
+    .await;
     assert!(relay.stop().await);
 }
 
@@ -374,28 +317,26 @@ async fn graceful_shutdown_finishes_the_transaction_in_flight() {
     let ses = SesFake::start().await;
     ses.set_mode(Mode::Stall(Duration::from_millis(1500)));
     let relay = RunningRelay::start(test_config(&ses.endpoint())).await;
-    let (mut raw, _) = Raw::connect(relay.addr).await;
-    raw.cmd("EHLO client.test", "250").await;
-    raw.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
-    raw.cmd("RCPT TO:<b@example.com>", "250").await;
-    raw.cmd("DATA", "354").await;
-    raw.send(&format!("{BODY}.\r\n")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut raw, _) = connect(relay.addr).await;
+    raw.expect("EHLO client.test", "250").await;
+    raw.expect("MAIL FROM:<a@goo.ne.jp>", "250").await;
+    raw.expect("RCPT TO:<b@example.com>", "250").await;
+    raw.expect("DATA", "354").await;
+    raw.write(&format!("{BODY}.\r\n")).await;
+    // In flight: the (stalling) fake has the request.
+    wait_until_async(Duration::from_secs(10), || async {
+        ok_if(ses.attempts() == 1, "SES has no request yet")
+    })
+    .await;
     relay.shutdown.trigger();
     // New connections are no longer accepted...
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match TcpStream::connect(relay.addr).await {
-                    Err(_) => break,
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        })
-        .await
-        .is_ok(),
-        "listener still open after shutdown"
-    );
+    wait_until_async(Duration::from_secs(2), || async {
+        ok_if(
+            TcpStream::connect(relay.addr).await.is_err(),
+            "listener still open after shutdown",
+        )
+    })
+    .await;
     // ...but the message in flight is delivered and answered.
     let reply = raw.reply().await;
     assert!(reply.starts_with("250 2.0.0"), "{reply}");

@@ -2,17 +2,21 @@
 //! is refused and the running one stays, changed routing rules apply to the
 //! next transactions), and `ses-relay cutover status|set` against it.
 
-use std::process::Command;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 mod common;
 
-use common::{TempDir, ses_relay};
+use common::client::{SmtpClient, block_on, deliver};
+use common::relay_process::{RelayProcess, read_log};
+use common::wait::wait_until;
+use common::{TempDir, ses_relay_against};
 
-fn relay_config(dir: &TempDir, smtp: u16, admin: u16, allowed: &str) -> String {
+fn relay_config(dir: &TempDir, allowed: &str) -> String {
     format!(
         r#"
 [smtp]
-listen = ["127.0.0.1:{smtp}"]
+listen = ["127.0.0.1:0"]
 allowed-clients = [{allowed}]
 [ses]
 mode = "outbox"
@@ -25,7 +29,7 @@ outbox-dir = "{out}"
 ses-percent = 10
 state-file = "{state}"
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 token-file = "{token}"
 "#,
         out = dir.path("out").display(),
@@ -34,29 +38,24 @@ token-file = "{token}"
     )
 }
 
-fn greeting(port: u16) -> String {
-    use std::io::{BufRead, BufReader};
-    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(&stream).read_line(&mut line);
-    line
+/// The greeting of a new connection; empty when none is possible.
+fn greeting(addr: SocketAddr) -> String {
+    block_on(async {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => SmtpClient::over(stream).reply().await,
+            Err(_) => String::new(),
+        }
+    })
 }
 
-fn wait_for_greeting(port: u16, prefix: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..100 {
-        last = greeting(port);
-        if last.starts_with(prefix) {
-            break;
+fn wait_for_greeting(addr: SocketAddr, prefix: &str) -> String {
+    wait_until(Duration::from_secs(5), || {
+        let greeting = greeting(addr);
+        match greeting.starts_with(prefix) {
+            true => Ok(greeting),
+            false => Err(format!("greeted {greeting:?}, not {prefix}")),
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    last
+    })
 }
 
 /// `ses-relay cutover status|set` against a running relay, and SIGHUP reloads
@@ -66,35 +65,24 @@ fn wait_for_greeting(port: u16, prefix: &str) -> String {
 fn cutover_cli_and_sighup_reload() {
     let dir = TempDir::new("reload");
     std::fs::write(dir.path("token"), "cli-token\n").unwrap();
-    let (smtp, admin) = (common::peers::free_port(), common::peers::free_port());
     let config = dir.path("relay.toml");
-    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"127.0.0.0/8\"")).unwrap();
+    std::fs::write(&config, relay_config(&dir, "\"127.0.0.0/8\"")).unwrap();
     let config_arg = config.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", config_arg])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(
-            std::fs::File::create(dir.path("relay.log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    assert!(common::peers::wait_for_port(
-        admin,
-        std::time::Duration::from_secs(20)
-    ));
+    let relay = RelayProcess::start(&dir, &config);
+    let (smtp, admin) = (relay.smtp, relay.admin());
+    let cli = |args: &[&str]| ses_relay_against(admin, args);
     assert!(wait_for_greeting(smtp, "220").starts_with("220"));
 
-    let (code, stdout, stderr) =
-        ses_relay(&["cutover", "status", "--json", "--config", config_arg]);
+    let (code, stdout, stderr) = cli(&["cutover", "status", "--json", "--config", config_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"ses_percent\": 10.0"), "{stdout}");
-    let (code, stdout, stderr) = ses_relay(&["cutover", "status", "--config", config_arg]);
+    let (code, stdout, stderr) = cli(&["cutover", "status", "--config", config_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.starts_with("percentage") && stdout.contains("10 % to SES, 90 % to legacy"),
         "{stdout}"
     );
-    let (code, stdout, stderr) = ses_relay(&[
+    let (code, stdout, stderr) = cli(&[
         "cutover", "set", "30", "--reason", "week 1", "--config", config_arg,
     ]);
     assert_eq!(code, 0, "{stderr}");
@@ -102,7 +90,7 @@ fn cutover_cli_and_sighup_reload() {
         stdout.contains("30 % to SES") && stdout.contains("week 1"),
         "{stdout}"
     );
-    let (code, _, stderr) = ses_relay(&[
+    let (code, _, stderr) = cli(&[
         "cutover", "set", "101", "--reason", "oops", "--config", config_arg,
     ]);
     assert_eq!(code, 1);
@@ -113,60 +101,38 @@ fn cutover_cli_and_sighup_reload() {
         "{state}"
     );
 
-    let hup = |pid: u32| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     // A good new config: loopback no longer allowed.
-    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"10.0.0.0/8\"")).unwrap();
-    hup(child.id());
+    std::fs::write(&config, relay_config(&dir, "\"10.0.0.0/8\"")).unwrap();
+    relay.process.signal("HUP");
     assert!(
         wait_for_greeting(smtp, "554").starts_with("554 5.7.1"),
         "reload applied"
     );
     // A bad one is refused; the running config stays.
     std::fs::write(&config, "[smtp]\nno-such-key = 1\n").unwrap();
-    hup(child.id());
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    relay.process.signal("HUP");
+    relay.wait_for_log("the refusal", |log| log.contains("config reload refused"));
     assert!(
         greeting(smtp).starts_with("554 5.7.1"),
         "still the last good config"
     );
     // And the percentage set at runtime survived both reloads.
-    let answer = ses_relay::admin::client::request(
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-        "GET",
-        "/cutover",
-        None,
-        None,
-    )
-    .unwrap();
+    let answer = ses_relay::admin::client::request(admin, "GET", "/cutover", None, None).unwrap();
     assert!(
         answer.body.contains("\"ses_percent\": 30.0"),
         "{}",
         answer.body
     );
-    std::fs::write(&config, relay_config(&dir, smtp, admin, "\"127.0.0.0/8\"")).unwrap();
-    hup(child.id());
+    std::fs::write(&config, relay_config(&dir, "\"127.0.0.0/8\"")).unwrap();
+    relay.process.signal("HUP");
     assert!(
         wait_for_greeting(smtp, "220").starts_with("220"),
         "reload applied again"
     );
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-    let log = std::fs::read_to_string(dir.path("relay.log")).unwrap();
+    let log_file = relay.log.clone();
+    assert!(relay.stop().success());
+    let log = read_log(&log_file);
     assert!(log.contains("config reload refused"), "{log}");
     assert!(
         log.contains("audit") && log.contains("week 1"),
@@ -174,41 +140,10 @@ fn cutover_cli_and_sighup_reload() {
     );
 }
 
-/// One transaction over a plain socket; the final reply to DATA.
-fn send_one(port: u16, rcpt: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut reply = || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line.clone();
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut said = Vec::new();
-    for command in [
-        "EHLO client.test".to_string(),
-        "MAIL FROM:<a@goo.ne.jp>".into(),
-        format!("RCPT TO:<{rcpt}>"),
-        "DATA".into(),
-        format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n."),
-        "QUIT".into(),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        said.push(reply());
-    }
-    said[4].clone()
+/// One transaction; the final reply to DATA.
+fn send_one(addr: SocketAddr, rcpt: &str) -> String {
+    let message = format!("From: a@goo.ne.jp\r\nTo: {rcpt}\r\nSubject: rules\r\n\r\nbody\r\n");
+    block_on(deliver(addr, "a@goo.ne.jp", &[rcpt], &message))
 }
 
 fn eml_count(dir: &std::path::Path) -> usize {
@@ -220,32 +155,19 @@ fn eml_count(dir: &std::path::Path) -> usize {
     })
 }
 
-/// A relay process, killed if the test ends before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// SIGHUP applies changed `[[cutover.rules]]` to the next transactions.
 #[cfg(unix)]
 #[test]
 fn sighup_applies_changed_routing_rules() {
     let dir = TempDir::new("reload-rules");
-    let (smtp, admin) = (common::peers::free_port(), common::peers::free_port());
     let (ses_out, legacy_out) = (dir.path("ses"), dir.path("legacy"));
     let config = |rules: &str| {
         format!(
-            "[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\nallowed-clients = [\"127.0.0.0/8\"]\n\
+            "[smtp]\nlisten = [\"127.0.0.1:0\"]\nallowed-clients = [\"127.0.0.0/8\"]\n\
              [ses]\nmode = \"outbox\"\nconfiguration-set = \"cs\"\noutbox-dir = \"{}\"\n\
              [legacy]\nmode = \"outbox\"\noutbox-dir = \"{}\"\n\
              [cutover]\nses-percent = 0\nstate-file = \"\"\n{rules}\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
             ses_out.display(),
             legacy_out.display(),
         )
@@ -256,16 +178,8 @@ fn sighup_applies_changed_routing_rules() {
         config("[[cutover.rules]]\nrecipient-domains = [\"docomo.ne.jp\"]\nroute = \"ses\"\n"),
     )
     .unwrap();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-            .args(["run", "--config", path.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::from(
-                std::fs::File::create(dir.path("relay.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap(),
-    );
+    let relay = RelayProcess::start(&dir, &path);
+    let smtp = relay.smtp;
     assert!(wait_for_greeting(smtp, "220").starts_with("220"));
     // 0 % to SES: only the rule's recipients go there.
     assert!(send_one(smtp, "x@docomo.ne.jp").starts_with("250"));
@@ -279,23 +193,8 @@ fn sighup_applies_changed_routing_rules() {
         config("[[cutover.rules]]\nrecipient-domains = [\"example.com\"]\nroute = \"ses\"\n"),
     )
     .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let log = dir.path("relay.log");
-    let mut reloaded = false;
-    for _ in 0..200 {
-        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("config reloaded")) {
-            reloaded = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(reloaded, "{}", std::fs::read_to_string(&log).unwrap());
+    relay.process.signal("HUP");
+    relay.wait_for_log("the reload", |log| log.contains("config reloaded"));
     assert!(send_one(smtp, "x@example.com").starts_with("250"));
     assert_eq!(
         (eml_count(&ses_out), eml_count(&legacy_out)),
@@ -309,14 +208,7 @@ fn sighup_applies_changed_routing_rules() {
         "docomo.ne.jp back to the split (legacy)"
     );
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.0.wait().unwrap().success());
+    assert!(relay.stop().success());
 }
 
 /// A reload never applies `[ses]` by halves: a changed `configuration-set`

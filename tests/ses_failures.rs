@@ -112,10 +112,8 @@ async fn stalled_ses_past_the_timeout_is_a_451() {
 #[tokio::test]
 async fn unreachable_ses_is_a_451() {
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refusing = common::RefusingPort::bind();
+    let closed = refusing.addr;
     let relay = RunningRelay::start(test_config(&format!("http://{closed}"))).await;
     let (code, esc, message) = refused_code(
         send(&relay, "a@goo.ne.jp", &["b@example.com"], BODY)

@@ -5,31 +5,28 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::peers::{free_port, wait_for_port};
+use common::client::smtp;
+use common::relay_process::{RelayCommand, RelayProcess, write_config};
 use common::ses_fake::SesFake;
-use common::{TempDir, TestCa, demo_key, smtp};
+use common::{TempDir, TestCa, demo_key};
 
 const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: over https\r\n\r\nbody";
 
 /// The relay binary with SES at `endpoint`, trusting `ca_file` as the system roots.
 struct Relay {
-    child: Child,
-    smtp: SocketAddr,
+    process: RelayProcess,
     _dir: TempDir,
 }
 
 impl Relay {
     fn start(endpoint: &str, ca_file: &std::path::Path) -> Relay {
         let dir = TempDir::new("https");
-        let (smtp, admin) = (free_port(), free_port());
         let config = format!(
             r#"
 [smtp]
-listen = ["127.0.0.1:{smtp}"]
+listen = ["127.0.0.1:0"]
 allowed-clients = ["127.0.0.0/8"]
 [[dkim.keys]]
 domain = "goo.ne.jp"
@@ -43,33 +40,15 @@ endpoint-url = "{endpoint}"
 configuration-set = "cs"
 timeout = "5s"
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 "#,
             key = demo_key().display(),
         );
-        std::fs::write(dir.path("relay.toml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-            .args(["run", "--config"])
-            .arg(dir.path("relay.toml"))
+        let process = RelayCommand::run(&dir, &write_config(&dir, &config))
             .env("SSL_CERT_FILE", ca_file)
             .env_remove("SSL_CERT_DIR")
-            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-            .env("AWS_SECRET_ACCESS_KEY", "secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_for_port(smtp, Duration::from_secs(20)),
-            "the relay listens"
-        );
-        Relay {
-            child,
-            smtp: SocketAddr::from(([127, 0, 0, 1], smtp)),
-            _dir: dir,
-        }
+            .start();
+        Relay { process, _dir: dir }
     }
 
     async fn send(&self) -> String {
@@ -83,18 +62,11 @@ listen = "127.0.0.1:{admin}"
         .to_vec();
         let replies = tokio::time::timeout(
             Duration::from_secs(30),
-            smtp(self.smtp, &commands, Some(MESSAGE)),
+            smtp(self.process.smtp, &commands, Some(MESSAGE)),
         )
         .await
         .expect("the relay answers");
         replies.last().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -13,51 +13,25 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::TempDir;
-use common::guard::{admin, cutover, guard_config};
+use common::admin::{cutover, set_cutover};
+use common::client::deliver;
+use common::guard::{TOKEN, guard_config};
+use common::metrics::Metrics;
 use common::peers::venv;
 use common::ses_fake::{Mode, SesFake};
 use common::smtp_sink::SmtpSink;
-use common::{RunningRelay, smtp};
+use common::wait::{ok_if, wait_until_async};
+use common::{RunningRelay, TempDir};
 use serde_json::Value;
-use ses_relay::admin::client::request;
 
 const MESSAGE: &str = "From: a@goo.ne.jp\r\nSubject: status\r\n\r\nbody";
 
-/// One transaction; the final reply (or the RCPT reply when it failed).
+/// One transaction; the final reply (or the reply that ended it early).
 async fn send(relay: &RunningRelay, from: &str, to: &str, message: &str) -> String {
-    let commands: Vec<String> = [
-        "EHLO client.test".to_string(),
-        format!("MAIL FROM:<{from}>"),
-        format!("RCPT TO:<{to}>"),
-        "DATA".to_string(),
-        "QUIT".to_string(),
-    ]
-    .to_vec();
-    // replies: greeting, EHLO, MAIL, RCPT, 354, final, QUIT
-    let replies = smtp(relay.addr, &commands, Some(message)).await;
-    replies[5].trim_end().to_string()
-}
-
-async fn get(relay: &RunningRelay, path: &'static str) -> String {
-    let addr = relay.admin_addr.unwrap();
-    let answer = tokio::task::spawn_blocking(move || request(addr, "GET", path, None, None))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
-    answer.body
-}
-
-/// The value of one series in Prometheus text, 0 when absent (a counter
-/// never incremented).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    let reply = deliver(relay.addr, from, &[to], message).await;
+    reply.trim_end().to_string()
 }
 
 /// `a.b` in `json`.
@@ -119,13 +93,8 @@ async fn the_status_page_in_a_phone_sized_browser_shows_what_metrics_and_cutover
         toml::from_str("sender-domains = [\"legacy-sender.example\"]\nroute = \"legacy\"").unwrap(),
     ];
     let relay = RunningRelay::start(config).await;
-    let (status, _) = admin(
-        &relay,
-        "PUT",
-        Some(r#"{"ses_percent": 100, "reason": "night shift <b>check</b>"}"#.into()),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let answer = set_cutover(&relay, TOKEN, 100.0, "night shift <b>check</b>").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 
     for _ in 0..3 {
         let reply = send(&relay, "a@goo.ne.jp", "b@example.com", MESSAGE).await;
@@ -161,11 +130,13 @@ async fn the_status_page_in_a_phone_sized_browser_shows_what_metrics_and_cutover
     let not_delivered = 5;
 
     // The legacy relay's probe has answered, so its reachability is a figure.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cutover(&relay).await["upstreams"]["legacy"] != "up" {
-        assert!(Instant::now() < deadline, "legacy probe never saw the sink");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(Duration::from_secs(20), || async {
+        ok_if(
+            cutover(&relay).await["upstreams"]["legacy"] == "up",
+            "legacy probe never saw the sink",
+        )
+    })
+    .await;
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let (screenshot, wide) = (
@@ -177,7 +148,7 @@ async fn the_status_page_in_a_phone_sized_browser_shows_what_metrics_and_cutover
     }
     let url = format!("http://{}/", relay.admin_addr.unwrap());
     let facts = browse(&url, &screenshot, &wide).await;
-    let metrics = get(&relay, "/metrics").await;
+    let metrics = Metrics::of(&relay).await;
     let cutover = cutover(&relay).await;
     {
         // Written past libtest's capture, so the path shows on a pass too.
@@ -241,7 +212,7 @@ async fn the_status_page_in_a_phone_sized_browser_shows_what_metrics_and_cutover
             hook["name"].as_str().unwrap(),
             hook["value"].as_str().unwrap(),
         );
-        let expected = sample(&metrics, series);
+        let expected = metrics.series(series);
         assert_eq!(
             shown.parse::<f64>().ok(),
             Some(expected),
@@ -360,11 +331,9 @@ async fn the_status_page_in_a_phone_sized_browser_shows_what_metrics_and_cutover
         .iter()
         .flat_map(|route| {
             ["deferred", "rejected", "refused"].map(|result| {
-                sample(
-                    &metrics,
-                    &format!(
-                        "ses_relay_transactions_total{{route=\"{route}\",result=\"{result}\"}}"
-                    ),
+                metrics.get(
+                    "ses_relay_transactions_total",
+                    &[("route", route), ("result", result)],
                 )
             })
         })

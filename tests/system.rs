@@ -7,15 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::child::KillOnDrop;
+use common::client::{SmtpClient, block_on};
 use common::peers::{
     Moto, Postfix, dkimpy_verify, free_port, moto_identity, moto_missing, postfix_missing,
     run_or_skip, wait_for_port,
 };
+use common::relay_process::{RelayProcess, write_config};
+use common::wait::{ok_if, wait_until};
 use common::{TempDir, demo_key, demo_txt};
 
 const CONFIG_SET: &str = "ses-migration-production-config-set";
@@ -24,21 +26,11 @@ fn peers_or_skip(test: &str) -> bool {
     run_or_skip(test, postfix_missing().or_else(moto_missing))
 }
 
-/// The relay binary, killed when dropped.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_relay(dir: &TempDir, port: u16, moto_endpoint: &str, extra: &str) -> RelayProcess {
+fn start_relay(dir: &TempDir, moto_endpoint: &str, extra: &str) -> RelayProcess {
     let config = format!(
         r#"
 [smtp]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:0"]
 hostname = "ses-relay.test"
 allowed-clients = ["127.0.0.0/8"]
 
@@ -64,29 +56,7 @@ listen = "127.0.0.1:0"
 "#,
         key = demo_key().display()
     );
-    let path = dir.path("ses-relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        // Credentials and region through the standard AWS chain, as in production.
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "ap-northeast-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::from(
-            std::fs::File::create(dir.path("relay.log")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path("relay.err")).unwrap(),
-        ))
-        .spawn()
-        .expect("ses-relay starts");
-    let relay = RelayProcess(child);
-    assert!(
-        wait_for_port(port, Duration::from_secs(30)),
-        "ses-relay did not listen"
-    );
-    relay
+    RelayProcess::start(dir, &write_config(dir, &config))
 }
 
 /// Creates the verified domain identity and the configuration set in moto.
@@ -97,36 +67,18 @@ fn prepare_moto(endpoint: &str) {
 
 /// Submits one message to Postfix over plain SMTP.
 fn submit(port: u16, from: &str, rcpts: &[&str], message: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut expect = |code: &str| loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with(code),
-            "postfix said {line:?}, expected {code}"
-        );
-        if line.as_bytes().get(3) != Some(&b'-') {
-            break;
+    block_on(async {
+        let mut postfix = SmtpClient::greeted(([127, 0, 0, 1], port).into()).await;
+        postfix.ehlo("client.test").await;
+        postfix.expect(&format!("MAIL FROM:<{from}>"), "250").await;
+        for rcpt in rcpts {
+            postfix.expect(&format!("RCPT TO:<{rcpt}>"), "250").await;
         }
-    };
-    expect("220");
-    let mut cmd = |line: &str, code: &str| {
-        writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        expect(code);
-    };
-    cmd("EHLO client.test", "250");
-    cmd(&format!("MAIL FROM:<{from}>"), "250");
-    for rcpt in rcpts {
-        cmd(&format!("RCPT TO:<{rcpt}>"), "250");
-    }
-    cmd("DATA", "354");
-    cmd(&format!("{message}."), "250");
-    cmd("QUIT", "221");
+        postfix.expect("DATA", "354").await;
+        let reply = postfix.data_message(message).await;
+        assert!(reply.starts_with("250"), "postfix said {reply:?}");
+        postfix.expect("QUIT", "221").await;
+    });
 }
 
 #[test]
@@ -141,9 +93,8 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let dir = TempDir::new("system");
     let moto = Moto::start();
     prepare_moto(&moto.endpoint());
-    let relay_port = free_port();
-    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), "");
-    let postfix = Postfix::start(relay_port, &[]);
+    let relay = start_relay(&dir, &moto.endpoint(), "");
+    let postfix = Postfix::start(relay.smtp.port(), &[]);
 
     let message = "From: Goo News <news@goo.ne.jp>\r\n\
                    To: to@example.com\r\n\
@@ -155,15 +106,18 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     let rcpts = ["to@example.com", "cc@example.com", "bcc-only@example.net"];
     submit(postfix.port, "news@goo.ne.jp", &rcpts, message);
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let sent = loop {
+    let sent = wait_until(Duration::from_secs(90), || {
         let sent = moto.sent();
-        if !sent.is_empty() || Instant::now() > deadline {
-            break sent;
+        match sent.is_empty() {
+            false => Ok(sent),
+            true => Err(format!(
+                "moto received nothing\npostfix log:\n{}\nrelay log:\n{}",
+                postfix.log(),
+                relay.log()
+            )),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let relay_log = std::fs::read_to_string(dir.path("relay.log")).unwrap_or_default();
+    });
+    let relay_log = relay.log();
     assert_eq!(
         sent.len(),
         1,
@@ -203,16 +157,12 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
     println!("dkimpy: {verdict}");
 
     // Postfix saw 250 (not a deferral) and its queue is empty: nothing held anywhere.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while postfix.queued() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        postfix.queued(),
-        0,
-        "postfix still holds mail:\n{}",
-        postfix.log()
-    );
+    wait_until(Duration::from_secs(30), || {
+        ok_if(
+            postfix.queued() == 0,
+            format_args!("postfix still holds mail:\n{}", postfix.log()),
+        )
+    });
     assert!(
         postfix
             .log()
@@ -229,7 +179,7 @@ fn postfix_through_ses_relay_into_moto_signed_and_complete() {
 
 /// Postfix's own smtp-sink as the legacy relay, one file per message.
 struct SmtpSink {
-    child: std::process::Child,
+    _child: KillOnDrop,
     dir: std::path::PathBuf,
 }
 
@@ -254,11 +204,11 @@ impl SmtpSink {
             .stderr(Stdio::null())
             .spawn()
             .expect("smtp-sink starts");
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "smtp-sink did not listen"
-        );
-        SmtpSink { child, dir: dump }
+        wait_for_port(port, Duration::from_secs(10), "smtp-sink");
+        SmtpSink {
+            _child: KillOnDrop(child),
+            dir: dump,
+        }
     }
 
     /// Message-IDs of the messages dumped so far.
@@ -272,13 +222,6 @@ impl SmtpSink {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -304,12 +247,11 @@ fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice(
     prepare_moto(&moto.endpoint());
     let sink_port = free_port();
     let sink = SmtpSink::start(&dir, sink_port);
-    let relay_port = free_port();
     let legacy = format!(
         "[legacy]\nrelay = \"127.0.0.1:{sink_port}\"\ntls = \"none\"\n\n[cutover]\nses-percent = 50\nstate-file = \"\"\n"
     );
-    let _relay = start_relay(&dir, relay_port, &moto.endpoint(), &legacy);
-    let postfix = Postfix::start(relay_port, &[]);
+    let relay = start_relay(&dir, &moto.endpoint(), &legacy);
+    let postfix = Postfix::start(relay.smtp.port(), &[]);
 
     const N: usize = 40;
     for i in 0..N {
@@ -319,21 +261,24 @@ fn postfix_split_half_to_moto_half_to_the_legacy_smtp_sink_none_lost_none_twice(
         let rcpt = format!("user{i}@example.com");
         submit(postfix.port, "news@goo.ne.jp", &[rcpt.as_str()], &message);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (in_ses, in_legacy) = loop {
+    let (in_ses, in_legacy) = wait_until(Duration::from_secs(120), || {
         let in_ses: Vec<String> = moto
             .sent()
             .iter()
             .filter_map(|m| message_id(&m.raw))
             .collect();
         let in_legacy = sink.message_ids();
-        if (in_ses.len() + in_legacy.len() >= N && postfix.queued() == 0)
-            || Instant::now() > deadline
-        {
-            break (in_ses, in_legacy);
+        match in_ses.len() + in_legacy.len() >= N && postfix.queued() == 0 {
+            true => Ok((in_ses, in_legacy)),
+            false => Err(format!(
+                "{} to moto, {} to smtp-sink, {} queued of {N}\n{}",
+                in_ses.len(),
+                in_legacy.len(),
+                postfix.queued(),
+                postfix.log()
+            )),
         }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    });
     println!(
         "split: {} to moto (SES), {} to smtp-sink (legacy)",
         in_ses.len(),

@@ -4,9 +4,10 @@
 //! with one more. Skips visibly when absent, as the other peers do.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::child::KillOnDrop;
 use super::peers::{free_port, venv, wait_for_port};
 
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -22,11 +23,12 @@ pub fn dnsmasq_missing() -> Option<String> {
 /// A dnsmasq answering fixed TXT records on 127.0.0.1:`port` (UDP and TCP).
 pub struct Dnsmasq {
     pub port: u16,
-    child: Child,
+    _child: KillOnDrop,
 }
 
 impl Dnsmasq {
-    /// Starts on a free port with `records` (name, TXT value).
+    /// Starts on a free port with `records` (name, TXT value): dnsmasq must
+    /// be told its port (0 turns DNS off), and keeps it across [`Dnsmasq::restart`].
     pub fn start(records: &[(String, String)]) -> Dnsmasq {
         Dnsmasq::start_on(free_port(), records)
     }
@@ -56,11 +58,11 @@ impl Dnsmasq {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq starts");
-        let dns = Dnsmasq { port, child };
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "dnsmasq did not listen on {port}"
-        );
+        let dns = Dnsmasq {
+            port,
+            _child: KillOnDrop(child),
+        };
+        wait_for_port(port, Duration::from_secs(10), "dnsmasq");
         dns
     }
 
@@ -74,13 +76,6 @@ impl Dnsmasq {
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ses_relay::admin::client::{Answer, request};
+use ses_relay::admin::client::Answer;
 use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
 
+use super::admin::{cutover, set_cutover};
+use super::client::deliver;
 use super::peers::{Moto, moto_identity};
 use super::smtp_sink::SmtpSink;
+use super::wait::{ok_if, wait_until_async};
 use super::{RunningRelay, TempDir, test_config};
 
 pub const TOKEN: &str = "fleet-token";
@@ -42,63 +45,36 @@ pub fn fleet_config(
     config
 }
 
-pub async fn admin(
-    relay: &RunningRelay,
-    method: &'static str,
-    path: &'static str,
-    body: Option<String>,
-) -> Answer {
-    let addr = relay.admin_addr.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let token = (method == "PUT").then_some(TOKEN);
-        request(addr, method, path, token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-pub async fn cutover(relay: &RunningRelay) -> serde_json::Value {
-    let answer = admin(relay, "GET", "/cutover", None).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    serde_json::from_str(&answer.body).unwrap()
-}
-
+/// `PUT /cutover` through `relay` with the fleet's token.
 pub async fn set(relay: &RunningRelay, percent: f64, reason: &str) -> Answer {
-    let body = serde_json::json!({ "ses_percent": percent, "reason": reason }).to_string();
-    admin(relay, "PUT", "/cutover", Some(body)).await
+    set_cutover(relay, TOKEN, percent, reason).await
 }
 
 /// Polls `relay` until its percentage is `percent`; returns how long it took.
 pub async fn until_percent(relay: &RunningRelay, percent: f64, within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
+    wait_until_async(within, || async {
         let status = cutover(relay).await;
-        if status["ses_percent"].as_f64() == Some(percent) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "{percent}% not in force after {within:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ok_if(
+            status["ses_percent"].as_f64() == Some(percent),
+            format!("{percent}% not in force: {status}"),
+        )
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Sends one message tagged `tag` through `relay`; the final reply.
 pub async fn send(relay: &RunningRelay, tag: &str) -> String {
-    let commands: Vec<String> = [
-        "EHLO postfix.test",
-        "MAIL FROM:<news@goo.ne.jp>",
-        "RCPT TO:<user@example.com>",
-        "DATA",
-    ]
-    .iter()
-    .map(|c| c.to_string())
-    .collect();
     let message =
         format!("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: {tag}\r\n\r\nfleet\r\n");
-    let replies = super::smtp(relay.addr, &commands, Some(&message)).await;
-    replies.last().unwrap().clone()
+    deliver(
+        relay.addr,
+        "news@goo.ne.jp",
+        &["user@example.com"],
+        &message,
+    )
+    .await
 }
 
 /// Where the message tagged `tag` went: `ses` (moto), `legacy` (the sink), or nowhere.

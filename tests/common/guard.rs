@@ -1,16 +1,12 @@
 //! The rollback guard tests' shared harness: the guard's config with a legacy
-//! route and an admin token, the admin API's `/cutover`, a metric's value,
-//! one transaction's final reply, a date for a `Received:` header.
+//! route and an admin token, a date for a `Received:` header.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
-use ses_relay::admin::client::request;
 use ses_relay::config::{Config, HumanDuration, LegacyConfig, LegacyTls};
 
 use super::smtp_sink::SmtpSink;
-use super::{RunningRelay, TempDir, smtp, test_config};
+use super::{TempDir, test_config};
 
 /// The admin token the guard tests' configs carry.
 pub const TOKEN: &str = "guard-test-token";
@@ -35,33 +31,6 @@ pub fn guard_config(endpoint: &str, sink: &SmtpSink, dir: &TempDir, min: u64) ->
     config
 }
 
-/// `method` on `/cutover` (PUT with the token); the status and the JSON body.
-pub async fn admin(relay: &RunningRelay, method: &str, body: Option<String>) -> (u16, Value) {
-    let addr = relay.admin_addr.unwrap();
-    let method = method.to_string();
-    let answer = tokio::task::spawn_blocking(move || {
-        let token = (method == "PUT").then_some(TOKEN);
-        request(addr, &method, "/cutover", token, body.as_deref()).unwrap()
-    })
-    .await
-    .unwrap();
-    let json = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
-    (answer.status, json)
-}
-
-/// `GET /cutover`'s JSON body.
-pub async fn cutover(relay: &RunningRelay) -> Value {
-    admin(relay, "GET", None).await.1
-}
-
-/// The value of `series` in Prometheus text, 0 when absent.
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// `secs_ago` seconds before now, as a `Received:` header dates it (RFC 5322).
 pub fn rfc822(secs_ago: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -69,21 +38,4 @@ pub fn rfc822(secs_ago: i64) -> String {
         .unwrap()
         .as_secs() as i64;
     mail_parser::DateTime::from_timestamp(now - secs_ago).to_rfc822()
-}
-
-/// One transaction of `message` from `from` to rcpt@example.net; the final reply.
-pub async fn transaction(addr: SocketAddr, from: &str, message: &str) -> String {
-    let replies = smtp(
-        addr,
-        &[
-            "EHLO client.test".into(),
-            format!("MAIL FROM:<{from}>"),
-            "RCPT TO:<rcpt@example.net>".into(),
-            "DATA".into(),
-            "QUIT".into(),
-        ],
-        Some(message),
-    )
-    .await;
-    replies[5].clone()
 }

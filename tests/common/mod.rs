@@ -4,16 +4,19 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod child;
 pub mod client;
 pub mod cutover;
 pub mod dnsmasq;
 pub mod fleet;
 pub mod guard;
+pub mod metrics;
 pub mod peers;
 pub mod relay_process;
 pub mod ses_fake;
 pub mod smtp_sink;
-pub mod spawned;
+pub mod wait;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -33,8 +36,6 @@ use mail_auth::{
 use ses_relay::config::{Config, DkimKeyConfig, HumanDuration, SesMode, TlsConfig};
 use ses_relay::server::{Server, ServerOptions};
 use ses_relay::shutdown::Shutdown;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// The demo key shipped with the repository, and its TXT record.
 pub fn demo_key() -> PathBuf {
@@ -69,6 +70,26 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An address on 127.0.0.1 that refuses connections for as long as this
+/// lives: a socket bound there but not listening, so Linux answers a SYN
+/// with a reset, and nothing else can take the port meanwhile (unlike a
+/// port bound, released and hoped to stay closed).
+pub struct RefusingPort {
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+impl RefusingPort {
+    pub fn bind() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        RefusingPort {
+            addr: socket.local_addr().unwrap(),
+            _bound: socket,
+        }
     }
 }
 
@@ -136,6 +157,11 @@ impl RunningRelay {
             shutdown,
             handle,
         }
+    }
+
+    /// The admin API's address (the config must have one).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin_addr.expect("an admin API listener")
     }
 
     pub async fn stop(self) -> bool {
@@ -256,51 +282,30 @@ pub fn header_names(message: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// A raw SMTP dialogue: the greeting, then each command's reply; after
-/// DATA, `message` and its final reply.
-pub async fn smtp(addr: SocketAddr, commands: &[String], message: Option<&str>) -> Vec<String> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    async fn reply(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line))
-                .await
-                .unwrap()
-                .unwrap();
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line;
-            }
-        }
-    }
-    let mut replies = vec![reply(&mut read).await];
-    for command in commands {
-        write
-            .write_all(format!("{command}\r\n").as_bytes())
-            .await
-            .unwrap();
-        replies.push(reply(&mut read).await);
-        if command == "DATA" {
-            write
-                .write_all(format!("{}\r\n.\r\n", message.unwrap_or("")).as_bytes())
-                .await
-                .unwrap();
-            replies.push(reply(&mut read).await);
-        }
-    }
-    replies
+/// Runs the `ses-relay` binary with `args` from the crate root, without
+/// `RUST_LOG`: exit code, stdout, stderr.
+pub fn ses_relay(args: &[&str]) -> (i32, String, String) {
+    ses_relay_with(args, |_| {})
 }
 
-/// Runs the `ses-relay` binary with `args` from the crate root: exit code,
-/// stdout, stderr.
-pub fn ses_relay(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ses-relay"))
+/// [`ses_relay`] toward a relay whose config says port 0: the admin API at
+/// `admin` (`SES_RELAY__ADMIN__LISTEN`), the rest of the config as it is.
+pub fn ses_relay_against(admin: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    ses_relay_with(args, |command| {
+        command.env("SES_RELAY__ADMIN__LISTEN", admin.to_string());
+    })
+}
+
+/// [`ses_relay`], the command first changed by `adjust` (its environment,
+/// its directory).
+pub fn ses_relay_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ses-relay"));
+    command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+        .env_remove("RUST_LOG");
+    adjust(&mut command);
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -5,12 +5,19 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::TempDir;
+use super::child::KillOnDrop;
+use super::wait::{ok_if, wait_until};
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, for the peers that must be told
+/// their port before they start and cannot report the one they bound
+/// (Postfix's `master.cf`, smtp-sink, dnsmasq, whose `--port=0` turns DNS
+/// off). It may be taken between this call and the peer's bind: anything
+/// that can listen on port 0 and say where (the relay, moto, the in-process
+/// fakes) does that instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -19,16 +26,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until something accepts on `port`.
-pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+/// Waits until something accepts on `port`; `who` names it if nothing does.
+pub fn wait_for_port(port: u16, within: Duration, who: &str) {
+    wait_until(within, || {
+        ok_if(
+            TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            format!("{who} does not listen on 127.0.0.1:{port}"),
+        )
+    });
 }
 
 /// The Python venv with moto and dkimpy: `$SES_RELAY_TEST_VENV`, else the
@@ -232,10 +237,7 @@ impl Postfix {
             "postfix start failed; see {}/maillog",
             base.display()
         );
-        assert!(
-            wait_for_port(port, Duration::from_secs(30)),
-            "postfix did not listen"
-        );
+        wait_for_port(port, Duration::from_secs(30), "postfix");
         Postfix { dir, port }
     }
 
@@ -280,10 +282,12 @@ fn run(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?} failed");
 }
 
-/// moto's SES emulator on a free port.
+/// moto's server (SES v2, SSM, SQS) on 127.0.0.1, on the port it bound.
 pub struct Moto {
     pub port: u16,
-    child: Child,
+    child: KillOnDrop,
+    /// Holds its log (stderr), where it says its port.
+    _dir: TempDir,
 }
 
 /// A message moto received.
@@ -295,19 +299,36 @@ pub struct MotoMessage {
 }
 
 impl Moto {
+    /// Starts moto on port 0 and reads the port from its ` * Running on
+    /// http://127.0.0.1:PORT` line (werkzeug's, after the bind). The log
+    /// goes to a file: a pipe nobody reads would stall moto once full.
     pub fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new(venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        assert!(
-            wait_for_port(port, Duration::from_secs(60)),
-            "moto did not listen"
+        let dir = TempDir::new("moto");
+        let log = dir.path("moto.log");
+        let mut child = KillOnDrop(
+            Command::new(venv().join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", "0"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("moto_server starts"),
         );
-        Moto { port, child }
+        let port = wait_until(Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .split_once("Running on http://127.0.0.1:")
+                .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|port| port.parse::<u16>().ok());
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("moto exited ({status}):\n{text}");
+            }
+            port.ok_or_else(|| format!("moto did not say its port:\n{text}"))
+        });
+        Moto {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -342,13 +363,6 @@ impl Moto {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
