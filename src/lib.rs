@@ -19,6 +19,7 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod cutover;
+pub mod descriptors;
 pub(crate) mod disposition;
 pub mod dkim_rotation;
 pub mod dns;

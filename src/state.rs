@@ -95,7 +95,10 @@ impl SharedState {
             legacy_health,
         } = parts;
         SharedState {
-            data_memory: DataMemory::new(live.smtp.max_data_memory.as_usize()),
+            data_memory: DataMemory::observed(
+                live.smtp.max_data_memory.as_usize(),
+                crate::metrics::data_memory,
+            ),
             generation: AtomicU64::new(0),
             live: RwLock::new(Arc::new(live)),
             router,

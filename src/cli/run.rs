@@ -12,7 +12,7 @@ use crate::state::SharedState;
 /// `ses-relay run`, with the config file at `path` (the embedded dev config when None).
 pub fn run(path: Option<PathBuf>) -> ExitCode {
     // Before validation, which holds smtp.max-connections against the limit.
-    let descriptors = crate::listener::raise_descriptor_limit();
+    let descriptors = crate::descriptors::raise_descriptor_limit();
     let Some(config) = super::or_report(super::load(path.as_deref())) else {
         return ExitCode::FAILURE;
     };

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::envelope::{MAX_TAGS, tag_text_problem};
-use crate::listener::{
+use crate::descriptors::{
     DESCRIPTORS_PER_SESSION, DESCRIPTORS_RESERVED, descriptor_limit, descriptors_needed,
 };
+use crate::envelope::{MAX_TAGS, tag_text_problem};
 use crate::net::canonical_ip;
 
 use super::{
