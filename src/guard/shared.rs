@@ -351,6 +351,60 @@ mod tests {
     }
 
     #[test]
+    fn only_an_account_stop_trips_at_once() {
+        let config = GuardConfig {
+            enabled: true,
+            min_transactions: 3,
+            ..GuardConfig::default()
+        };
+        let cutover = Cutover::load(std::path::Path::new(""), 50.0).unwrap();
+        let guard = Guard::new(&config, cutover, true);
+        let client = IpAddr::from([192, 0, 2, 1]);
+        // An SES code that is neither a refusal nor a stop is one failure among others.
+        let throttled = UpstreamError::ses("TooManyRequestsException", "slow down");
+        assert!(
+            guard
+                .ses_answer(SesAnswer::Failed(&throttled), client)
+                .is_none()
+        );
+        assert_eq!(guard.snapshot().state, State::Armed);
+        assert_eq!(guard.snapshot().figures.failures, 1);
+        let paused = UpstreamError::ses("SendingPausedException", "paused");
+        let trip = guard.ses_answer(SesAnswer::Failed(&paused), client);
+        assert_eq!(
+            trip.map(|t| t.reason),
+            Some("guard: SES sending paused (SendingPausedException)".to_string())
+        );
+    }
+
+    #[test]
+    fn ses_events_trip_and_move_traffic_and_the_window_is_the_configured_one() {
+        let config = GuardConfig {
+            enabled: true,
+            min_transactions: 10,
+            ..GuardConfig::default()
+        };
+        let cutover = Cutover::load(std::path::Path::new(""), 50.0).unwrap();
+        let guard = Guard::new(&config, cutover.clone(), true);
+        assert_eq!(
+            guard.window(),
+            config.window.0,
+            "the feedback reader's memory"
+        );
+        for _ in 0..10 {
+            assert!(guard.ses_event(EventKind::Send).is_none());
+        }
+        let trip = guard.ses_event(EventKind::Bounce);
+        assert_eq!(trip.map(|t| t.condition), Some(Condition::BounceRatio));
+        assert_eq!(guard.state(), State::Tripped);
+        assert_eq!(
+            cutover.status().ses_percent,
+            0.0,
+            "moved to fallback-percent"
+        );
+    }
+
+    #[test]
     fn a_refused_message_is_a_rejection_never_a_failure() {
         let config = GuardConfig {
             enabled: true,

@@ -313,3 +313,63 @@ fn the_reject_ratio_waits_for_min_transactions() {
         Condition::RejectRatio
     );
 }
+
+#[test]
+fn the_reject_ratio_exactly_at_its_bound_holds_not_even_from_enough_clients() {
+    let start = Instant::now();
+    let mut judge = Judge::new(Thresholds {
+        min_transactions: 40,
+        ..thresholds()
+    });
+    for _ in 0..38 {
+        judge.outcome(start, true, None);
+    }
+    judge.rejection(start, client(1));
+    judge.rejection(start, client(2));
+    assert_eq!(
+        judge.judge(start),
+        None,
+        "2 of 40 = 0.05 from 2 clients is not above 0.05"
+    );
+    judge.rejection(start, client(3));
+    assert_eq!(
+        judge.judge(start).map(|trip| trip.condition),
+        Some(Condition::RejectRatio)
+    );
+}
+
+#[test]
+fn durations_round_to_the_nearest_second() {
+    assert_eq!(format_duration(Duration::from_millis(299_500)), "5m");
+    assert_eq!(format_duration(Duration::from_millis(299_499)), "4m 59s");
+    assert_eq!(format_duration(Duration::from_millis(1_500)), "2s");
+}
+
+#[test]
+fn delay_p95_rank_follows_the_sample_count() {
+    let start = Instant::now();
+    // 10 samples: the p95 is the 10th smallest, so one slow message is the p95.
+    let mut judge = Judge::new(thresholds());
+    for _ in 0..9 {
+        judge.outcome(start, true, Some(secs(10)));
+    }
+    judge.outcome(start, true, Some(secs(600)));
+    assert_eq!(
+        judge.judge(start).map(|trip| trip.condition),
+        Some(Condition::Delay)
+    );
+    // 40 samples: the p95 is the 38th smallest, so two slow ones are not enough.
+    let mut judge = Judge::new(thresholds());
+    for _ in 0..38 {
+        judge.outcome(start, true, Some(secs(10)));
+    }
+    judge.outcome(start, true, Some(secs(600)));
+    judge.outcome(start, true, Some(secs(600)));
+    assert_eq!(judge.judge(start), None);
+    judge.outcome(start, true, Some(secs(600)));
+    assert_eq!(
+        judge.judge(start).map(|trip| trip.condition),
+        Some(Condition::Delay),
+        "3 of 41: the 39th smallest is slow"
+    );
+}
