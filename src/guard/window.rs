@@ -379,6 +379,30 @@ mod tests {
     }
 
     #[test]
+    fn every_count_expires_with_its_second() {
+        let start = Instant::now();
+        let mut window = Window::new(secs(60), secs(300), 2);
+        window.outcome(start, true, Some(secs(900)));
+        window.outcome(start, false, None);
+        window.rejection(start, "192.0.2.1".parse().unwrap());
+        for kind in [EventKind::Send, EventKind::Bounce, EventKind::Complaint] {
+            window.event(start, kind);
+        }
+        let expected = Counts {
+            outcomes: 3,
+            failures: 1,
+            rejected: 1,
+            delays: 1,
+            delays_over: 1,
+            sends: 1,
+            bounces: 1,
+            complaints: 1,
+        };
+        assert_eq!(window.counts(start + secs(59)), expected);
+        assert_eq!(window.counts(start + secs(60)), Counts::default());
+    }
+
+    #[test]
     fn rejecting_clients_are_distinct_bounded_and_expire() {
         let start = Instant::now();
         let one: IpAddr = "192.0.2.1".parse().unwrap();
