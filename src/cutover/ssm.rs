@@ -278,6 +278,53 @@ mod tests {
     use crate::cutover::Source;
     use crate::route::Percent;
 
+    fn put_error(status: u16) -> SdkError<std::io::Error, aws_sdk_ssm::config::http::HttpResponse> {
+        let raw = aws_sdk_ssm::config::http::HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(std::io::Error::other("refused"), raw)
+    }
+
+    #[test]
+    fn only_a_refusal_or_a_request_never_sent_is_certainly_not_applied() {
+        assert!(sent_nothing(&put_error(400)), "SSM refused it");
+        assert!(sent_nothing(&put_error(499)));
+        assert!(
+            !sent_nothing(&put_error(500)),
+            "a 5xx may have been applied"
+        );
+        assert!(!sent_nothing(&put_error(503)));
+        let never_built: SdkError<std::io::Error, aws_sdk_ssm::config::http::HttpResponse> =
+            SdkError::construction_failure("bad request");
+        assert!(sent_nothing(&never_built));
+        let timed_out: SdkError<std::io::Error, aws_sdk_ssm::config::http::HttpResponse> =
+            SdkError::timeout_error("no answer");
+        assert!(!sent_nothing(&timed_out));
+    }
+
+    #[tokio::test]
+    async fn the_shared_store_is_read_every_refresh_interval() {
+        let store = SsmStore::new(
+            "/ses-relay/test",
+            "ap-northeast-1",
+            "http://127.0.0.1:9",
+            None,
+        )
+        .await
+        .caching(Path::new(""), Duration::from_secs(7));
+        assert_eq!(store.refresh_interval(), Some(Duration::from_secs(7)));
+        assert_eq!(store.kind(), CutoverStore::Ssm);
+    }
+
+    #[test]
+    fn updated_by_is_this_hosts_name_when_it_has_one() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        if !kernel.trim().is_empty() {
+            assert_eq!(hostname("fallback"), kernel.trim());
+        }
+    }
+
     #[test]
     fn parameter_json_uses_the_documented_field_names() {
         let value = Record {

@@ -179,6 +179,8 @@ struct Scripted {
     held: StdMutex<Option<Observed>>,
     script: StdMutex<VecDeque<Answer>>,
     writes: StdMutex<Vec<Record>>,
+    /// What was kept for the next start: (change id, version).
+    cached: StdMutex<Vec<(String, Option<i64>)>>,
 }
 
 impl Scripted {
@@ -187,6 +189,7 @@ impl Scripted {
             held: StdMutex::new(None),
             script: StdMutex::new(script.iter().copied().collect()),
             writes: StdMutex::new(Vec::new()),
+            cached: StdMutex::new(Vec::new()),
         })
     }
 
@@ -244,7 +247,11 @@ impl Store for Arc<Scripted> {
         Box::pin(async move { Ok(self.held()) })
     }
 
-    fn cache<'a>(&'a self, _: &'a Record, _: Option<i64>) -> StoreFuture<'a, ()> {
+    fn cache<'a>(&'a self, record: &'a Record, version: Option<i64>) -> StoreFuture<'a, ()> {
+        self.cached
+            .lock()
+            .unwrap()
+            .push((record.change_id.clone(), version));
         Box::pin(async {})
     }
 
@@ -383,4 +390,37 @@ fn millis_read_what_the_relay_and_people_write() {
     assert_eq!(millis_of("1970-01-01T00:00:02Z"), 2000);
     assert_eq!(millis_of("not a time"), 0);
     assert_eq!(millis_of(""), 0);
+}
+
+#[tokio::test]
+async fn the_file_store_is_never_refreshed_and_names_no_writer() {
+    let path = temp("never-refreshed");
+    let cutover = Cutover::load(&path, 10.0).unwrap();
+    assert_eq!(cutover.refresh_interval(), None);
+    let status = cutover.change(operator(20.0, "step")).await.unwrap();
+    assert_eq!(
+        status.updated_by, None,
+        "the file store's changes carry no host"
+    );
+    assert!(status.change_id.is_some());
+    std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+}
+
+#[tokio::test]
+async fn what_is_in_force_is_cached_for_the_next_start() {
+    let store = Scripted::new(&[]);
+    let cutover = shared(&store, 100.0);
+    let status = cutover.change(operator(70.0, "step")).await.unwrap();
+    assert_eq!(status.updated_by.as_deref(), Some("relay-a"));
+    let id = status.change_id.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store
+        .cached
+        .lock()
+        .unwrap()
+        .contains(&(id.clone(), Some(2)))
+    {
+        assert!(Instant::now() < deadline, "never cached");
+        tokio::task::yield_now().await;
+    }
 }
