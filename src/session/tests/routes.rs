@@ -67,3 +67,31 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
     s.data(MESSAGE, "250").await;
     assert_eq!((ses.count(), legacy.count()), (1, 2));
 }
+
+#[tokio::test]
+async fn later_recipients_stay_on_the_route_the_first_one_chose() {
+    // A legacy route exists and SES takes everything: the first (ASCII)
+    // recipient opens SES, so a later non-ASCII one is refused there, not
+    // chosen a route of its own (the router would send it to legacy).
+    let ses = Upstream::new();
+    let legacy = Upstream::new();
+    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
+    let relay = Arc::new(SharedState::new(crate::state::SharedParts {
+        live: live(smtp_config()),
+        router: Router::new(true, Vec::new(), cutover.share()),
+        upstreams: Upstreams::new(ses.clone(), Some(legacy.clone())),
+        cutover,
+        masker: Masker::new(true),
+        guard: std::sync::Arc::new(crate::guard::Guard::disabled()),
+        legacy_health: None,
+    }));
+    let mut s = TestSession::start(relay).await;
+    s.ehlo().await;
+    s.cmd("MAIL FROM:<a@goo.ne.jp> SMTPUTF8", "250").await;
+    s.cmd("RCPT TO:<b@example.com>", "250").await;
+    s.cmd("RCPT TO:<\u{5c71}\u{7530}@example.jp>", "553 5.6.7")
+        .await;
+    s.data(MESSAGE, "250").await;
+    assert_eq!(ses.last().0.rcpt_to, ["b@example.com"]);
+    assert_eq!(legacy.count(), 0);
+}
