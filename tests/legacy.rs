@@ -146,3 +146,32 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     assert!(plain.messages().is_empty());
     assert!(relay.stop().await);
 }
+
+#[tokio::test]
+async fn mail_parameters_reach_the_legacy_relay_as_far_as_it_offers_them() {
+    let ses = SesFake::start().await;
+    // The sink offers SIZE and 8BITMIME, not SMTPUTF8.
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("mail-parameters");
+    let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 0.0)).await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    for (mail, expected) in [
+        (
+            "MAIL FROM:<a@goo.ne.jp> SIZE=2000 BODY=8BITMIME SMTPUTF8",
+            "SIZE=2000 BODY=8BITMIME",
+        ),
+        ("MAIL FROM:<a@goo.ne.jp>", ""),
+    ] {
+        let replies = smtp
+            .pipeline(&[mail, "RCPT TO:<ok@example.net>", "DATA"])
+            .await;
+        assert_eq!(replies.len(), 3, "{replies:?}");
+        let done = smtp
+            .data_message("From: <a@goo.ne.jp>\r\nSubject: parameters\r\n\r\nbody\r\n")
+            .await;
+        assert!(done.starts_with("250"), "{done}");
+        let got = sink.messages().pop().unwrap();
+        assert_eq!(got.mail_parameters, expected, "{mail}");
+    }
+    assert!(relay.stop().await);
+}

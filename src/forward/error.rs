@@ -358,6 +358,16 @@ mod tests {
     }
 
     #[test]
+    fn the_error_code_shown_is_the_label_unless_an_smtp_reply_shows_its_own_code() {
+        let full = UpstreamError::reply_of(Reply::dynamic(452, [4, 2, 2], "Mailbox full"));
+        assert_eq!(full.code_label(), None);
+        let rejected = UpstreamError::ses("MessageRejected", "no");
+        assert_eq!(rejected.code_label(), Some("MessageRejected"));
+        let limited = UpstreamError::local(Local::RateLimited);
+        assert_eq!(limited.code_label(), Some("max-send-rate"));
+    }
+
+    #[test]
     fn dispositions_follow_the_cause() {
         let api = UpstreamError::transport(Transport::Timeout, "SES did not answer");
         assert_eq!(api.disposition(), Disposition::Deferred);

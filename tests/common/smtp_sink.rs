@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub mail_from: String,
+    /// The MAIL command's parameters as sent (`SIZE=…`, `BODY=8BITMIME`).
+    pub mail_parameters: String,
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
     /// Whether it came over TLS (after STARTTLS).
@@ -92,6 +94,7 @@ async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: 
     }
     let mut auth: Option<String> = None;
     let mut from = String::new();
+    let mut parameters = String::new();
     let mut rcpts = Vec::new();
     let mut line = String::new();
     loop {
@@ -149,6 +152,11 @@ async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: 
             "530 5.7.0 Authentication required\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
             from = addr(&line);
+            parameters = line
+                .split_once('>')
+                .map_or("", |(_, rest)| rest)
+                .trim()
+                .to_string();
             rcpts.clear();
             "250 2.1.0 Ok\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
@@ -195,6 +203,7 @@ async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: 
                 let mut all = state.messages.lock().unwrap();
                 all.push(Received {
                     mail_from: std::mem::take(&mut from),
+                    mail_parameters: std::mem::take(&mut parameters),
                     rcpt_to: std::mem::take(&mut rcpts),
                     data,
                     tls,

@@ -346,6 +346,15 @@ mod tests {
     }
 
     #[test]
+    fn retries_wait_longer_each_time_with_at_most_half_again_of_jitter() {
+        for (attempt, base) in [(1, 100), (2, 200), (3, 400), (5, 1600), (9, 1600)] {
+            let wait = backoff(attempt);
+            let base = Duration::from_millis(base);
+            assert!(wait >= base && wait < base * 3 / 2, "{attempt}: {wait:?}");
+        }
+    }
+
+    #[test]
     fn reply_carries_ses_words() {
         let err = UpstreamError::ses("MessageRejected", "Email address is not verified.");
         assert_eq!(

@@ -95,3 +95,32 @@ async fn later_recipients_stay_on_the_route_the_first_one_chose() {
     assert_eq!(ses.last().0.rcpt_to, ["b@example.com"]);
     assert_eq!(legacy.count(), 0);
 }
+
+#[tokio::test]
+async fn mail_from_parameters_reach_the_route_as_declared() {
+    let upstream = Upstream::new();
+    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    s.ehlo().await;
+    s.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
+    let refused = s
+        .cmd("RCPT TO:<\u{5c71}\u{7530}@example.jp>", "553 5.6.7")
+        .await;
+    assert!(
+        refused.contains("needs MAIL FROM with SMTPUTF8"),
+        "{refused}"
+    );
+    s.cmd("RCPT TO:<b@example.com>", "250").await;
+    s.data(MESSAGE, "250").await;
+    let mail = upstream.last().0.mail;
+    assert_eq!((mail.smtputf8, mail.body_8bit), (false, false));
+    s.cmd("MAIL FROM:<a@goo.ne.jp> BODY=8BITMIME", "250").await;
+    s.cmd("RCPT TO:<b@example.com>", "250").await;
+    s.data(MESSAGE, "250").await;
+    let mail = upstream.last().0.mail;
+    assert_eq!((mail.smtputf8, mail.body_8bit), (false, true));
+    s.cmd("MAIL FROM:<a@goo.ne.jp> SMTPUTF8", "250").await;
+    s.cmd("RCPT TO:<b@example.com>", "250").await;
+    s.data(MESSAGE, "250").await;
+    let mail = upstream.last().0.mail;
+    assert_eq!((mail.smtputf8, mail.body_8bit), (true, false));
+}
