@@ -424,3 +424,26 @@ async fn what_is_in_force_is_cached_for_the_next_start() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn open_takes_the_store_the_config_names() {
+    let mut config = crate::config::Config::default();
+    config.cutover.ses_percent = Some(30.0);
+    config.cutover.state_file = PathBuf::new();
+    let file = Cutover::open(&config, None).await.unwrap();
+    assert_eq!(file.status().store, CutoverStore::File);
+    config.cutover.store = CutoverStore::Ssm;
+    config.cutover.ssm_parameter = "/ses-relay/test".into();
+    config.cutover.endpoint_url = "http://127.0.0.1:9".into();
+    config.ses.region = "ap-northeast-1".into();
+    let credentials = aws_credential_types::provider::SharedCredentialsProvider::new(
+        aws_credential_types::Credentials::new("AKID", "secret", None, None, "test"),
+    );
+    let ssm = Cutover::open(&config, Some(credentials)).await.unwrap();
+    let status = ssm.status();
+    assert_eq!(
+        (status.store, status.ses_percent),
+        (CutoverStore::Ssm, 30.0),
+        "SSM unreachable and nothing cached: the config's value"
+    );
+}
