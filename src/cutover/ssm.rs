@@ -317,6 +317,75 @@ mod tests {
         assert_eq!(store.kind(), CutoverStore::Ssm);
     }
 
+    /// An SSM endpoint on 127.0.0.1 that answers every request with `status` and `body`.
+    async fn answering(status: u16, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        break;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn store_at(endpoint: &str) -> SsmStore {
+        let credentials = SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+            "AKID", "secret", None, None, "test",
+        ));
+        SsmStore::new(
+            "/ses-relay/test",
+            "ap-northeast-1",
+            endpoint,
+            Some(credentials),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_loses_the_creation_race_reads_the_winners_value() {
+        let exists = answering(
+            400,
+            r#"{"__type":"ParameterAlreadyExists","message":"The parameter already exists."}"#,
+        )
+        .await;
+        let record = Record::from_json(r#"{"ses_percent": 10}"#).unwrap();
+        let created = store_at(&exists).await.create(&record).await;
+        assert!(matches!(created, Ok(None)), "{created:?}");
+        // Overwriting never meets that answer as a race: it is a refusal.
+        let put = store_at(&exists).await.put(&record).await;
+        assert!(matches!(put, Err(WriteError::NotApplied(_))), "{put:?}");
+    }
+
     #[test]
     fn updated_by_is_this_hosts_name_when_it_has_one() {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Cutover, CutoverError, Source};
+use super::{Cutover, CutoverError, Record, Source};
 
 /// A scratch path `<tmp>/ses-relay-cutover-<name>-<pid>/state/cutover.json`, nothing created.
 fn scratch(name: &str) -> PathBuf {
@@ -53,4 +53,22 @@ fn only_a_missing_state_file_starts_from_the_config() {
     let path = scratch("missing");
     let status = Cutover::load(&path, 10.0).unwrap().status();
     assert_eq!((status.ses_percent, status.source), (10.0, Source::Config));
+}
+
+#[tokio::test]
+async fn the_shared_stores_cache_is_what_a_restart_reads() {
+    let path = scratch("cache");
+    let record = Record {
+        change_id: "c1".into(),
+        updated_at: "2026-12-01T00:00:00.000Z".into(),
+        ..Record::from_json(r#"{"ses_percent": 40}"#).unwrap()
+    };
+    super::store::cache_to(&path, &record, Some(7)).await;
+    let saved = super::store::read_state(&path).unwrap().expect("cached");
+    assert_eq!(saved.ses_percent.as_f64(), 40.0);
+    assert_eq!(
+        (saved.version, saved.change_id.as_deref()),
+        (Some(7), Some("c1"))
+    );
+    remove(&path);
 }

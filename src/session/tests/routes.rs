@@ -101,6 +101,10 @@ async fn mail_from_parameters_reach_the_route_as_declared() {
     let upstream = Upstream::new();
     let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
+    let refused = s
+        .cmd("MAIL FROM:<\u{5c71}\u{7530}@goo.ne.jp>", "553 5.6.7")
+        .await;
+    assert!(refused.contains("SMTPUTF8"), "{refused}");
     s.cmd("MAIL FROM:<a@goo.ne.jp>", "250").await;
     let refused = s
         .cmd("RCPT TO:<\u{5c71}\u{7530}@example.jp>", "553 5.6.7")
