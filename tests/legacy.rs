@@ -91,6 +91,7 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     let sink = SmtpSink::start_with(Features {
         tls: Some(acceptor.clone()),
         auth: Some(("relay-user".into(), "pa55".into())),
+        ..Features::default()
     })
     .await;
 
@@ -173,5 +174,26 @@ async fn mail_parameters_reach_the_legacy_relay_as_far_as_it_offers_them() {
         let got = sink.messages().pop().unwrap();
         assert_eq!(got.mail_parameters, expected, "{mail}");
     }
+    assert!(relay.stop().await);
+
+    // A relay that does not offer 8BITMIME is not told BODY=8BITMIME.
+    let plain = SmtpSink::start_with(common::smtp_sink::Features {
+        without_8bitmime: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = TempDir::new("mail-parameters-7bit");
+    let relay = RunningRelay::start(cutover_config(&ses, plain.addr, &dir, 0.0)).await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    let mail = "MAIL FROM:<a@goo.ne.jp> BODY=8BITMIME";
+    let replies = smtp
+        .pipeline(&[mail, "RCPT TO:<ok@example.net>", "DATA"])
+        .await;
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    let done = smtp
+        .data_message("From: <a@goo.ne.jp>\r\nSubject: parameters\r\n\r\nbody\r\n")
+        .await;
+    assert!(done.starts_with("250"), "{done}");
+    assert_eq!(plain.messages().pop().unwrap().mail_parameters, "");
     assert!(relay.stop().await);
 }

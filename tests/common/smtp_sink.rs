@@ -31,6 +31,8 @@ pub struct Received {
 pub struct Features {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub auth: Option<(String, String)>,
+    /// Leave 8BITMIME out of the EHLO answer (a relay that does not offer it).
+    pub without_8bitmime: bool,
 }
 
 #[derive(Default)]
@@ -105,9 +107,10 @@ async fn serve(stream: Box<dyn Io>, state: Arc<State>, features: Features, tls: 
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            let mut ehlo =
-                "250-legacy.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n"
-                    .to_string();
+            let mut ehlo = "250-legacy.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n".to_string();
+            if !features.without_8bitmime {
+                ehlo.push_str("250-8BITMIME\r\n");
+            }
             if features.tls.is_some() && !tls {
                 ehlo.push_str("250-STARTTLS\r\n");
             }
