@@ -410,6 +410,7 @@ async fn the_file_store_is_never_refreshed_and_names_no_writer() {
 async fn what_is_in_force_is_cached_for_the_next_start() {
     let store = Scripted::new(&[]);
     let cutover = shared(&store, 100.0);
+    assert_eq!(cutover.refresh_interval(), Some(Duration::from_secs(1)));
     let status = cutover.change(operator(70.0, "step")).await.unwrap();
     assert_eq!(status.updated_by.as_deref(), Some("relay-a"));
     let id = status.change_id.unwrap();
@@ -446,4 +447,16 @@ async fn open_takes_the_store_the_config_names() {
         (CutoverStore::Ssm, 30.0),
         "SSM unreachable and nothing cached: the config's value"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_guards_write_backs_off_while_the_store_does_not_answer() {
+    let store = Scripted::new(&[Answer::Lose, Answer::Lose, Answer::Lose]);
+    let cutover = shared(&store, 50.0);
+    let started = tokio::time::Instant::now();
+    cutover.change(guard(0.0, "guard: trip")).await.unwrap();
+    assert_eq!(store.writes.lock().unwrap().len(), 4);
+    // 0.5 s, 1 s, 2 s between the four writes.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(3_500), "{waited:?}");
 }
