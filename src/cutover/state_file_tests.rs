@@ -61,6 +61,7 @@ async fn the_shared_stores_cache_is_what_a_restart_reads() {
     let record = Record {
         change_id: "c1".into(),
         updated_at: "2026-12-01T00:00:00.000Z".into(),
+        updated_by: "relay-a".into(),
         ..Record::from_json(r#"{"ses_percent": 40}"#).unwrap()
     };
     super::store::cache_to(&path, &record, Some(7)).await;
@@ -70,5 +71,6 @@ async fn the_shared_stores_cache_is_what_a_restart_reads() {
         (saved.version, saved.change_id.as_deref()),
         (Some(7), Some("c1"))
     );
+    assert_eq!(saved.updated_by.as_deref(), Some("relay-a"));
     remove(&path);
 }
