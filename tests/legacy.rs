@@ -197,3 +197,23 @@ async fn mail_parameters_reach_the_legacy_relay_as_far_as_it_offers_them() {
     assert_eq!(plain.messages().pop().unwrap().mail_parameters, "");
     assert!(relay.stop().await);
 }
+
+#[tokio::test]
+async fn data_after_the_legacy_relay_refused_every_recipient_is_554() {
+    let ses = SesFake::start().await;
+    let sink = SmtpSink::start().await;
+    let dir = TempDir::new("no-valid-recipient");
+    let relay = RunningRelay::start(cutover_config(&ses, sink.addr, &dir, 0.0)).await;
+    let mut smtp = SmtpClient::ready(relay.addr).await;
+    let replies = smtp
+        .pipeline(&[
+            "MAIL FROM:<a@goo.ne.jp>",
+            "RCPT TO:<reject-me@example.net>",
+            "DATA",
+        ])
+        .await;
+    assert!(replies[1].starts_with("550 5.1.1"), "{replies:?}");
+    assert!(replies[2].starts_with("554 5.5.1"), "{replies:?}");
+    assert!(sink.messages().is_empty());
+    assert!(relay.stop().await);
+}
