@@ -214,6 +214,7 @@ async fn data_after_the_legacy_relay_refused_every_recipient_is_554() {
         .await;
     assert!(replies[1].starts_with("550 5.1.1"), "{replies:?}");
     assert!(replies[2].starts_with("554 5.5.1"), "{replies:?}");
+    assert!(smtp.command("QUIT").await.starts_with("221"));
     assert!(sink.messages().is_empty());
     assert!(relay.stop().await);
 }
