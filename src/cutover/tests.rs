@@ -460,3 +460,13 @@ async fn the_guards_write_backs_off_while_the_store_does_not_answer() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(3_500), "{waited:?}");
 }
+
+#[tokio::test]
+async fn the_change_in_force_read_at_a_new_version_records_that_version() {
+    let store = Scripted::new(&[]);
+    let cutover = shared(&store, 100.0);
+    let held = store.held().unwrap().record;
+    store.put(held, 3);
+    assert!(!cutover.refresh().await, "the same change");
+    assert_eq!(cutover.status().version, Some(3));
+}
