@@ -8,16 +8,16 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, SmtpConfig};
-use ses_relay::cutover::Cutover;
-use ses_relay::envelope::Envelope;
-use ses_relay::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
+use ses_relay::connection::session::Session;
+use ses_relay::connection::smtp::{Command, Input};
+use ses_relay::control::cutover::Cutover;
+use ses_relay::daemon::state::{Reloadable, SharedState};
 use ses_relay::log::Masker;
-use ses_relay::prepare::Preparer;
-use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::route::Router;
-use ses_relay::session::Session;
-use ses_relay::smtp::{Command, Input};
-use ses_relay::state::{Reloadable, SharedState};
+use ses_relay::message::envelope::Envelope;
+use ses_relay::message::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
+use ses_relay::message::prepare::Preparer;
+use ses_relay::message::prepare::dkim::DkimKeys;
+use ses_relay::message::route::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Accept;
@@ -50,13 +50,13 @@ fn relay() -> Arc<SharedState> {
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let router = Router::new(false, Vec::new(), cutover.share());
     let upstreams = Upstreams::new(Arc::new(Accept), None);
-    Arc::new(SharedState::new(ses_relay::state::SharedParts {
+    Arc::new(SharedState::new(ses_relay::daemon::state::SharedParts {
         live,
         router,
         upstreams,
         cutover,
         masker: Masker::new(true),
-        guard: std::sync::Arc::new(ses_relay::guard::Guard::disabled()),
+        guard: std::sync::Arc::new(ses_relay::control::guard::Guard::disabled()),
         legacy_health: None,
     }))
 }

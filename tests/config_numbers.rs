@@ -21,7 +21,7 @@ use common::{TempDir, TestCa, demo_key};
 use ses_relay::config::{
     ByteSize, Config, ConfigError, DkimKeyConfig, HumanDuration, LegacyConfig, LegacyMode, SesMode,
 };
-use ses_relay::server::{Server, ServerOptions};
+use ses_relay::daemon::server::{Server, ServerOptions};
 use tokio::io::AsyncWriteExt;
 
 /// Panics anywhere in the process (spawned tasks included), counted.
@@ -139,7 +139,9 @@ async fn build_and_greet(config: &Config) -> Result<(), String> {
         ses_credentials: Some(SharedCredentialsProvider::new(Credentials::new(
             "test", "test", None, None, "test",
         ))),
-        txt_resolver: Some(Arc::new(ses_relay::dns::StaticResolver(HashMap::new()))),
+        txt_resolver: Some(Arc::new(ses_relay::tools::dns::StaticResolver(
+            HashMap::new(),
+        ))),
     };
     let server = Server::bind(config, options)
         .await

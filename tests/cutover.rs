@@ -4,8 +4,8 @@
 
 mod common;
 
-use ses_relay::cutover::{Change, Source};
-use ses_relay::route::Percent;
+use ses_relay::control::cutover::{Change, Source};
+use ses_relay::message::route::Percent;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::Answer;
+use ses_relay::control::admin::client::Answer;
 
 /// Sends `count` distinct transactions over `connections` connections; returns how many got 250.
 async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize) -> usize {

@@ -220,7 +220,7 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
     ignore = "needs moto (SES emulator): run tests/peers/install.sh"
 )]
 async fn preflight_checks_get_parameter_on_the_shared_parameter() {
-    use ses_relay::preflight::Level;
+    use ses_relay::tools::preflight::Level;
     if !run_or_skip(
         "preflight_checks_get_parameter_on_the_shared_parameter",
         moto_missing(),
@@ -236,21 +236,22 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     let credentials = Some(aws_sdk_sesv2::config::SharedCredentialsProvider::new(
         aws_sdk_sesv2::config::Credentials::new("test", "test", None, None, "test"),
     ));
-    let resolver = ses_relay::dns::StaticResolver::default();
-    let ssm_line = |findings: Vec<ses_relay::preflight::Finding>| {
+    let resolver = ses_relay::tools::dns::StaticResolver::default();
+    let ssm_line = |findings: Vec<ses_relay::tools::preflight::Finding>| {
         findings
             .into_iter()
             .find(|f| f.check == format!("ssm parameter {PARAMETER}"))
             .expect("an ssm parameter line")
     };
     // Absent: allowed to read, the first relay will create it.
-    let absent = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+    let absent =
+        ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials.clone()).await);
     assert_eq!(absent.level, Level::Warn, "{absent}");
     // Present: PASS with its version and value.
     let relay = RunningRelay::start(config.clone()).await;
     relay.stop().await;
     let present =
-        ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+        ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials.clone()).await);
     assert_eq!(present.level, Level::Pass, "{present}");
     assert!(
         present.detail.contains("version 1") && present.detail.contains("ses_percent 10"),
@@ -258,7 +259,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     );
     // SSM gone: FAIL naming the call.
     drop(ssm);
-    let down = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials).await);
+    let down = ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials).await);
     assert_eq!(down.level, Level::Fail, "{down}");
     assert!(down.detail.contains("GetParameter"), "{down}");
 }
@@ -269,7 +270,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     ignore = "needs moto (SES emulator): run tests/peers/install.sh"
 )]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
-    use ses_relay::cutover::{Change, Source};
+    use ses_relay::control::cutover::{Change, Source};
     if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {
         return;
     }
@@ -293,7 +294,7 @@ async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     // The guard's path: in force here at once, written to SSM right after.
     let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
     let writing = a.relay.cutover.change(Change {
-        percent: ses_relay::route::Percent::ZERO,
+        percent: ses_relay::message::route::Percent::ZERO,
         reason: reason.into(),
         by: Source::Guard,
     });

@@ -25,7 +25,7 @@
 //!   it has, and gives all of it back when dropped.
 
 use memchr::memmem;
-use ses_relay::smtp::{Command, DataEnd, DataMemory, Input, MessageReceiver};
+use ses_relay::connection::smtp::{Command, DataEnd, DataMemory, Input, MessageReceiver};
 use smtp_proto::Request;
 
 /// Size limits tried: the edges (0, 1), small ones a fuzz input easily

@@ -26,10 +26,10 @@
 use std::sync::LazyLock;
 
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::{Envelope, MAX_TAGS, MailFrom, tag_text_problem};
-use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::prepare::{CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers};
-use ses_relay::route::Route;
+use ses_relay::message::envelope::{Envelope, MAX_TAGS, MailFrom, tag_text_problem};
+use ses_relay::message::prepare::dkim::DkimKeys;
+use ses_relay::message::prepare::{CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers};
+use ses_relay::message::route::Route;
 
 /// The configuration set the preparers write.
 const CONFIGURATION_SET: &str = "fuzz-set";
