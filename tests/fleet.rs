@@ -115,7 +115,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
         (Some(0.0), Some(3)),
         "{status}"
     );
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
 
     // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
     let ssm_endpoint = ssm.endpoint();
@@ -144,7 +144,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
     // A change cannot reach the fleet: refused, nothing changes here either.
     let answer = set(&a, 100.0, "while SSM is down").await;
     assert_eq!(answer.status, 503, "{}", answer.body);
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
 
     // B restarted while SSM is down: from its cached copy (version 3, 0%), not its config's 100%.
     b.stop().await;
@@ -290,17 +290,17 @@ async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     };
     let a = RunningRelay::start(guarded(&dir_a)).await;
     let b = RunningRelay::start(guarded(&dir_b)).await;
-    assert_eq!(b.relay.router.ses_percent(), 100.0);
+    assert_eq!(b.control.router.ses_percent(), 100.0);
     // The guard's path: in force here at once, written to SSM right after.
     let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
-    let writing = a.relay.cutover.change(Change {
+    let writing = a.control.cutover.change(Change {
         percent: ses_relay::message::route::Percent::ZERO,
         reason: reason.into(),
         by: Source::Guard,
     });
-    let status = a.relay.cutover.status();
+    let status = a.control.cutover.status();
     assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
     writing.await.unwrap();
     until_percent(&b, 0.0, REFRESH * 3).await;
     let status = cutover(&b).await;

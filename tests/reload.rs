@@ -227,7 +227,7 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
     new.ses.region = "us-east-1".into();
     new.smtp.max_recipients = 7;
     let reloaded =
-        ses_relay::daemon::server::reload(&relay.relay, &running, &new).expect("reload applies");
+        ses_relay::daemon::server::reload(&relay.control, &running, &new).expect("reload applies");
     assert_eq!(
         reloaded.held_back,
         vec!["ses.configuration-set", "ses.region"],
@@ -238,7 +238,7 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
         running.ses.configuration_set
     );
     assert_eq!(
-        relay.relay.reloadable().smtp.max_recipients,
+        relay.control.reloadable.current().smtp.max_recipients,
         7,
         "the rest applies"
     );

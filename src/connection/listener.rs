@@ -12,10 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::proxy;
-use crate::connection::session::Session;
+use crate::connection::session::{Session, SessionContext};
 use crate::connection::smtp::Reply;
 use crate::connection::tls::{self, TlsMode};
-use crate::daemon::state::SharedState;
 use crate::log::{LogThrottle, Masker};
 use crate::metrics;
 use crate::net::canonical_ip;
@@ -92,11 +91,15 @@ pub fn is_allowed(allowed: &[IpNet], ip: std::net::IpAddr) -> bool {
 }
 
 /// Accepts until shutdown.
-pub async fn accept_loop(listener: Listener, relay: Arc<SharedState>, slots: Arc<ConnectionSlots>) {
+pub async fn accept_loop(
+    listener: Listener,
+    sessions: Arc<SessionContext>,
+    slots: Arc<ConnectionSlots>,
+) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
-            _ = relay.shutdown.triggered() => return,
+            _ = sessions.shutdown.triggered() => return,
             accepted = listener.socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -109,7 +112,7 @@ pub async fn accept_loop(listener: Listener, relay: Arc<SharedState>, slots: Arc
                     tracing::warn!(error = %err, backoff_ms = backoff.as_millis() as u64, "accept failed");
                 }
                 tokio::select! {
-                    _ = relay.shutdown.triggered() => return,
+                    _ = sessions.shutdown.triggered() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -117,31 +120,31 @@ pub async fn accept_loop(listener: Listener, relay: Arc<SharedState>, slots: Arc
             }
         };
         let _ = stream.set_nodelay(true);
-        let live = relay.reloadable();
+        let live = sessions.reloadable.current();
         // Behind a balancer only the balancer may connect; the client it names is checked in `serve`.
         let proxied = live.smtp.proxy_protocol && is_allowed(&live.smtp.proxy_trusted, peer.ip());
         if live.smtp.proxy_protocol && !proxied {
-            Refusal::Untrusted.send(stream, &relay.masker, peer, None);
+            Refusal::Untrusted.send(stream, &sessions.masker, peer, None);
             continue;
         }
         if !proxied && !live.smtp.admits(peer.ip()) {
-            Refusal::NotAllowed.send(stream, &relay.masker, peer, None);
+            Refusal::NotAllowed.send(stream, &sessions.masker, peer, None);
             continue;
         }
         let Some(permit) = slots.try_acquire(live.smtp.max_connections) else {
-            Refusal::Overloaded.send(stream, &relay.masker, peer, None);
+            Refusal::Overloaded.send(stream, &sessions.masker, peer, None);
             continue;
         };
-        let relay = relay.clone();
+        let sessions = sessions.clone();
         let implicit_tls = listener.implicit_tls;
-        relay.shutdown.tracker().clone().spawn(async move {
+        sessions.shutdown.tracker().clone().spawn(async move {
             metrics::sessions(1);
             let admitted = match proxied {
-                true => admit_proxied(stream, peer, &relay).await,
+                true => admit_proxied(stream, peer, &sessions).await,
                 false => Some((stream, peer)),
             };
             if let Some((stream, client)) = admitted {
-                serve(stream, client, relay, implicit_tls).await;
+                serve(stream, client, sessions, implicit_tls).await;
             }
             metrics::sessions(-1);
             drop(permit);
@@ -156,11 +159,11 @@ pub async fn accept_loop(listener: Listener, relay: Arc<SharedState>, slots: Arc
 async fn admit_proxied(
     mut stream: TcpStream,
     peer: SocketAddr,
-    relay: &SharedState,
+    sessions: &SessionContext,
 ) -> Option<(TcpStream, SocketAddr)> {
-    let masker = &relay.masker;
+    let masker = &sessions.masker;
     match proxy::client(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
-        Ok(client) if relay.reloadable().smtp.admits(client.ip()) => {
+        Ok(client) if sessions.reloadable.current().smtp.admits(client.ip()) => {
             tracing::debug!(client = %masker.ip(client.ip()), proxy = %masker.ip(peer.ip()), "PROXY header read");
             Some((stream, client))
         }
@@ -181,14 +184,19 @@ async fn admit_proxied(
 /// An admitted connection becomes a session: counted `accepted` here, once,
 /// when the session starts (after the handshake with implicit TLS, whose
 /// failure counts the connection `tls_failed` instead).
-async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<SharedState>, implicit_tls: bool) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    sessions: Arc<SessionContext>,
+    implicit_tls: bool,
+) {
     if !implicit_tls {
         metrics::connection("accepted");
-        return Session::new(relay, Box::new(stream), peer, false)
+        return Session::new(sessions, Box::new(stream), peer, false)
             .run()
             .await;
     }
-    let live = relay.reloadable();
+    let live = sessions.reloadable.current();
     let Some(acceptor) = live.tls.clone() else {
         return;
     };
@@ -196,13 +204,15 @@ async fn serve(stream: TcpStream, peer: SocketAddr, relay: Arc<SharedState>, imp
     {
         Ok(Ok(tls)) => {
             metrics::connection("accepted");
-            return Session::new(relay, Box::new(tls), peer, true).run().await;
+            return Session::new(sessions, Box::new(tls), peer, true)
+                .run()
+                .await;
         }
         Ok(Err(err)) => err.to_string(),
         Err(_) => "no handshake within smtp.idle-timeout".to_string(),
     };
     metrics::connection("tls_failed");
-    tls::failed(&relay.masker, peer, TlsMode::Implicit, &failed);
+    tls::failed(&sessions.masker, peer, TlsMode::Implicit, &failed);
 }
 
 /// Why a connection is refused before its session starts.

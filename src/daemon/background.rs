@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::control::cutover::{Cutover, Source};
 use crate::control::guard::{Guard, State};
 use crate::daemon::shutdown::Shutdown;
-use crate::message::prepare::dkim::DkimKeys;
+use crate::daemon::state::ReloadableCell;
 use crate::tools::dns::TxtResolver;
 
 /// The rollback guard from `[guard]`, acting through `cutover`; tripped still
@@ -261,23 +261,32 @@ fn last_line_complete(text: &[u8]) -> bool {
 /// `ses_relay_dkim_dns_consistent`, until shutdown; while a newer key of a
 /// domain waits for its record, every `dkim.rotation-check-interval`, and
 /// the round that confirms it makes it sign ([`crate::control::dkim_rotation`]).
-/// `live` gives what is in force at each round (a reload may change the
-/// keys), `keys` its keys.
-pub async fn check_dns_periodically<L>(
-    live: impl Fn() -> L,
-    keys: fn(&L) -> &DkimKeys,
-    resolver: &dyn TxtResolver,
-    shutdown: &Shutdown,
-    interval: Duration,
-) {
-    loop {
-        let live = live();
-        let wait =
-            crate::control::dkim_rotation::check_round(keys(&live), resolver, interval).await;
-        drop(live);
-        tokio::select! {
-            _ = shutdown.triggered() => return,
-            _ = tokio::time::sleep(wait) => {}
+/// Each round checks the keys in force then (a reload may change them).
+pub struct DkimDnsCheck {
+    /// The reloadable part, whose preparer holds the keys.
+    pub reloadable: Arc<ReloadableCell>,
+    /// The resolver asked.
+    pub resolver: Arc<dyn TxtResolver>,
+    /// `dkim.dns-check-interval`.
+    pub interval: Duration,
+}
+
+impl DkimDnsCheck {
+    /// Checks until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        loop {
+            let live = self.reloadable.current();
+            let wait = crate::control::dkim_rotation::check_round(
+                live.preparer.dkim(),
+                self.resolver.as_ref(),
+                self.interval,
+            )
+            .await;
+            drop(live);
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }

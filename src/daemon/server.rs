@@ -1,6 +1,8 @@
-//! Wiring: builds the shared [`SharedState`] from a validated config, binds the
-//! listeners, runs them, reloads what can change on SIGHUP, and drains
-//! sessions on shutdown.
+//! Wiring: builds each part's handles from a validated config (the sessions'
+//! [`SessionContext`], the admin API's [`AdminState`], the background tasks),
+//! binds the listeners, runs them, reloads what can change on SIGHUP, and
+//! drains sessions on shutdown. Nothing imports this module but the `run`
+//! command.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,21 +14,25 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, LegacyMode, RuleConfig, SesMode};
 use crate::connection::listener::{self, ConnectionSlots, Listener};
+use crate::connection::session::SessionContext;
 use crate::connection::tls::TlsError;
+use crate::control::admin::AdminState;
 use crate::control::cutover::{Cutover, CutoverError};
 use crate::control::feedback::FeedbackReader;
 use crate::daemon::background::{
-    self, CutoverRefresh, GuardFollowsOperators, LegacyProbe, UpstreamHealth,
+    self, CutoverRefresh, DkimDnsCheck, GuardFollowsOperators, LegacyProbe, UpstreamHealth,
 };
 use crate::daemon::shutdown::Shutdown;
-use crate::daemon::state::{Reloadable, SharedParts, SharedState};
+use crate::daemon::state::{Reloadable, ReloadableCell};
 use crate::log::Masker;
+use crate::message::envelope::TransactionIds;
 use crate::message::forward::legacy::{LegacyForwarder, LegacySetupError};
 use crate::message::forward::outbox::Outbox;
 use crate::message::forward::ses::{SesForwarder, SesSetupError};
 use crate::message::forward::{Upstream, Upstreams};
 use crate::message::prepare::Preparer;
 use crate::message::prepare::dkim::{DkimKeys, KeyError};
+use crate::message::prepare::pool::SigningPool;
 use crate::message::route::Router;
 use crate::tools::dns::{SystemResolver, TxtResolver};
 
@@ -82,10 +88,14 @@ pub struct ServerOptions {
 
 /// A relay with its listeners bound, ready to run.
 pub struct Server {
-    relay: Arc<SharedState>,
+    /// What every session shares (the listener hands it to each).
+    sessions: Arc<SessionContext>,
+    /// What the admin API uses; also the handles reloads and tests act on.
+    control: Arc<AdminState>,
     listeners: Vec<Listener>,
     admin: Option<TcpListener>,
-    dns_check: Option<(Duration, Arc<dyn TxtResolver>)>,
+    /// The periodic DKIM DNS check, when it is on.
+    dns_check: Option<DkimDnsCheck>,
     grace: Duration,
     /// The SES event queue's reader.
     feedback: Option<FeedbackReader>,
@@ -212,14 +222,28 @@ impl Server {
                 relay: l.relay.clone(),
                 health: UpstreamHealth::default(),
             });
-        let relay = SharedState::new(SharedParts {
-            guard: Arc::new(background::start_guard(config, &cutover)),
-            legacy_health: legacy_probe.as_ref().map(|p| p.health.clone()),
-            live,
-            router,
+        let reloadable = ReloadableCell::new(live);
+        let router = Arc::new(router);
+        let shutdown = Shutdown::new();
+        let guard = Arc::new(background::start_guard(config, &cutover));
+        let masker = Masker::new(config.log.mask_pii);
+        let sessions = Arc::new(SessionContext {
+            reloadable: reloadable.clone(),
+            router: router.clone(),
             upstreams,
+            ids: TransactionIds::default(),
+            masker,
+            shutdown: shutdown.clone(),
+            signer: SigningPool::per_core(),
+            guard: guard.clone(),
+        });
+        let control = Arc::new(AdminState {
+            reloadable: reloadable.clone(),
             cutover,
-            masker: Masker::new(config.log.mask_pii),
+            router,
+            guard: guard.clone(),
+            legacy_health: legacy_probe.as_ref().map(|p| p.health.clone()),
+            shutdown: shutdown.clone(),
         });
         let feedback = if config.feedback.sqs_queue_url.is_empty() {
             None
@@ -230,8 +254,8 @@ impl Server {
                 queue_url: config.feedback.sqs_queue_url.clone(),
                 wait: crate::control::feedback::long_poll(config),
                 scope: crate::control::feedback::Scope::from_config(config),
-                guard: relay.guard.clone(),
-                shutdown: relay.shutdown.clone(),
+                guard,
+                shutdown,
             })
         };
         let interval = config.dkim.dns_check_interval.0;
@@ -250,18 +274,23 @@ impl Server {
         };
         let startup_resolver = resolver.as_deref().filter(|_| !interval.is_zero());
         crate::control::dkim_rotation::choose_at_startup(
-            relay.reloadable().preparer.dkim(),
+            reloadable.current().preparer.dkim(),
             startup_resolver,
             config.dkim.require_published,
         )
         .await?;
         Ok(Server {
-            relay: Arc::new(relay),
+            sessions,
+            control,
             listeners,
             admin,
             dns_check: resolver
                 .filter(|_| !interval.is_zero())
-                .map(|r| (interval, r)),
+                .map(|resolver| DkimDnsCheck {
+                    reloadable,
+                    resolver,
+                    interval,
+                }),
             grace: config.smtp.shutdown_grace.0,
             feedback,
             legacy_probe,
@@ -281,14 +310,15 @@ impl Server {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
-    /// The shared state (for reloads and tests).
-    pub fn relay(&self) -> Arc<SharedState> {
-        self.relay.clone()
+    /// The control handles (cutover, router, guard, reloadable config) the
+    /// admin API uses: what the `run` command reloads and tests inspect.
+    pub fn control(&self) -> Arc<AdminState> {
+        self.control.clone()
     }
 
     /// The stop switch: trigger it for a graceful shutdown.
     pub fn shutdown(&self) -> Shutdown {
-        self.relay.shutdown.clone()
+        self.control.shutdown.clone()
     }
 
     /// Serves until shutdown is triggered, then waits up to `shutdown-grace`
@@ -301,7 +331,7 @@ impl Server {
         for listener in self.listeners {
             accepting.spawn(listener::accept_loop(
                 listener,
-                self.relay.clone(),
+                self.sessions.clone(),
                 slots.clone(),
             ));
         }
@@ -309,42 +339,32 @@ impl Server {
         // answers 503, so the load balancer stops sending new connections.
         let admin = self
             .admin
-            .map(|admin| tokio::spawn(crate::control::admin::serve(admin, self.relay.clone())));
-        let shutdown = self.relay.shutdown.clone();
-        if let Some(interval) = self.relay.cutover.refresh_interval() {
+            .map(|admin| tokio::spawn(crate::control::admin::serve(admin, self.control.clone())));
+        let shutdown = self.control.shutdown.clone();
+        if let Some(interval) = self.control.cutover.refresh_interval() {
             let refresh = CutoverRefresh {
-                cutover: self.relay.cutover.clone(),
+                cutover: self.control.cutover.clone(),
                 interval,
             };
             accepting.spawn(refresh.run(shutdown.clone()));
         }
         let follow = GuardFollowsOperators {
-            guard: self.relay.guard.clone(),
-            cutover: self.relay.cutover.clone(),
+            guard: self.control.guard.clone(),
+            cutover: self.control.cutover.clone(),
         };
         accepting.spawn(follow.run(shutdown.clone()));
         if let Some(probe) = self.legacy_probe {
             accepting.spawn(probe.run(shutdown.clone()));
         }
-        if let Some((interval, resolver)) = self.dns_check {
-            let relay = self.relay.clone();
-            accepting.spawn(async move {
-                background::check_dns_periodically(
-                    || relay.reloadable(),
-                    |live| live.preparer.dkim(),
-                    resolver.as_ref(),
-                    &relay.shutdown,
-                    interval,
-                )
-                .await
-            });
+        if let Some(check) = self.dns_check {
+            accepting.spawn(check.run(shutdown.clone()));
         }
         if let Some(reader) = self.feedback {
             accepting.spawn(reader.run());
         }
-        self.relay.shutdown.triggered().await;
+        shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
-        let tracker = self.relay.shutdown.tracker().clone();
+        let tracker = shutdown.tracker().clone();
         tracker.close();
         let drained = tokio::time::timeout(self.grace, tracker.wait())
             .await
@@ -394,7 +414,11 @@ const RESTART_KEYS: &[(&str, &str)] = &[
 /// restart is applied whole or not at all: changed, it is held back, named
 /// in [`Reloaded::held_back`], and runs on as before. Everything is built
 /// before anything is swapped, so a bad config changes nothing.
-pub fn reload(relay: &SharedState, running: &Config, new: &Config) -> Result<Reloaded, StartError> {
+pub fn reload(
+    control: &AdminState,
+    running: &Config,
+    new: &Config,
+) -> Result<Reloaded, StartError> {
     new.validate()?;
     let before = to_json(running);
     let after = to_json(new);
@@ -425,7 +449,7 @@ pub fn reload(relay: &SharedState, running: &Config, new: &Config) -> Result<Rel
     // A reload keeps each domain's signing key (never back to an older one).
     live.preparer
         .dkim()
-        .carry_over(relay.reloadable().preparer.dkim());
+        .carry_over(control.reloadable.current().preparer.dkim());
     crate::control::dkim_rotation::publish(live.preparer.dkim());
     let rules = effective
         .cutover
@@ -433,8 +457,8 @@ pub fn reload(relay: &SharedState, running: &Config, new: &Config) -> Result<Rel
         .iter()
         .map(RuleConfig::rule)
         .collect();
-    relay.router.set_rules(rules);
-    relay.replace_reloadable(live);
+    control.router.set_rules(rules);
+    control.reloadable.replace(live);
     Ok(Reloaded {
         config: effective,
         held_back,

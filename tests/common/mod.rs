@@ -121,7 +121,8 @@ pub struct RunningRelay {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    pub relay: std::sync::Arc<ses_relay::daemon::state::SharedState>,
+    /// The relay's control handles (cutover, router, guard, reloadable config).
+    pub control: std::sync::Arc<ses_relay::control::admin::AdminState>,
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<bool>,
 }
@@ -149,13 +150,13 @@ impl RunningRelay {
         let tls_addr = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| *a);
         let shutdown = server.shutdown();
         let admin_addr = server.admin_addr();
-        let relay = server.relay();
+        let control = server.control();
         let handle = tokio::spawn(server.run());
         RunningRelay {
             addr,
             tls_addr,
             admin_addr,
-            relay,
+            control,
             shutdown,
             handle,
         }

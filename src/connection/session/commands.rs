@@ -112,7 +112,7 @@ impl Session {
             }
             State::Ready => {}
         }
-        if self.relay.shutdown.is_triggered() {
+        if self.context.shutdown.is_triggered() {
             self.write_reply(
                 Reply::new(421, [4, 3, 0], "Service shutting down, try again later"),
                 "MAIL",
@@ -159,7 +159,7 @@ impl Session {
             );
         }
         self.state = State::Mail(MailTransaction {
-            id: self.relay.ids.next(),
+            id: self.context.ids.next(),
             mail: Mail {
                 smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
                 body_8bit: from.flags & MAIL_BODY_8BITMIME != 0,
@@ -191,7 +191,7 @@ impl Session {
     async fn rcpt_reply(&mut self, to: RcptTo<String>) -> Result<Reply, Reply> {
         let max = self.live.smtp.max_recipients;
         let client = self.peer.ip();
-        let relay = self.relay.clone();
+        let context = self.context.clone();
         let State::Mail(tx) = &mut self.state else {
             return Err(Reply::new(503, [5, 5, 1], "Need MAIL command first"));
         };
@@ -212,7 +212,7 @@ impl Session {
         let side = std::mem::replace(&mut tx.upstream, RouteSide::Undecided);
         let route = side
             .route()
-            .unwrap_or_else(|| relay.router.choose(client, &tx.mail.address, &to.address));
+            .unwrap_or_else(|| context.router.choose(client, &tx.mail.address, &to.address));
         // SES does not deliver SMTPUTF8 addresses; with a legacy route the
         // router sent such a transaction there, unless only a later recipient is.
         if route == Route::Ses && !(to.address.is_ascii() && tx.mail.address.is_ascii()) {
@@ -239,7 +239,7 @@ impl Session {
         let mut upstream = match side {
             RouteSide::Open(_, upstream) => upstream,
             RouteSide::Undecided | RouteSide::Chosen { .. } => {
-                match relay.upstreams.get(route).begin(&tx.mail).await {
+                match context.upstreams.get(route).begin(&tx.mail).await {
                     Ok(upstream) => upstream,
                     Err(err) => {
                         tx.upstream = RouteSide::Chosen {
@@ -263,7 +263,7 @@ impl Session {
                                 route,
                                 tags: Vec::new(),
                             };
-                            Recorder::of(&relay).record(
+                            Recorder::of(&context).record(
                                 &envelope,
                                 &Outcome::not_begun(err),
                                 Duration::ZERO,
@@ -322,8 +322,11 @@ impl Session {
             }
         };
         let limit = self.live.smtp.max_message_size.as_usize();
-        let receiver =
-            MessageReceiver::with_memory(limit, tx.mail.size, self.relay.data_memory.clone());
+        let receiver = MessageReceiver::with_memory(
+            limit,
+            tx.mail.size,
+            self.context.reloadable.data_memory().clone(),
+        );
         self.state = State::Data(tx, receiver);
         self.write_reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"), "DATA");
         Flow::Continue

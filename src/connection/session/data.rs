@@ -70,7 +70,7 @@ impl Session {
         let live = self.live.clone();
         let job = envelope.clone();
         let done = self
-            .relay
+            .context
             .signer
             .run(move || {
                 let first_taken = crate::message::received::first_taken(&message);
@@ -96,7 +96,7 @@ impl Session {
             if DROPPED_TAG_LOG.admit() {
                 tracing::warn!(
                     id = %envelope.id,
-                    tag = %self.relay.masker.text(dropped),
+                    tag = %self.context.masker.text(dropped),
                     "X-SES-MESSAGE-TAGS tag not sent to SES"
                 );
             }
@@ -136,7 +136,7 @@ impl Session {
     /// transaction line: every transaction that reached the end of DATA ends here.
     fn finish(&mut self, envelope: &Envelope, mut outcome: Outcome, started: Instant) {
         outcome.reply.text = Cow::Owned(format!("{} [id {}]", outcome.reply.text, envelope.id));
-        Recorder::of(&self.relay).record(envelope, &outcome, started.elapsed());
+        Recorder::of(&self.context).record(envelope, &outcome, started.elapsed());
         self.write_reply(outcome.reply, "DATA");
     }
 }

@@ -6,6 +6,7 @@
 //! (DATA's 354, STARTTLS, delivery).
 
 mod commands;
+mod context;
 mod data;
 mod outcome;
 #[cfg(test)]
@@ -20,11 +21,13 @@ use tokio::time::Instant;
 use crate::connection::smtp::{Input, MessageReceiver, Reply};
 use crate::connection::tls::Io;
 use crate::connection::tls::{self, TlsMode};
-use crate::daemon::state::{Reloadable, SharedState};
+use crate::daemon::state::Reloadable;
 use crate::message::envelope::{Envelope, MailFrom};
 use crate::message::forward::Transaction;
 use crate::message::route::Route;
 use crate::metrics;
+
+pub use context::SessionContext;
 
 /// Bad commands tolerated before the session is ended (Postfix's hard error limit is 20).
 const MAX_ERRORS: u32 = 10;
@@ -103,7 +106,7 @@ enum ReadOutcome {
 
 /// One SMTP connection.
 pub struct Session {
-    relay: Arc<SharedState>,
+    context: Arc<SessionContext>,
     /// The reloadable config as it was when the session started.
     live: Arc<Reloadable>,
     io: Box<dyn Io>,
@@ -122,12 +125,17 @@ pub struct Session {
 
 impl Session {
     /// A session on `io` from `peer`; `tls` when the stream is already TLS (implicit TLS).
-    pub fn new(relay: Arc<SharedState>, io: Box<dyn Io>, peer: SocketAddr, tls: bool) -> Session {
-        let generation = relay.generation();
-        let live = relay.reloadable();
+    pub fn new(
+        context: Arc<SessionContext>,
+        io: Box<dyn Io>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Session {
+        let generation = context.reloadable.generation();
+        let live = context.reloadable.current();
         let deadline = Instant::now() + live.smtp.max_session_duration.0;
         Session {
-            relay,
+            context,
             live,
             io,
             peer,
@@ -229,12 +237,16 @@ impl Session {
     /// Whether the client is still in `allowed-clients` after a reload (checked
     /// before each command: a transaction already in DATA finishes first).
     fn still_admitted(&mut self) -> bool {
-        let now = self.relay.generation();
+        let now = self.context.reloadable.generation();
         if now == self.generation {
             return true;
         }
         self.generation = now;
-        self.relay.reloadable().smtp.admits(self.peer.ip())
+        self.context
+            .reloadable
+            .current()
+            .smtp
+            .admits(self.peer.ip())
     }
 
     /// Reads more input, bounded by the idle timeout and the session deadline.
@@ -242,12 +254,12 @@ impl Session {
     async fn read(&mut self) -> ReadOutcome {
         let until = (Instant::now() + self.live.smtp.idle_timeout.0).min(self.deadline);
         let in_transaction = matches!(self.state, State::Mail(_) | State::Data(..));
-        if !in_transaction && self.relay.shutdown.is_triggered() {
+        if !in_transaction && self.context.shutdown.is_triggered() {
             return ReadOutcome::ShuttingDown;
         }
         tokio::select! {
             biased;
-            _ = self.relay.shutdown.triggered(), if !in_transaction => ReadOutcome::ShuttingDown,
+            _ = self.context.shutdown.triggered(), if !in_transaction => ReadOutcome::ShuttingDown,
             read = tokio::time::timeout_at(until, self.io.read_buf(self.input.for_read())) => match read {
                 Err(_) => ReadOutcome::TimedOut,
                 Ok(Ok(0)) | Ok(Err(_)) => ReadOutcome::Closed,
@@ -303,12 +315,17 @@ impl Session {
                 true
             }
             Ok(Err(err)) => {
-                tls::failed(&self.relay.masker, self.peer, TlsMode::StartTls, &err);
+                tls::failed(&self.context.masker, self.peer, TlsMode::StartTls, &err);
                 false
             }
             Err(_) => {
                 let timed_out = "no STARTTLS handshake within smtp.idle-timeout";
-                tls::failed(&self.relay.masker, self.peer, TlsMode::StartTls, &timed_out);
+                tls::failed(
+                    &self.context.masker,
+                    self.peer,
+                    TlsMode::StartTls,
+                    &timed_out,
+                );
                 false
             }
         }

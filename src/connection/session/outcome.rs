@@ -7,9 +7,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::SessionContext;
 use crate::connection::smtp::Reply;
 use crate::control::guard::{Guard, SesAnswer};
-use crate::daemon::state::SharedState;
 use crate::log::Masker;
 use crate::message::disposition::Disposition;
 use crate::message::envelope::Envelope;
@@ -140,11 +140,11 @@ pub(super) struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    /// The recorder of `relay`'s sessions.
-    pub(super) fn of(relay: &SharedState) -> Recorder<'_> {
+    /// The recorder of the sessions sharing `context`.
+    pub(super) fn of(context: &SessionContext) -> Recorder<'_> {
         Recorder {
-            masker: relay.masker,
-            guard: &relay.guard,
+            masker: context.masker,
+            guard: &context.guard,
         }
     }
 

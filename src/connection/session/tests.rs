@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::Session;
-use crate::config::{ByteSize, DkimConfig, DkimKeyConfig, HumanDuration, SmtpConfig};
+use super::{Session, SessionContext};
+use crate::config::{ByteSize, DkimConfig, HumanDuration, SmtpConfig};
 use crate::control::cutover::Cutover;
-use crate::daemon::state::{Reloadable, SharedState};
-use crate::log::Masker;
+use crate::daemon::state::Reloadable;
 use crate::message::envelope::Envelope;
 use crate::message::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
 use crate::message::prepare::Preparer;
 use crate::message::prepare::dkim::DkimKeys;
-use crate::message::route::Router;
+use crate::message::route::{Percent, Router, Share};
 
 /// Records what it is given and answers as told.
 struct Upstream {
@@ -70,35 +69,22 @@ fn smtp_config() -> SmtpConfig {
     }
 }
 
-fn relay(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<SharedState> {
-    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    let router = Router::new(false, Vec::new(), cutover.share());
-    let upstreams = Upstreams::new(upstream, None);
-    Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live: live(smtp),
+/// Sessions around `upstream`: every transaction to SES, no cutover (a
+/// fixed share), no DKIM key (signing is the preparer's tests' business).
+fn context(smtp: SmtpConfig, upstream: Arc<Upstream>) -> Arc<SessionContext> {
+    let router = Router::new(false, Vec::new(), Share::fixed(Percent::ALL));
+    Arc::new(SessionContext::new(
+        live(smtp),
         router,
-        upstreams,
-        cutover,
-        masker: Masker::new(true),
-        guard: std::sync::Arc::new(crate::control::guard::Guard::disabled()),
-        legacy_health: None,
-    }))
+        Upstreams::new(upstream, None),
+    ))
 }
 
 fn live(smtp: SmtpConfig) -> Reloadable {
-    let dkim = DkimConfig {
-        keys: vec![DkimKeyConfig {
-            domain: "goo.ne.jp".into(),
-            selector: "gooid-21-prod".into(),
-            private_key: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/dev/dkim-demo.pem").into(),
-            created: None,
-        }],
-        ..DkimConfig::default()
-    };
     Reloadable {
         preparer: Preparer::new(
             &smtp.hostname,
-            DkimKeys::load(&dkim).unwrap(),
+            DkimKeys::load(&DkimConfig::default()).unwrap(),
             "test-set",
             true,
         ),
@@ -118,10 +104,10 @@ struct TestSession {
 }
 
 impl TestSession {
-    async fn start(relay: Arc<SharedState>) -> TestSession {
+    async fn start(context: Arc<SessionContext>) -> TestSession {
         let (client, server) = tokio::io::duplex(1 << 20);
         let peer = "10.99.1.11:40000".parse().unwrap();
-        let task = tokio::spawn(Session::new(relay, Box::new(server), peer, false).run());
+        let task = tokio::spawn(Session::new(context, Box::new(server), peer, false).run());
         let mut session = TestSession {
             stream: client,
             pending: Vec::new(),
@@ -220,7 +206,7 @@ const MESSAGE: &str =
 #[tokio::test]
 async fn whole_transaction_is_answered_with_the_upstream_id() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     let ehlo = s.ehlo().await;
     for keyword in [
         "PIPELINING",
@@ -245,7 +231,7 @@ async fn whole_transaction_is_answered_with_the_upstream_id() {
         message.contains(&format!("id {}", envelope.id)),
         "Received carries the id"
     );
-    assert!(message.starts_with("X-SES-CONFIGURATION-SET: test-set\r\nDKIM-Signature:"));
+    assert!(message.starts_with("X-SES-CONFIGURATION-SET: test-set\r\nReceived: from "));
     // The session is ready for the next transaction.
     s.mail_from("", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -258,7 +244,7 @@ async fn whole_transaction_is_answered_with_the_upstream_id() {
 #[tokio::test]
 async fn pipelined_commands_get_their_replies_in_order() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.send("MAIL FROM:<a@goo.ne.jp> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n").await;
     s.expect("250 2.1.0").await;
@@ -279,7 +265,7 @@ async fn pipelined_commands_get_their_replies_in_order() {
 #[tokio::test]
 async fn commands_out_of_sequence() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.mail_from("a@goo.ne.jp", "503 5.5.1").await;
     s.ehlo().await;
     s.rcpt_to("b@example.com", "503 5.5.1").await;
@@ -299,7 +285,7 @@ async fn commands_out_of_sequence() {
 
 #[tokio::test]
 async fn bad_syntax_gets_5xx_and_too_many_errors_end_the_session() {
-    let mut s = TestSession::start(relay(smtp_config(), Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp_config(), Upstream::new())).await;
     s.ehlo().await;
     s.cmd("FOO", "500 5.5.1").await;
     s.cmd("MAIL FROM:<no-at-sign>", "501 5.1.7").await;
@@ -321,7 +307,7 @@ async fn bad_syntax_gets_5xx_and_too_many_errors_end_the_session() {
 #[tokio::test]
 async fn recipient_limit_gives_452_and_keeps_the_first_fifty() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     for i in 0..50 {
@@ -335,7 +321,7 @@ async fn recipient_limit_gives_452_and_keeps_the_first_fifty() {
 #[tokio::test]
 async fn oversize_is_refused_in_mail_and_after_data() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.cmd("MAIL FROM:<a@goo.ne.jp> SIZE=10001", "552 5.3.4")
         .await;
@@ -354,7 +340,7 @@ async fn oversize_is_refused_in_mail_and_after_data() {
 #[tokio::test]
 async fn bare_line_endings_are_refused() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -370,7 +356,7 @@ async fn bare_line_endings_are_refused() {
 #[tokio::test]
 async fn upstream_verdicts_become_451_and_554() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     upstream.answer(Err(UpstreamError::ses(
         "Throttling",
@@ -401,7 +387,7 @@ async fn require_tls_refuses_mail_on_plaintext() {
         require_tls: true,
         ..smtp_config()
     };
-    let mut s = TestSession::start(relay(smtp, Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp, Upstream::new())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "530 5.7.0").await;
 }
@@ -412,7 +398,7 @@ async fn idle_client_gets_421_and_is_closed() {
         idle_timeout: HumanDuration(Duration::from_secs(300)),
         ..smtp_config()
     };
-    let mut s = TestSession::start(relay(smtp, Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp, Upstream::new())).await;
     s.ehlo().await;
     tokio::time::sleep(Duration::from_secs(301)).await;
     s.expect("421 4.4.2").await;
@@ -422,7 +408,7 @@ async fn idle_client_gets_421_and_is_closed() {
 #[tokio::test]
 async fn shutdown_closes_idle_sessions_and_lets_a_transaction_finish() {
     let upstream = Upstream::new();
-    let relay = relay(smtp_config(), upstream.clone());
+    let relay = context(smtp_config(), upstream.clone());
     let mut idle = TestSession::start(relay.clone()).await;
     idle.ehlo().await;
     let mut busy = TestSession::start(relay.clone()).await;

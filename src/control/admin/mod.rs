@@ -17,6 +17,7 @@ pub mod access;
 pub mod client;
 mod connections;
 mod runbook;
+mod state;
 mod status;
 
 use std::convert::Infallible;
@@ -36,16 +37,16 @@ use self::access::{Limits, Need};
 use self::connections::Connections;
 
 use crate::control::cutover::{Change, CutoverError, Source};
-use crate::daemon::state::SharedState;
 use crate::message::route::Percent;
+pub use state::AdminState;
 
 /// Largest request body accepted (a cutover change is a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
 
 /// Serves the admin API until the task is dropped: through the drain too,
 /// so that `/readyz` can answer 503 while transactions finish.
-pub async fn serve(listener: TcpListener, relay: Arc<SharedState>) {
-    serve_with(listener, relay, Limits::default()).await
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    serve_with(listener, state, Limits::default()).await
 }
 
 /// Answer to a connection past the cap, written without waiting: the client
@@ -59,7 +60,7 @@ const BUSY: &[u8] =
 /// sent nothing, or is between requests) is closed to make room: idle
 /// connections, however many, cannot keep a load balancer's probe out. Only
 /// when every connection is in the middle of a request is a new one refused.
-pub async fn serve_with(listener: TcpListener, relay: Arc<SharedState>, limits: Limits) {
+pub async fn serve_with(listener: TcpListener, state: Arc<AdminState>, limits: Limits) {
     // Fixed for the listener's life: a reload cannot open a listener that is off loopback.
     let off_loopback = listener.local_addr().map_or(true, access::off_loopback);
     let connections = Connections::new(limits.max_connections);
@@ -77,16 +78,16 @@ pub async fn serve_with(listener: TcpListener, relay: Arc<SharedState>, limits: 
             );
             continue;
         };
-        let relay = relay.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let closed = connection.closed();
             let activity = connection.clone();
             let service = hyper::service::service_fn(move |request| {
                 let busy = activity.busy();
-                let relay = relay.clone();
+                let state = state.clone();
                 async move {
                     let _busy = busy;
-                    handle(relay, off_loopback, request).await
+                    handle(state, off_loopback, request).await
                 }
             });
             let serving = hyper::server::conn::http1::Builder::new()
@@ -126,11 +127,11 @@ fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 async fn handle(
-    relay: Arc<SharedState>,
+    state: Arc<AdminState>,
     off_loopback: bool,
     request: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
-    if let Some(refused) = refuse_read(&relay, off_loopback, &request) {
+    if let Some(refused) = refuse_read(&state, off_loopback, &request) {
         return Ok(refused);
     }
     let reply = match (request.method(), request.uri().path()) {
@@ -139,11 +140,11 @@ async fn handle(
             crate::metrics::render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        (&Method::GET, "/") => text(status::page(&relay), "text/html; charset=utf-8"),
+        (&Method::GET, "/") => text(status::page(&state), "text/html; charset=utf-8"),
         (&Method::GET, "/runbook") => text(runbook::page().into(), "text/html; charset=utf-8"),
-        (&Method::GET, "/readyz") => readyz(&relay).await,
-        (&Method::GET, "/cutover") => cutover_status(&relay),
-        (&Method::PUT, "/cutover") => cutover_set(&relay, request).await,
+        (&Method::GET, "/readyz") => readyz(&state).await,
+        (&Method::GET, "/cutover") => cutover_status(&state),
+        (&Method::PUT, "/cutover") => cutover_set(&state, request).await,
         (_, "/" | "/runbook" | "/metrics" | "/healthz" | "/readyz" | "/cutover") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -154,11 +155,11 @@ async fn handle(
 
 /// The 401 for a read without a valid token, when reads are guarded.
 /// Changes are checked by their handler, which audit-logs a refusal.
-fn refuse_read<B>(relay: &SharedState, off_loopback: bool, request: &Request<B>) -> Option<Reply> {
+fn refuse_read<B>(state: &AdminState, off_loopback: bool, request: &Request<B>) -> Option<Reply> {
     if access::need(request.method(), request.uri().path()) != Need::Read {
         return None;
     }
-    let live = relay.reloadable();
+    let live = state.reloadable.current();
     let read = live.admin_read_token.as_deref();
     if !access::reads_guarded(off_loopback, read) {
         return None;
@@ -177,9 +178,9 @@ fn refuse_read<B>(relay: &SharedState, off_loopback: bool, request: &Request<B>)
     Some(reply)
 }
 
-fn cutover_status(relay: &SharedState) -> Reply {
-    let status = relay.cutover.status();
-    let rules = relay.reloadable().rules.clone();
+fn cutover_status(state: &AdminState) -> Reply {
+    let status = state.cutover.status();
+    let rules = state.reloadable.current().rules.clone();
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -187,11 +188,11 @@ fn cutover_status(relay: &SharedState) -> Reply {
             "source": status.source,
             "updated_at": status.updated_at,
             "reason": status.reason,
-            "legacy_route": relay.router.has_legacy(),
+            "legacy_route": state.router.has_legacy(),
             "rules": rules,
-            "guard": status::guard_json(&relay.guard.snapshot()),
+            "guard": status::guard_json(&state.guard.snapshot()),
             // Applied before `rules`, and only when there is a legacy route to send to.
-            "built_in_rules": if relay.router.has_legacy() {
+            "built_in_rules": if state.router.has_legacy() {
                 crate::message::route::BUILT_IN_RULES
             } else {
                 &[]
@@ -202,22 +203,22 @@ fn cutover_status(relay: &SharedState) -> Reply {
             "updated_by": status.updated_by,
             "change_id": status.change_id,
             "pending_write": status.pending_write,
-            "upstreams": upstreams_json(relay),
+            "upstreams": upstreams_json(state),
         }),
     )
 }
 
 /// Each route's reachability as its probe last saw it (SES: not probed).
-fn upstreams_json(relay: &SharedState) -> serde_json::Value {
-    serde_json::json!({ "legacy": legacy_health(relay) })
+fn upstreams_json(state: &AdminState) -> serde_json::Value {
+    serde_json::json!({ "legacy": legacy_health(state) })
 }
 
 /// The legacy relay's reachability in words (`up`, `down`, `unknown`, or
 /// `not probed` / `not used` without an SMTP legacy route).
-fn legacy_health(relay: &SharedState) -> &'static str {
-    match &relay.legacy_health {
+fn legacy_health(state: &AdminState) -> &'static str {
+    match &state.legacy_health {
         Some(health) => health.get().as_str(),
-        None if relay.router.has_legacy() => "not probed",
+        None if state.router.has_legacy() => "not probed",
         None => "not used",
     }
 }
@@ -234,9 +235,10 @@ struct ChangeBody {
 const EXPECTED: &str =
     "expected {\"ses_percent\": <0-100, at most two decimals>, \"reason\": \"...\"}";
 
-async fn cutover_set(relay: &SharedState, request: Request<Incoming>) -> Reply {
+async fn cutover_set(state: &AdminState, request: Request<Incoming>) -> Reply {
     let given = access::presented(request.headers());
-    let authorized = access::matches_any(given, &[relay.reloadable().admin_token.as_deref()]);
+    let authorized =
+        access::matches_any(given, &[state.reloadable.current().admin_token.as_deref()]);
     if !authorized {
         tracing::warn!(audit = "cutover", "change refused: missing or wrong token");
         return error(
@@ -259,14 +261,14 @@ async fn cutover_set(relay: &SharedState, request: Request<Incoming>) -> Reply {
             "reason must not be empty: it goes into the audit log",
         );
     }
-    if !relay.router.has_legacy() && change.ses_percent < Percent::ALL {
+    if !state.router.has_legacy() && change.ses_percent < Percent::ALL {
         return error(
             StatusCode::BAD_REQUEST,
             "no [legacy] route is configured: only 100 is possible",
         );
     }
     let asked = change.ses_percent;
-    let outcome = relay
+    let outcome = state
         .cutover
         .change(Change {
             percent: asked,
@@ -277,14 +279,14 @@ async fn cutover_set(relay: &SharedState, request: Request<Incoming>) -> Reply {
     match outcome {
         // The value in force is the value asked for (the guard re-arms on
         // the operator's change by itself).
-        Ok(_) => cutover_status(relay),
+        Ok(_) => cutover_status(state),
         Err(err @ CutoverError::Percent(_)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
         Err(err @ (CutoverError::NotApplied(_) | CutoverError::Unknown(_))) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({
                 "error": err.to_string(),
                 "applied": err.applied(),
-                "ses_percent": relay.cutover.status().ses_percent,
+                "ses_percent": state.cutover.status().ses_percent,
             }),
         ),
         Err(err) => {
@@ -301,8 +303,8 @@ async fn cutover_set(relay: &SharedState, request: Request<Incoming>) -> Reply {
 /// readiness: every relay shares the same legacy relay and the same SES, so
 /// a fault there would take the whole fleet out at once, SES route included.
 /// The legacy relay's health is shown beside, from its probe.
-async fn readyz(relay: &SharedState) -> Reply {
-    let draining = relay.shutdown.is_triggered();
+async fn readyz(state: &AdminState) -> Reply {
+    let draining = state.shutdown.is_triggered();
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -313,8 +315,8 @@ async fn readyz(relay: &SharedState) -> Reply {
         serde_json::json!({
             "ready": !draining,
             "shutting_down": draining,
-            "upstreams": upstreams_json(relay),
-            "ses_percent": relay.cutover.status().ses_percent,
+            "upstreams": upstreams_json(state),
+            "ses_percent": state.cutover.status().ses_percent,
         }),
     )
 }

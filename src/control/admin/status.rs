@@ -22,8 +22,8 @@ mod traffic;
 use std::fmt::Display;
 use std::time::SystemTime;
 
+use crate::control::admin::AdminState;
 use crate::control::guard::{Snapshot, State, format_duration, format_ratio};
-use crate::daemon::state::SharedState;
 use crate::metrics;
 
 #[cfg(test)]
@@ -239,8 +239,8 @@ fn guard_section(snapshot: &Snapshot) -> String {
 }
 
 /// The share to SES, where it comes from, why, and the rules before it.
-fn cutover_section(relay: &SharedState) -> String {
-    let status = relay.cutover.status();
+fn cutover_section(state: &AdminState) -> String {
+    let status = state.cutover.status();
     let source_label = serde_json::to_value(status.source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -289,8 +289,9 @@ fn cutover_section(relay: &SharedState) -> String {
     } else {
         ""
     };
-    let rules: String = relay
-        .reloadable()
+    let rules: String = state
+        .reloadable
+        .current()
         .rules
         .iter()
         .map(|rule| {
@@ -375,7 +376,7 @@ nav a { margin-right: .6em; white-space: nowrap; }
 ";
 
 /// Renders the page.
-pub fn page(relay: &SharedState) -> String {
+pub fn page(state: &AdminState) -> String {
     let uptime = metrics::uptime_seconds();
     format!(
         r##"<!doctype html>
@@ -411,18 +412,18 @@ pub fn page(relay: &SharedState) -> String {
         minutes = uptime % 3600 / 60,
         sessions_metric = metric(metrics::SMTP_SESSIONS),
         sessions = metrics::open_sessions(),
-        shutting = if relay.shutdown.is_triggered() {
+        shutting = if state.shutdown.is_triggered() {
             " · <b class=\"bad\">shutting down</b>"
         } else {
             ""
         },
-        cutover = cutover_section(relay),
-        guard = guard_section(&relay.guard.snapshot()),
-        routes = traffic::routes(relay),
+        cutover = cutover_section(state),
+        guard = guard_section(&state.guard.snapshot()),
+        routes = traffic::routes(state),
         errors = traffic::top_errors(),
         kept = metrics::KEPT,
         not_delivered = traffic::not_delivered(),
-        dkim = dkim::keys(relay),
+        dkim = dkim::keys(state),
         runbook = runbook_section(),
     )
 }

@@ -8,19 +8,17 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::AdminState;
 use super::access::Limits;
 use crate::config::{DkimConfig, SmtpConfig};
-use crate::control::cutover::Cutover;
-use crate::daemon::state::{Reloadable, SharedState};
-use crate::log::Masker;
+use crate::daemon::state::Reloadable;
 use crate::message::prepare::Preparer;
 use crate::message::prepare::dkim::DkimKeys;
-use crate::message::route::Router;
 
 const READ: &str = "read-token";
 const WRITE: &str = "write-token";
 
-fn relay(read_token: Option<&str>) -> Arc<SharedState> {
+fn state(read_token: Option<&str>) -> Arc<AdminState> {
     let live = Reloadable {
         smtp: SmtpConfig::default(),
         tls: None,
@@ -34,32 +32,13 @@ fn relay(read_token: Option<&str>) -> Arc<SharedState> {
         admin_token: Some(WRITE.into()),
         admin_read_token: read_token.map(str::to_string),
     };
-    // Nothing is delivered here: the outbox route stands in for both.
-    let outbox: Arc<dyn crate::message::forward::Upstream> = Arc::new(
-        crate::message::forward::outbox::Outbox::new(
-            &std::env::temp_dir().join("ses-relay-admin-tests"),
-            None,
-        )
-        .unwrap(),
-    );
-    let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
-    let router = Router::new(true, Vec::new(), cutover.share());
-    let upstreams = crate::message::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live,
-        router,
-        upstreams,
-        cutover,
-        masker: Masker::new(true),
-        guard: std::sync::Arc::new(crate::control::guard::Guard::disabled()),
-        legacy_health: None,
-    }))
+    AdminState::for_tests(live, 0.0)
 }
 
-async fn start(relay: Arc<SharedState>, limits: Limits) -> SocketAddr {
+async fn start(state: Arc<AdminState>, limits: Limits) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(super::serve_with(listener, relay, limits));
+    tokio::spawn(super::serve_with(listener, state, limits));
     addr
 }
 
@@ -97,7 +76,7 @@ async fn read_all(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn with_a_read_token_only_probes_are_open() {
-    let addr = start(relay(Some(READ)), Limits::default()).await;
+    let addr = start(state(Some(READ)), Limits::default()).await;
     for path in ["/cutover", "/metrics", "/", "/runbook", "/unknown"] {
         let (status, answer) = request(addr, "GET", path, None, "").await;
         assert_eq!(status, 401, "{path}: {answer}");
@@ -133,7 +112,7 @@ async fn with_a_read_token_only_probes_are_open() {
 
 #[tokio::test]
 async fn on_loopback_without_a_read_token_reads_stay_open() {
-    let addr = start(relay(None), Limits::default()).await;
+    let addr = start(state(None), Limits::default()).await;
     assert_eq!(request(addr, "GET", "/cutover", None, "").await.0, 200);
     assert_eq!(request(addr, "GET", "/metrics", None, "").await.0, 200);
     let change = r#"{"ses_percent": 10, "reason": "test"}"#;
@@ -146,7 +125,7 @@ async fn idle_connections_at_the_cap_make_room_for_a_probe() {
         max_connections: 2,
         ..Limits::default()
     };
-    let addr = start(relay(None), limits).await;
+    let addr = start(state(None), limits).await;
     let mut first = TcpStream::connect(addr).await.unwrap();
     let _second = TcpStream::connect(addr).await.unwrap();
     // Both are accepted (and hold a place) before the probe arrives.
@@ -163,7 +142,7 @@ async fn idle_connections_at_the_cap_make_room_for_a_probe() {
 
 #[tokio::test]
 async fn a_hundred_idle_connections_do_not_keep_the_probes_out() {
-    let addr = start(relay(None), Limits::default()).await;
+    let addr = start(state(None), Limits::default()).await;
     let mut idle = Vec::new();
     for _ in 0..100 {
         idle.push(TcpStream::connect(addr).await.unwrap());
@@ -183,7 +162,7 @@ async fn a_slow_request_head_is_cut_at_the_header_read_timeout() {
         header_read_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let addr = start(relay(None), limits).await;
+    let addr = start(state(None), limits).await;
     for partial in ["", "GET /metrics HTTP/1.1\r\nHost: admin\r\n"] {
         let started = Instant::now();
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -204,7 +183,7 @@ async fn a_slow_request_head_is_cut_at_the_header_read_timeout() {
 
 #[test]
 fn off_loopback_reads_need_a_token_even_without_a_read_token_file() {
-    let relay = relay(None);
+    let relay = state(None);
     let get = |path: &str, token: Option<&str>| {
         let mut request = hyper::Request::get(path);
         if let Some(token) = token {
@@ -231,7 +210,7 @@ fn off_loopback_reads_need_a_token_even_without_a_read_token_file() {
 
 #[tokio::test]
 async fn every_body_that_is_not_exactly_a_percentage_gets_400_and_changes_nothing() {
-    let relay = relay(None);
+    let relay = state(None);
     let addr = start(relay.clone(), Limits::default()).await;
     for body in [
         r#"{"ses_percent": 12.345, "reason": "x"}"#,
@@ -273,7 +252,7 @@ async fn every_body_that_is_not_exactly_a_percentage_gets_400_and_changes_nothin
 
 #[tokio::test]
 async fn readiness_is_serving_not_the_health_of_a_route() {
-    let mut relay = relay(None);
+    let mut relay = state(None);
     let health = crate::daemon::background::UpstreamHealth::default();
     Arc::get_mut(&mut relay).unwrap().legacy_health = Some(health);
     let addr = start(relay.clone(), Limits::default()).await;

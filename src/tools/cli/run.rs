@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::control::admin::AdminState;
 use crate::daemon::server::{Server, ServerOptions, StartError};
 use crate::daemon::shutdown::{Signal, Signals};
-use crate::daemon::state::SharedState;
 
 /// `ses-relay run`, with the config file at `path` (the embedded dev config when None).
 pub fn run(path: Option<PathBuf>) -> ExitCode {
@@ -48,8 +48,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     if let Some(addr) = server.admin_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    let relay = server.relay();
-    let cutover = relay.cutover.status();
+    let control = server.control();
+    let cutover = control.cutover.status();
     tracing::info!(ses_percent = cutover.ses_percent, source = %cutover.source, store = ?cutover.store, "cutover");
     // One line that says where mail goes: sending for real, or a dry run.
     tracing::info!(
@@ -67,7 +67,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<(), StartError> 
     let serving = tokio::spawn(server.run());
     let signal = loop {
         match signals.next().await {
-            Signal::Reload => reload(&relay, &mut running, path.as_deref()),
+            Signal::Reload => reload(&control, &mut running, path.as_deref()),
             other => break other,
         }
     };
@@ -136,11 +136,11 @@ fn guard_state(config: &Config) -> &'static str {
 
 /// SIGHUP: a bad new config is refused and the running one stays; changed
 /// keys that need a restart are named and held back, whole sections at a time.
-fn reload(relay: &SharedState, running: &mut Config, path: Option<&Path>) {
+fn reload(control: &AdminState, running: &mut Config, path: Option<&Path>) {
     let _ = crate::daemon::notify::notify("RELOADING=1");
     let outcome = super::load(path)
         .map_err(StartError::from)
-        .and_then(|config| crate::daemon::server::reload(relay, running, &config));
+        .and_then(|config| crate::daemon::server::reload(control, running, &config));
     match outcome {
         Ok(reloaded) => {
             if reloaded.held_back.is_empty() {

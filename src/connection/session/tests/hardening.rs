@@ -14,7 +14,7 @@ impl TestSession {
 #[tokio::test]
 async fn a_transaction_smuggled_behind_a_fake_end_marker_is_one_refused_message() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -35,7 +35,7 @@ async fn a_transaction_smuggled_behind_a_fake_end_marker_is_one_refused_message(
 #[tokio::test]
 async fn a_nul_byte_in_the_message_is_refused() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -49,7 +49,7 @@ async fn a_nul_byte_in_the_message_is_refused() {
 
 #[tokio::test]
 async fn an_8bit_reverse_path_needs_smtputf8() {
-    let mut s = TestSession::start(relay(smtp_config(), Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp_config(), Upstream::new())).await;
     s.ehlo().await;
     s.cmd("MAIL FROM:<\u{5c71}\u{7530}@goo.ne.jp>", "553 5.6.7")
         .await;
@@ -61,7 +61,7 @@ async fn an_8bit_reverse_path_needs_smtputf8() {
 
 #[tokio::test]
 async fn an_overflowing_size_is_over_the_limit() {
-    let mut s = TestSession::start(relay(smtp_config(), Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp_config(), Upstream::new())).await;
     s.ehlo().await;
     let reply = s
         .cmd(
@@ -86,7 +86,7 @@ async fn an_overflowing_size_is_over_the_limit() {
 #[tokio::test]
 async fn control_bytes_are_refused_in_helo_and_addresses() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.send_bytes(b"EHLO evil\x01.example\r\n").await;
     s.expect("501 5.5.4").await;
     s.send_bytes(b"HELO a\rb\r\n").await;
@@ -113,7 +113,7 @@ async fn control_bytes_are_refused_in_helo_and_addresses() {
 #[tokio::test]
 async fn quoted_local_parts_reach_the_upstream_as_written() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.cmd("MAIL FROM:<\"first last\"@goo.ne.jp>", "250").await;
     s.cmd("RCPT TO:<\"a b\"@example.com>", "250").await;
@@ -134,9 +134,9 @@ async fn a_message_past_the_memory_budget_is_drained_and_deferred() {
         max_data_memory: ByteSize(12_000),
         ..smtp_config()
     };
-    let relay = relay(smtp, upstream.clone());
+    let context = context(smtp, upstream.clone());
     let line = format!("{}\r\n", "x".repeat(998));
-    let mut first = TestSession::start(relay.clone()).await;
+    let mut first = TestSession::start(context.clone()).await;
     first.ehlo().await;
     first.mail_from("a@goo.ne.jp", "250").await;
     first.rcpt_to("b@example.com", "250").await;
@@ -147,13 +147,13 @@ async fn a_message_past_the_memory_budget_is_drained_and_deferred() {
     }
     // The first session's task holds its 8,000 bytes before the second starts.
     for _ in 0..5000 {
-        if relay.data_memory.held() >= 8000 {
+        if context.reloadable.data_memory().held() >= 8000 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(relay.data_memory.held() >= 8000);
-    let mut second = TestSession::start(relay.clone()).await;
+    assert!(context.reloadable.data_memory().held() >= 8000);
+    let mut second = TestSession::start(context.clone()).await;
     second.ehlo().await;
     second.mail_from("c@goo.ne.jp", "250").await;
     second.rcpt_to("d@example.com", "250").await;
@@ -168,7 +168,7 @@ async fn a_message_past_the_memory_budget_is_drained_and_deferred() {
     first.send(".\r\n").await;
     first.expect("250").await;
     assert_eq!(upstream.count(), 1);
-    assert_eq!(relay.data_memory.held(), 0);
+    assert_eq!(context.reloadable.data_memory().held(), 0);
 }
 
 #[tokio::test]
@@ -178,16 +178,16 @@ async fn a_reload_that_drops_the_client_network_closes_its_session_at_the_next_c
         allowed_clients: vec!["10.0.0.0/8".parse().unwrap()],
         ..smtp_config()
     };
-    let relay = relay(allowed.clone(), upstream.clone());
-    let mut s = TestSession::start(relay.clone()).await;
+    let context = context(allowed.clone(), upstream.clone());
+    let mut s = TestSession::start(context.clone()).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     // A reload that keeps the network changes nothing.
-    relay.replace_reloadable(live(allowed));
+    context.reloadable.replace(live(allowed));
     s.cmd("DATA", "354").await;
     s.send("From: a@goo.ne.jp\r\n\r\nhalf\r\n").await;
-    relay.replace_reloadable(live(SmtpConfig {
+    context.reloadable.replace(live(SmtpConfig {
         allowed_clients: vec!["192.0.2.0/24".parse().unwrap()],
         ..smtp_config()
     }));
@@ -201,7 +201,7 @@ async fn a_reload_that_drops_the_client_network_closes_its_session_at_the_next_c
 
 #[tokio::test]
 async fn data_pipelined_behind_refused_recipients_is_not_an_error() {
-    let mut s = TestSession::start(relay(smtp_config(), Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp_config(), Upstream::new())).await;
     s.ehlo().await;
     // Twelve transactions whose only recipient is refused, each with its
     // pipelined DATA: more than the error limit, yet the session stays open.

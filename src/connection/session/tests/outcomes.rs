@@ -19,7 +19,7 @@ async fn client_mistakes_are_counted_refused_not_rejected() {
     let recorder = local_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
@@ -62,20 +62,11 @@ impl crate::message::forward::Upstream for Unreachable {
 async fn a_legacy_outage_is_one_deferred_legacy_transaction() {
     let recorder = local_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let live = live(smtp_config());
-    let cutover = Cutover::load(std::path::Path::new(""), 0.0).unwrap();
-    let router = Router::new(true, Vec::new(), cutover.share());
+    // Every transaction to legacy: a fixed share of none to SES.
+    let router = Router::new(true, Vec::new(), Share::fixed(Percent::ZERO));
     let upstreams = Upstreams::new(Upstream::new(), Some(Arc::new(Unreachable)));
-    let relay = Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live,
-        router,
-        upstreams,
-        cutover,
-        masker: Masker::new(true),
-        guard: std::sync::Arc::new(crate::control::guard::Guard::disabled()),
-        legacy_health: None,
-    }));
-    let mut s = TestSession::start(relay).await;
+    let context = Arc::new(SessionContext::new(live(smtp_config()), router, upstreams));
+    let mut s = TestSession::start(context).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "451 4.4.1").await;
@@ -104,7 +95,7 @@ async fn the_session_deadline_says_so() {
         max_session_duration: HumanDuration(Duration::from_secs(60)),
         ..smtp_config()
     };
-    let mut s = TestSession::start(relay(smtp, Upstream::new())).await;
+    let mut s = TestSession::start(context(smtp, Upstream::new())).await;
     s.ehlo().await;
     tokio::time::sleep(Duration::from_secs(61)).await;
     let reply = s.expect("421 4.4.2").await;
@@ -115,31 +106,27 @@ async fn the_session_deadline_says_so() {
 
 /// A relay with an armed rollback guard, an SES route and a legacy route
 /// (taken by senders at legacy.example).
-fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<SharedState> {
+fn guarded(ses: Arc<Upstream>, legacy: Arc<Upstream>) -> Arc<SessionContext> {
     let rule = crate::message::route::Rule::new(
         Vec::new(),
         &["legacy.example".to_string()],
         &[],
         crate::message::route::Route::Legacy,
     );
+    // The guard acts through a cutover, and the router reads the share it publishes.
     let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let config = crate::config::GuardConfig {
         enabled: true,
         ..crate::config::GuardConfig::default()
     };
-    Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live: live(smtp_config()),
-        router: Router::new(true, vec![rule], cutover.share()),
-        upstreams: Upstreams::new(ses, Some(legacy)),
-        guard: Arc::new(crate::control::guard::Guard::new(
-            &config,
-            cutover.clone(),
-            true,
-        )),
-        cutover,
-        masker: Masker::new(true),
-        legacy_health: None,
-    }))
+    let router = Router::new(true, vec![rule], cutover.share());
+    let mut context = SessionContext::new(
+        live(smtp_config()),
+        router,
+        Upstreams::new(ses, Some(legacy)),
+    );
+    context.guard = Arc::new(crate::control::guard::Guard::new(&config, cutover, true));
+    Arc::new(context)
 }
 
 #[tokio::test]
@@ -147,9 +134,9 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
     let recorder = local_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let (ses, legacy) = (Upstream::new(), Upstream::new());
-    let relay = guarded(ses.clone(), legacy.clone());
-    let counted = || relay.guard.snapshot().figures;
-    let mut s = TestSession::start(relay.clone()).await;
+    let context = guarded(ses.clone(), legacy.clone());
+    let counted = || context.guard.snapshot().figures;
+    let mut s = TestSession::start(context.clone()).await;
     s.ehlo().await;
     let message = "From: a@goo.ne.jp\r\nSubject: x\r\n\r\nbody\r\n";
 
@@ -197,7 +184,7 @@ async fn only_ses_answers_reach_the_guard_and_not_our_own_rate_limit() {
 #[tokio::test]
 async fn the_messages_own_tags_reach_the_upstream() {
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;

@@ -6,7 +6,7 @@ use super::*;
 async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
     // SES only: a non-ASCII recipient (or sender) is refused, ASCII ones pass.
     let upstream = Upstream::new();
-    let mut s = TestSession::start(relay(smtp_config(), upstream.clone())).await;
+    let mut s = TestSession::start(context(smtp_config(), upstream.clone())).await;
     s.ehlo().await;
     s.cmd("MAIL FROM:<a@goo.ne.jp> SMTPUTF8", "250").await;
     let refused = s
@@ -25,32 +25,11 @@ async fn internationalized_addresses_are_refused_on_ses_and_routed_to_legacy() {
     // With a legacy route, at 100 % SES: the transaction goes to legacy.
     let ses = Upstream::new();
     let legacy = Upstream::new();
-    let relay = Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live: Reloadable {
-            smtp: smtp_config(),
-            tls: None,
-            preparer: Preparer::new(
-                "relay.test",
-                DkimKeys::load(&DkimConfig::default()).unwrap(),
-                "test-set",
-                true,
-            ),
-            rules: Vec::new(),
-            admin_token: None,
-            admin_read_token: None,
-        },
-        router: Router::new(
-            true,
-            Vec::new(),
-            crate::message::route::Share::fixed(crate::message::route::Percent::ALL),
-        ),
-        upstreams: Upstreams::new(ses.clone(), Some(legacy.clone())),
-        cutover: Cutover::load(std::path::Path::new(""), 100.0).unwrap(),
-        masker: Masker::new(true),
-        guard: std::sync::Arc::new(crate::control::guard::Guard::disabled()),
-        legacy_health: None,
-    }));
-    let mut s = TestSession::start(relay).await;
+    // The router alone decides: at 100 % SES, the built-in rule sends it to legacy.
+    let router = Router::new(true, Vec::new(), Share::fixed(Percent::ALL));
+    let upstreams = Upstreams::new(ses.clone(), Some(legacy.clone()));
+    let context = Arc::new(SessionContext::new(live(smtp_config()), router, upstreams));
+    let mut s = TestSession::start(context).await;
     s.ehlo().await;
     for (from, to) in [
         ("a@goo.ne.jp", "\u{5c71}\u{7530}@example.jp"),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{escape, metric, series, table, td, time};
-use crate::daemon::state::SharedState;
+use crate::control::admin::AdminState;
 use crate::metrics;
 
 /// `12 d`, `5 h`, `40 min`: whole units, the largest that fits.
@@ -19,8 +19,8 @@ fn age(value: Duration) -> String {
 }
 
 /// One row per key, domain by domain, oldest key first.
-pub(super) fn keys(relay: &SharedState) -> String {
-    let live = relay.reloadable();
+pub(super) fn keys(state: &AdminState) -> String {
+    let live = state.reloadable.current();
     let keys = live.preparer.dkim();
     let mut rows = String::new();
     for set in keys.sets() {

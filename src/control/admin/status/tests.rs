@@ -11,20 +11,20 @@ use std::time::Duration;
 use super::{RUNBOOK, escape, page, series};
 use crate::config::{DkimConfig, DkimKeyConfig, RuleConfig, SmtpConfig};
 use crate::connection::smtp::Reply;
-use crate::control::cutover::{Change, Cutover, Source};
-use crate::daemon::state::{Reloadable, SharedState};
+use crate::control::admin::AdminState;
+use crate::control::cutover::{Change, Source};
+use crate::daemon::state::Reloadable;
 use crate::log::Masker;
 use crate::message::disposition::Disposition;
 use crate::message::prepare::Preparer;
 use crate::message::prepare::dkim::DkimKeys;
-use crate::message::route::{Percent, Route, Router};
+use crate::message::route::{Percent, Route};
 use crate::metrics;
 
 const HOSTILE: &str = "<script>alert(1)</script>\"'&";
 
-/// A relay with both routes, one DKIM key of its own, a rule, and the
-/// log's masking `masked`.
-fn relay(selector: &str, masked: bool) -> Arc<SharedState> {
+/// A relay's admin side with both routes, one DKIM key of its own and a rule.
+fn state(selector: &str) -> Arc<AdminState> {
     let dkim = DkimConfig {
         keys: vec![DkimKeyConfig {
             domain: "status-page.test".into(),
@@ -44,30 +44,12 @@ fn relay(selector: &str, masked: bool) -> Arc<SharedState> {
         admin_token: None,
         admin_read_token: None,
     };
-    let outbox: Arc<dyn crate::message::forward::Upstream> = Arc::new(
-        crate::message::forward::outbox::Outbox::new(
-            &std::env::temp_dir().join("ses-relay-status-tests"),
-            None,
-        )
-        .unwrap(),
-    );
-    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    let router = Router::new(true, Vec::new(), cutover.share());
-    let upstreams = crate::message::forward::Upstreams::new(outbox.clone(), Some(outbox));
-    Arc::new(SharedState::new(crate::daemon::state::SharedParts {
-        live,
-        router,
-        upstreams,
-        cutover,
-        masker: Masker::new(masked),
-        guard: std::sync::Arc::new(crate::control::guard::Guard::disabled()),
-        legacy_health: None,
-    }))
+    AdminState::for_tests(live, 100.0)
 }
 
 /// Finishes one transaction the way the session does.
 fn fail(
-    relay: &SharedState,
+    masker: Masker,
     id: &str,
     route: Route,
     reply: &Reply,
@@ -85,7 +67,7 @@ fn fail(
         upstream_time: Some(Duration::from_millis(12)),
         from,
         rcpt_to: &rcpt_to,
-        masker: relay.masker,
+        masker,
     });
 }
 
@@ -98,14 +80,15 @@ fn assert_inert(page: &str) {
 
 #[tokio::test]
 async fn every_field_an_outsider_wrote_is_escaped() {
-    let relay = relay(&format!("sel{HOSTILE}"), false);
+    let state = state(&format!("sel{HOSTILE}"));
+    let unmasked = Masker::new(false);
     // An upstream's reply, SES's code, the addresses (unmasked here), the id.
     let reply = Reply::dynamic(554, [5, 7, 1], format!("Rejected {HOSTILE}"));
     // The window and the error codes are the process's: other tests record
     // theirs at the same time, so this code is made the most frequent one.
     for _ in 0..100 {
         fail(
-            &relay,
+            unmasked,
             &format!("id{HOSTILE}"),
             Route::Ses,
             &reply,
@@ -116,7 +99,7 @@ async fn every_field_an_outsider_wrote_is_escaped() {
     }
     let legacy = Reply::dynamic(451, [4, 3, 0], format!("Legacy says {HOSTILE}"));
     fail(
-        &relay,
+        unmasked,
         "T-legacy-escape",
         Route::Legacy,
         &legacy,
@@ -125,7 +108,7 @@ async fn every_field_an_outsider_wrote_is_escaped() {
         "d@legacy.example",
     );
     // A cutover reason, a DNS check's reason.
-    relay
+    state
         .cutover
         .change(Change {
             percent: Percent::new(100.0).unwrap(),
@@ -139,7 +122,7 @@ async fn every_field_an_outsider_wrote_is_escaped() {
         &format!("sel{HOSTILE}"),
         Some(&format!("TXT says {HOSTILE}")),
     );
-    let page = page(&relay);
+    let page = page(&state);
     assert_inert(&page);
     let escaped = escape(HOSTILE);
     assert_eq!(
@@ -163,14 +146,14 @@ async fn every_field_an_outsider_wrote_is_escaped() {
 
 #[test]
 fn the_page_shows_what_the_log_shows_masked() {
-    let relay = relay("masked", true);
+    let state = state("masked");
     let reply = Reply::dynamic(
         554,
         [5, 7, 1],
         "Address not verified: victim-in-reply@secret.example",
     );
     fail(
-        &relay,
+        Masker::new(true),
         "T-masked",
         Route::Ses,
         &reply,
@@ -178,7 +161,7 @@ fn the_page_shows_what_the_log_shows_masked() {
         "sender-masked@secret.example",
         "rcpt-masked@secret.example",
     );
-    let page = page(&relay);
+    let page = page(&state);
     assert!(!page.contains("secret.example"), "{page}");
     assert!(!page.contains("victim-in-reply"), "{page}");
     assert!(page.contains("s***@sec***.***"), "{page}");
@@ -188,7 +171,7 @@ fn the_page_shows_what_the_log_shows_masked() {
 
 #[test]
 fn rules_are_numbered_once_and_the_page_fits_a_phone() {
-    let page = page(&relay("rules", true));
+    let page = page(&state("rules"));
     let rules = page.split("<ol id=\"rules\">").nth(1).unwrap();
     let rules = rules.split("</ol>").next().unwrap();
     let items: Vec<&str> = rules.matches("<li>").collect();
@@ -250,7 +233,7 @@ fn hooks_name_series_as_metrics_writes_them() {
 
 #[test]
 fn runbook_links_land_on_sections_of_the_guide() {
-    let page = page(&relay("runbook", true));
+    let page = page(&state("runbook"));
     for (anchor, _) in RUNBOOK {
         assert!(
             crate::control::admin::runbook::has_anchor(anchor),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{escape, metric, series, table, td, time};
-use crate::daemon::state::SharedState;
+use crate::control::admin::AdminState;
 use crate::message::disposition::Disposition;
 use crate::message::route::Route;
 use crate::metrics::{self, OTHER_CODE};
@@ -27,11 +27,11 @@ fn latency(value: Duration) -> String {
 
 /// The route's reachability: the legacy relay's probe as `GET /cutover`
 /// shows it; SES has no probe (its success ratio beside says how it answers).
-fn reachability(relay: &SharedState, route: Route) -> String {
+fn reachability(state: &AdminState, route: Route) -> String {
     if route == Route::Ses {
         return td("reachability", "", "not probed");
     }
-    let health = crate::control::admin::legacy_health(relay);
+    let health = crate::control::admin::legacy_health(state);
     let up = match health {
         "up" => Some(1),
         "down" => Some(0),
@@ -52,18 +52,18 @@ fn reachability(relay: &SharedState, route: Route) -> String {
 }
 
 /// One row per route in use.
-pub(super) fn routes(relay: &SharedState) -> String {
+pub(super) fn routes(state: &AdminState) -> String {
     let window = metrics::recent();
     let mut rows = String::new();
     for route in [Route::Ses, Route::Legacy] {
-        if route == Route::Legacy && !relay.router.has_legacy() {
+        if route == Route::Legacy && !state.router.has_legacy() {
             continue;
         }
         let totals = window.totals(route);
         let mut row = format!(
             "<tr data-route=\"{route}\">{}{}",
             td("route", "", route),
-            reachability(relay, route)
+            reachability(state, route)
         );
         for (disposition, count) in [
             (Disposition::Delivered, totals.delivered),
