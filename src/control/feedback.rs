@@ -107,8 +107,8 @@ pub async fn check_queue(
     Ok(waiting)
 }
 
-/// The SES event queue's reader: what it reads, and the two handles it
-/// needs (the guard it feeds, the stop switch).
+/// The SES event queue's reader: what it reads, and the one handle it
+/// needs (the guard it feeds).
 pub struct FeedbackReader {
     /// The SQS client.
     pub client: aws_sdk_sqs::Client,
@@ -120,20 +120,17 @@ pub struct FeedbackReader {
     pub scope: Scope,
     /// The rollback guard the events feed.
     pub guard: Arc<Guard>,
-    /// The stop switch.
-    pub shutdown: Shutdown,
 }
 
 impl FeedbackReader {
     /// Reads the queue until shutdown, counting only `scope`'s events.
-    pub async fn run(self) {
+    pub async fn run(self, shutdown: Shutdown) {
         let FeedbackReader {
             client,
             queue_url,
             wait,
             scope,
             guard,
-            shutdown,
         } = self;
         read_queue(&client, &queue_url, wait, &scope, &guard, &shutdown).await;
     }

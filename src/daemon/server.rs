@@ -255,7 +255,6 @@ impl Server {
                 wait: crate::control::feedback::long_poll(config),
                 scope: crate::control::feedback::Scope::from_config(config),
                 guard,
-                shutdown,
             })
         };
         let interval = config.dkim.dns_check_interval.0;
@@ -360,7 +359,7 @@ impl Server {
             accepting.spawn(check.run(shutdown.clone()));
         }
         if let Some(reader) = self.feedback {
-            accepting.spawn(reader.run());
+            accepting.spawn(reader.run(shutdown.clone()));
         }
         shutdown.triggered().await;
         while accepting.join_next().await.is_some() {}
