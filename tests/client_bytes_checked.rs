@@ -2,9 +2,8 @@
 //! ours: the `Received:` field we add, our DKIM signature (one author, no
 //! hidden From or X-SES header), the data budget, our reply text. The relay
 //! runs in this process with the SES fake on 127.0.0.1. Each test is a
-//! regression test from the adversarial review of the edge (issue 10, items
-//! 1-13); its doc comment says what once got through and where it was
-//! stopped.
+//! regression test from the adversarial review of the edge; its doc comment
+//! says what once got through and where it was stopped.
 
 mod common;
 
@@ -45,8 +44,8 @@ fn our_received(raw: &[u8]) -> Vec<u8> {
 }
 
 /// Was: the EHLO argument reaches `Received:` with 8-bit bytes, invalid
-/// UTF-8 (as U+FFFD) and C1 controls (U+0085 NEL) in it. Issue 10 item 4:
-/// "Nothing from the client reaches `Received:` unchecked"; only C0 and DEL
+/// UTF-8 (as U+FFFD) and C1 controls (U+0085 NEL) in it, where nothing from
+/// the client may reach `Received:` unchecked; only C0 and DEL
 /// are checked today (src/connection/smtp/path.rs `precheck`), and
 /// `Preparer::received` (src/message/prepare/mod.rs) formats `envelope.helo` as is.
 #[tokio::test]
