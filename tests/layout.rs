@@ -1,7 +1,8 @@
 //! The source tree's shape, checked: modules import one another one way only
 //! (no import circles), the wiring (`daemon::server`) and the commands
 //! (`tools::cli`) are imported by nobody, no file is over 500 lines and
-//! `main.rs` stays thin. docs/architecture.md draws the same map.
+//! `main.rs` stays thin, and SES error codes are spelled in one table only.
+//! docs/architecture.md draws the same map.
 //!
 //! A module here is one concern: a top-level module (`config`, `metrics`), or
 //! a module inside a group (`connection::session`, `control::guard`); a file
@@ -106,17 +107,15 @@ fn named_in(line: &str) -> Vec<String> {
     found
 }
 
-/// Edges `from → to` with the first place each is seen.
-fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
+/// Every line of the relay's own code (no test file, no inline test module,
+/// no comment), with its file relative to src/ and its line number.
+fn code_lines() -> Vec<(PathBuf, usize, String)> {
     let root = src();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut out = Vec::new();
     for file in files {
         let relative = file.strip_prefix(&root).unwrap().to_path_buf();
-        let Some(from) = concern_of(&relative) else {
-            continue;
-        };
         if is_test_file(&relative) {
             continue;
         }
@@ -129,18 +128,29 @@ fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
             if code.starts_with("#[cfg(test)]") && next.starts_with("mod ") && next.ends_with('{') {
                 break;
             }
-            if code.starts_with("//") {
-                continue;
+            if !code.starts_with("//") {
+                out.push((relative.clone(), number + 1, line.to_string()));
             }
-            for to in named_in(line) {
-                if to != from && !from.starts_with(&format!("{to}::")) {
-                    let place = format!("src/{}:{}", relative.display(), number + 1);
-                    edges
-                        .entry(from.clone())
-                        .or_default()
-                        .entry(to)
-                        .or_insert(place);
-                }
+        }
+    }
+    out
+}
+
+/// Edges `from → to` with the first place each is seen.
+fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (relative, number, line) in code_lines() {
+        let Some(from) = concern_of(&relative) else {
+            continue;
+        };
+        for to in named_in(&line) {
+            if to != from && !from.starts_with(&format!("{to}::")) {
+                let place = format!("src/{}:{number}", relative.display());
+                edges
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to)
+                    .or_insert(place);
             }
         }
     }
@@ -244,4 +254,46 @@ fn no_file_is_over_the_limit_and_main_stays_thin() {
         }
     }
     assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+/// Where SES's error codes are spelled: the one table that parses them.
+const SES_CODE_TABLE: &str = "message/forward/ses/code.rs";
+
+#[test]
+fn each_ses_error_code_is_spelled_once_in_the_relay() {
+    let table = std::fs::read_to_string(src().join(SES_CODE_TABLE)).unwrap();
+    // The table's rows: `("Spelling", SesCode::Kind)`.
+    let spellings: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("(\""))
+        .filter_map(|rest| rest.split_once('"').map(|(name, _)| name))
+        .chain(
+            // Rows rustfmt splits: the spelling alone on its line.
+            table
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with('"') && l.ends_with("\","))
+                .map(|l| l.trim_matches(|c| c == '"' || c == ',')),
+        )
+        .collect();
+    assert!(
+        spellings.len() > 20 && spellings.contains(&"MessageRejected"),
+        "the table was not read: {spellings:?}"
+    );
+    let mut elsewhere = Vec::new();
+    for (relative, number, line) in code_lines() {
+        if relative == Path::new(SES_CODE_TABLE) {
+            continue;
+        }
+        for spelling in &spellings {
+            if line.contains(&format!("\"{spelling}\"")) {
+                elsewhere.push(format!("src/{}:{number}: {spelling}", relative.display()));
+            }
+        }
+    }
+    assert!(
+        elsewhere.is_empty(),
+        "SES codes are matched as strings outside {SES_CODE_TABLE} (parse them into SesCode):\n{}",
+        elsewhere.join("\n")
+    );
 }
