@@ -45,7 +45,7 @@ fn framing_corpus() {
 
 #[test]
 fn prepare_corpus() {
-    replay("prepare", crate::message::prepare::run);
+    replay("prepare", crate::prepare::run);
 }
 
 #[test]
