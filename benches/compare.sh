@@ -7,30 +7,51 @@
 #   (c) smtp-sink alone: the ceiling of the load tools themselves.
 # Prints messages/s for each and the ratios, in one run, and the relay's CPU
 # per message against one RSA-2048 signature (`openssl speed`, same run).
-# Installs its peers
-# (Debian packages) when missing and removes everything it started.
 #
-#   bash benches/compare.sh [--messages N] [--sessions S] [--size BYTES]
+# With SES_RELAY_LOAD_BIN=/path/to/another/ses-relay, leg (a) compares this
+# build with that one in the same run: --rounds rounds (default 3), each build
+# once a round on a fresh process with the same config and the same load, the
+# order swapped every round. It prints each round's messages/s and CPU per
+# message, each build's median and spread (min-max), the new/old ratio of the
+# medians and whether the difference is within the run-to-run spread (the
+# rule: the medians differ by no more than the larger of the two builds'
+# spreads; see verdict() below).
+#
+# Installs its peers (Debian packages) when missing and removes everything it
+# started.
+#
+#   [SES_RELAY_LOAD_BIN=path] bash benches/compare.sh [--messages N] [--sessions S] [--size BYTES] [--rounds R]
 set -euo pipefail
 
 N=10000
 S=20
 SIZE=4000
+ROUNDS=3
+usage="usage: [SES_RELAY_LOAD_BIN=path] $0 [--messages N] [--sessions S] [--size BYTES] [--rounds R]"
 while [ $# -gt 0 ]; do
     case $1 in
         --messages) N=$2; shift 2 ;;
         --sessions) S=$2; shift 2 ;;
         --size) SIZE=$2; shift 2 ;;
-        *) echo "usage: $0 [--messages N] [--sessions S] [--size BYTES]" >&2; exit 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        *) echo "$usage" >&2; exit 2 ;;
     esac
 done
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "$usage" >&2; exit 2; }
+old_bin=${SES_RELAY_LOAD_BIN:-}
+if [ -n "$old_bin" ]; then
+    # One round has no spread to weigh a difference against.
+    [ "$ROUNDS" -ge 2 ] || { echo "compare: --rounds must be at least 2 with SES_RELAY_LOAD_BIN" >&2; exit 2; }
+    old_bin=$(realpath -m "$old_bin")
+    [ -x "$old_bin" ] || { echo "compare: SES_RELAY_LOAD_BIN=$old_bin is not an executable" >&2; exit 2; }
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/ses-relay-compare.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}" ${relay_pid:-}; do kill "$pid" 2>/dev/null || true; done
     [ -f "$work/pf/etc/main.cf" ] && postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     sleep 0.5
@@ -205,27 +226,112 @@ listen = "127.0.0.1:$admin_port"
 [log]
 level = "warn"
 EOF
-AWS_ACCESS_KEY_ID=compare AWS_SECRET_ACCESS_KEY=compare AWS_EC2_METADATA_DISABLED=true \
-    "$root/target/release/ses-relay" run --config "$work/relay.toml" </dev/null >/dev/null 2>"$work/relay.log" &
-relay_pid=$!
-pids+=($relay_pid)
-wait_port "$relay_port"
-# cpu_ticks PID: user + system time of the process so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_before=$(cpu_ticks "$relay_pid")
-rate_a=$(load ses-relay "$relay_port")
-ticks_after=$(cpu_ticks "$relay_pid")
-relay_cpu=$(python3 -c "print(($ticks_after - $ticks_before) / $(getconf CLK_TCK) / $N)")
+# proc_stat PID: /proc/PID/stat after "pid (comm) ", so that a name with spaces
+# shifts no field: $1 is the state, $12 + $13 user + system time in clock ticks.
+proc_stat() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null; }
+# cpu_ticks PID: the CPU time of the process so far, all its threads.
+cpu_ticks() { proc_stat "$1" | awk '{print $12 + $13}'; }
+# exited PID: true once our child PID has exited (a zombie until waited for,
+# so kill -0 would still succeed).
+exited() { [ "$(proc_stat "$1" | cut -d' ' -f1)" = Z ] || [ ! -e "/proc/$1" ]; }
+relay_pid=
+# relay_round BINARY LABEL: one fresh relay process with relay.toml under the
+# load; appends "LABEL messages/s CPU-seconds-per-message" to $work/rounds.
+# CPU is counted from listening to the load's end: start-up is left out.
+relay_round() {
+    local before after rate
+    AWS_ACCESS_KEY_ID=compare AWS_SECRET_ACCESS_KEY=compare AWS_EC2_METADATA_DISABLED=true \
+        "$1" run --config "$work/relay.toml" </dev/null >/dev/null 2>"$work/relay-$2.log" &
+    relay_pid=$!
+    wait_port "$relay_port" || { cat "$work/relay-$2.log" >&2; exit 1; }
+    before=$(cpu_ticks "$relay_pid")
+    rate=$(load "ses-relay-$2" "$relay_port")
+    after=$(cpu_ticks "$relay_pid")
+    # SIGTERM drains; every session has ended, so it exits at once. The next
+    # round binds the same port (the listener sets SO_REUSEADDR).
+    kill "$relay_pid"
+    for _ in $(seq 1 300); do exited "$relay_pid" && break; sleep 0.1; done
+    exited "$relay_pid" || kill -KILL "$relay_pid" 2>/dev/null || true
+    wait "$relay_pid" 2>/dev/null || true
+    relay_pid=
+    echo "$2 $rate $(python3 -c "print(($after - $before) / $(getconf CLK_TCK) / $N)")" >>"$work/rounds"
+}
+new_bin=$root/target/release/ses-relay
+if [ -z "$old_bin" ]; then
+    relay_round "$new_bin" new
+else
+    # Both builds must take this one config as it is: a key only one of them
+    # knows would be refused by the other (unknown keys are errors).
+    for bin in "$new_bin" "$old_bin"; do
+        "$bin" check-config --config "$work/relay.toml" >"$work/check-config.out" 2>&1 || {
+            echo "compare: $bin refuses the config:" >&2; cat "$work/check-config.out" >&2; exit 1; }
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        # The order swaps every round, so that neither build always runs first
+        # on a machine whose speed drifts from minute to minute.
+        if [ $((round % 2)) -eq 1 ]; then order="new old"; else order="old new"; fi
+        for build in $order; do
+            echo "compare: leg (a) round $round of $ROUNDS, $build build" >&2
+            if [ "$build" = new ]; then relay_round "$new_bin" new; else relay_round "$old_bin" old; fi
+        done
+    done
+fi
 # One RSA-2048 signature on this machine now: openssl's sign time (seconds).
 rsa=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {sub("s$", "", $4); print $4}')
 
-python3 - "$rate_a" "$rate_b" "$rate_c" "$relay_cpu" "$rsa" <<'EOF'
-import sys
-a, b, c, cpu, rsa = (float(x) for x in sys.argv[1:])
-print(f"(a) ses-relay -> nginx SES stand-in:       {a:8.0f} messages/s")
+python3 - "$work/rounds" "$rate_b" "$rate_c" "$rsa" "$ROUNDS" "$old_bin" <<'EOF'
+import statistics, sys
+rounds_file, b, c, rsa, rounds, old_bin = sys.argv[1:]
+b, c, rsa = float(b), float(c), float(rsa)
+runs = {"new": [], "old": []}  # build -> [(messages/s, CPU seconds per message)], in round order
+for line in open(rounds_file):
+    build, rate, cpu = line.split()
+    runs[build].append((float(rate), float(cpu)))
+rates = {k: [r for r, _ in v] for k, v in runs.items()}
+cpus = {k: [x * 1000 for _, x in v] for k, v in runs.items()}  # ms
+a, cpu = statistics.median(rates["new"]), statistics.median(cpus["new"]) / 1000
+of_rounds = f" (median of {rounds} rounds)" if old_bin else ""
+print(f"(a) ses-relay -> nginx SES stand-in:       {a:8.0f} messages/s{of_rounds}")
 print(f"(b) Postfix + OpenDKIM -> smtp-sink:       {b:8.0f} messages/s")
 print(f"(c) smtp-sink alone (ceiling):             {c:8.0f} messages/s")
 print(f"ratios: ses-relay / Postfix+OpenDKIM = {a / b:.1f}x; ses-relay / smtp-sink = {a / c:.2f}")
-print(f"relay CPU per message: {cpu * 1000:.3f} ms; one RSA-2048 signature (openssl speed): "
+print(f"relay CPU per message{of_rounds}: {cpu * 1000:.3f} ms; one RSA-2048 signature (openssl speed): "
       f"{rsa * 1000:.3f} ms; ratio {cpu / rsa:.2f}x")
+if not old_bin:
+    sys.exit()
+
+# The rule: a difference is within the run-to-run spread when the medians
+# differ by no more than the larger of the two builds' spreads (max - min over
+# their rounds). It weighs the difference against the noise each build showed
+# in this run; the other plausible rule, "the ranges overlap", passes a
+# difference as large as both spreads together.
+def verdict(new, old, unit, fmt, lower_is_better):
+    diff = statistics.median(new) - statistics.median(old)
+    spread = max(max(new) - min(new), max(old) - min(old))
+    if abs(diff) <= spread:
+        word = "within the run-to-run spread"
+    elif (diff < 0) == lower_is_better:
+        word = "BETTER beyond the run-to-run spread"
+    else:
+        word = "WORSE beyond the run-to-run spread"
+    return (f"new/old {statistics.median(new) / statistics.median(old):.3f}: {word} "
+            f"(medians differ by {diff:+{fmt}}{unit}, the larger spread is {spread:{fmt}}{unit})")
+
+print()
+print(f"leg (a), this build (new) against SES_RELAY_LOAD_BIN={old_bin} (old),")
+print(f"{rounds} rounds, each build once a round on a fresh relay, the order swapped every round:")
+print(f"{'':18}{'messages/s':>24}   {'relay CPU per message (ms)':>28}")
+print(f"{'':18}{'new':>12}{'old':>12}   {'new':>14}{'old':>14}")
+for i in range(len(rates["new"])):
+    print(f"{'round ' + str(i + 1):18}{rates['new'][i]:12.0f}{rates['old'][i]:12.0f}   "
+          f"{cpus['new'][i]:14.3f}{cpus['old'][i]:14.3f}")
+med = lambda k, v: statistics.median(v[k])
+span = lambda k, v, f: f"{min(v[k]):{f}}-{max(v[k]):{f}}"
+print(f"{'median':18}{med('new', rates):12.0f}{med('old', rates):12.0f}   "
+      f"{med('new', cpus):14.3f}{med('old', cpus):14.3f}")
+print(f"{'spread (min-max)':18}{span('new', rates, '.0f'):>12}{span('old', rates, '.0f'):>12}   "
+      f"{span('new', cpus, '.3f'):>14}{span('old', cpus, '.3f'):>14}")
+print("rule: within the run-to-run spread = |median new - median old| <= the larger spread (max - min)")
+print("messages/s:            " + verdict(rates["new"], rates["old"], "/s", ".0f", lower_is_better=False))
+print("CPU per message:       " + verdict(cpus["new"], cpus["old"], " ms", ".3f", lower_is_better=True))
 EOF

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{GuardConfig, HumanDuration};
-use ses_relay::guard::{Guard, Judge, SesAnswer, Thresholds};
+use ses_relay::control::guard::{Guard, Judge, SesAnswer, Thresholds};
 
 /// Thresholds no steady load trips: every outcome accepted, delays small.
 fn thresholds() -> Thresholds {
@@ -43,7 +43,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("guard");
     group.throughput(Throughput::Elements(1));
 
-    let cutover = ses_relay::cutover::Cutover::load(std::path::Path::new(""), 100.0).unwrap();
+    let cutover =
+        ses_relay::control::cutover::Cutover::load(std::path::Path::new(""), 100.0).unwrap();
     let guard = Guard::new(
         &GuardConfig {
             enabled: true,
@@ -77,7 +78,11 @@ fn bench(c: &mut Criterion) {
         Received: from sender.example by client.goo.ne.jp; Tue, 1 Dec 2026 16:59:58 +0900\r\n\
         From: <news@goo.ne.jp>\r\nTo: <user@example.com>\r\nSubject: bench\r\nMessage-ID: <1@goo.ne.jp>\r\n\r\nbody\r\n";
     group.bench_function("client_received_date", |b| {
-        b.iter(|| black_box(ses_relay::received::first_taken(black_box(message))))
+        b.iter(|| {
+            black_box(ses_relay::message::received::first_taken(black_box(
+                message,
+            )))
+        })
     });
     group.finish();
 

@@ -100,7 +100,7 @@ fn rsa_signature_seconds() -> f64 {
         }],
         ..DkimConfig::default()
     };
-    let keys = ses_relay::prepare::dkim::DkimKeys::load(&config).unwrap();
+    let keys = ses_relay::message::prepare::dkim::DkimKeys::load(&config).unwrap();
     let key = &keys.keys()[0];
     let headers = vec!["From".to_string()];
     let n = 2000;

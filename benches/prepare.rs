@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::{Envelope, MailFrom};
-use ses_relay::forward::ses::api::{self, Target};
-use ses_relay::prepare::Preparer;
-use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::route::Route;
+use ses_relay::message::envelope::{Envelope, MailFrom};
+use ses_relay::message::forward::ses::api::{self, Target};
+use ses_relay::message::prepare::Preparer;
+use ses_relay::message::prepare::dkim::DkimKeys;
+use ses_relay::message::route::Route;
 
 fn ed25519_key_file() -> PathBuf {
     use mail_auth::common::crypto::Ed25519Key;

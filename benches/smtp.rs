@@ -8,16 +8,14 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ses_relay::config::{DkimConfig, SmtpConfig};
-use ses_relay::cutover::Cutover;
-use ses_relay::envelope::Envelope;
-use ses_relay::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
-use ses_relay::log::Masker;
-use ses_relay::prepare::Preparer;
-use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::route::Router;
-use ses_relay::session::Session;
-use ses_relay::smtp::{Command, Input};
-use ses_relay::state::{Reloadable, SharedState};
+use ses_relay::connection::session::{Session, SessionContext};
+use ses_relay::connection::smtp::{Command, Input};
+use ses_relay::daemon::state::Reloadable;
+use ses_relay::message::envelope::Envelope;
+use ses_relay::message::forward::{Accepted, BoxFuture, Deliver, UpstreamError, Upstreams};
+use ses_relay::message::prepare::Preparer;
+use ses_relay::message::prepare::dkim::DkimKeys;
+use ses_relay::message::route::{Percent, Router, Share};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Accept;
@@ -32,7 +30,7 @@ impl Deliver for Accept {
     }
 }
 
-fn relay() -> Arc<SharedState> {
+fn context() -> Arc<SessionContext> {
     let smtp = SmtpConfig::default();
     let live = Reloadable {
         preparer: Preparer::new(
@@ -47,18 +45,12 @@ fn relay() -> Arc<SharedState> {
         admin_token: None,
         admin_read_token: None,
     };
-    let cutover = Cutover::load(std::path::Path::new(""), 100.0).unwrap();
-    let router = Router::new(false, Vec::new(), cutover.share());
-    let upstreams = Upstreams::new(Arc::new(Accept), None);
-    Arc::new(SharedState::new(ses_relay::state::SharedParts {
+    let router = Router::new(false, Vec::new(), Share::fixed(Percent::ALL));
+    Arc::new(SessionContext::new(
         live,
         router,
-        upstreams,
-        cutover,
-        masker: Masker::new(true),
-        guard: std::sync::Arc::new(ses_relay::guard::Guard::disabled()),
-        legacy_health: None,
-    }))
+        Upstreams::new(Arc::new(Accept), None),
+    ))
 }
 
 fn bench(c: &mut Criterion) {
@@ -82,7 +74,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let relay = relay();
+    let context = context();
     let mut body =
         String::from("From: news@goo.ne.jp\r\nTo: user@example.com\r\nSubject: bench\r\n\r\n");
     while body.len() < 4096 {
@@ -100,8 +92,9 @@ fn bench(c: &mut Criterion) {
             runtime.block_on(async {
                 let (mut client, server) = tokio::io::duplex(64 * 1024);
                 let peer = "10.99.1.11:40000".parse().unwrap();
-                let session =
-                    tokio::spawn(Session::new(relay.clone(), Box::new(server), peer, false).run());
+                let session = tokio::spawn(
+                    Session::new(context.clone(), Box::new(server), peer, false).run(),
+                );
                 client.write_all(script.as_bytes()).await.unwrap();
                 let mut out = Vec::new();
                 client.read_to_end(&mut out).await.unwrap();

@@ -2,9 +2,11 @@
 //!
 //! # Layout
 //!
-//! Postfix → listener → session → route → prepare (Received, DKIM) → forward
-//! (SES v2 API, legacy SMTP proxy, or the outbox dry run), one disposition per
-//! transaction feeding the log, the metrics and the rollback guard.
+//! Postfix → [`connection`] (listener, session) → [`message`] (route, prepare:
+//! Received and DKIM, forward: SES v2 API, legacy SMTP proxy or the outbox dry
+//! run) → one disposition per transaction feeding the log, the metrics and
+//! [`control`] (the rollback guard, the cutover, the admin API). [`daemon`]
+//! wires and runs it; [`tools`] are the operator's commands.
 //!
 //! The data path drawn in full, the order in which modules import each other and
 //! the map of every module and file are in `docs/architecture.md` in the
@@ -12,35 +14,13 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub(crate) mod aws_summary;
-pub(crate) mod background;
-pub mod build_info;
-pub mod cli;
 pub mod config;
-pub mod cutover;
-pub mod descriptors;
-pub(crate) mod disposition;
-pub mod dkim_rotation;
-pub mod dns;
-pub mod envelope;
-pub mod feedback;
+pub mod connection;
+pub mod control;
+pub mod daemon;
 pub mod files;
-pub mod forward;
-pub mod guard;
-pub(crate) mod listener;
 pub mod log;
+pub mod message;
 pub mod metrics;
 pub(crate) mod net;
-pub(crate) mod notify;
-pub mod preflight;
-pub mod prepare;
-pub mod proxy;
-pub mod received;
-pub mod route;
-pub mod server;
-pub mod session;
-pub mod shutdown;
-pub mod smtp;
-pub mod state;
-pub mod tls;
+pub mod tools;

@@ -1,5 +1,5 @@
 //! The `ses-relay` command: parse the command line and call the command's
-//! function in [`ses_relay::cli`].
+//! function in [`ses_relay::tools::cli`].
 
 #![forbid(unsafe_code)]
 
@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use ses_relay::cli;
+use ses_relay::tools::cli;
 
 const DEFAULT_CONFIG: &str = "/etc/ses-relay/ses-relay.toml";
 
 /// SMTP relay from Postfix to Amazon SES, with DKIM signing and a staged cutover from a legacy relay.
 #[derive(Parser)]
-#[command(version = ses_relay::build_info::LONG_VERSION, about)]
+#[command(version = ses_relay::daemon::build_info::LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

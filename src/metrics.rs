@@ -11,8 +11,8 @@ use std::time::Instant;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::disposition::Disposition;
-use crate::route::Route;
+use crate::message::disposition::Disposition;
+use crate::message::route::Route;
 
 /// Connections by outcome, each counted once: `accepted` (a session
 /// started), `denied` (not an allowed client), `overloaded` (connection
@@ -143,9 +143,9 @@ pub fn install() -> &'static PrometheusHandle {
         describe();
         gauge!(
             BUILD_INFO,
-            "version" => crate::build_info::VERSION,
-            "commit" => crate::build_info::COMMIT,
-            "build_date" => crate::build_info::BUILD_DATE
+            "version" => crate::daemon::build_info::VERSION,
+            "commit" => crate::daemon::build_info::COMMIT,
+            "build_date" => crate::daemon::build_info::BUILD_DATE
         )
         .set(1.0);
         process_collector().describe();
@@ -380,8 +380,8 @@ mod tests {
         assert!(text.contains("ses_relay_build_info{version="), "{text}");
         let build_info = format!(
             "commit=\"{}\",build_date=\"{}\"",
-            crate::build_info::COMMIT,
-            crate::build_info::BUILD_DATE
+            crate::daemon::build_info::COMMIT,
+            crate::daemon::build_info::BUILD_DATE
         );
         assert!(text.contains(&build_info), "{text}");
         for name in [

@@ -6,7 +6,7 @@ mod common;
 
 use common::relay_process::RelayProcess;
 use common::{TempDir, ses_relay, ses_relay_against};
-use ses_relay::admin::client::request;
+use ses_relay::control::admin::client::request;
 
 fn config(dir: &TempDir, admin: &str, read_token: bool) -> String {
     let read = if read_token {

@@ -2,9 +2,8 @@
 //! ours: the `Received:` field we add, our DKIM signature (one author, no
 //! hidden From or X-SES header), the data budget, our reply text. The relay
 //! runs in this process with the SES fake on 127.0.0.1. Each test is a
-//! regression test from the adversarial review of the edge (issue 10, items
-//! 1-13); its doc comment says what once got through and where it was
-//! stopped.
+//! regression test from the adversarial review of the edge; its doc comment
+//! says what once got through and where it was stopped.
 
 mod common;
 
@@ -45,10 +44,10 @@ fn our_received(raw: &[u8]) -> Vec<u8> {
 }
 
 /// Was: the EHLO argument reaches `Received:` with 8-bit bytes, invalid
-/// UTF-8 (as U+FFFD) and C1 controls (U+0085 NEL) in it. Issue 10 item 4:
-/// "Nothing from the client reaches `Received:` unchecked"; only C0 and DEL
-/// are checked today (src/smtp/path.rs `precheck`), and
-/// `Preparer::received` (src/prepare/mod.rs) formats `envelope.helo` as is.
+/// UTF-8 (as U+FFFD) and C1 controls (U+0085 NEL) in it, where nothing from
+/// the client may reach `Received:` unchecked; only C0 and DEL
+/// are checked today (src/connection/smtp/path.rs `precheck`), and
+/// `Preparer::received` (src/message/prepare/mod.rs) formats `envelope.helo` as is.
 #[tokio::test]
 async fn a_helo_name_reaches_received_only_as_printable_ascii() {
     let ses = SesFake::start().await;
@@ -91,7 +90,7 @@ async fn a_helo_name_reaches_received_only_as_printable_ascii() {
 
 /// Was: bytes inside an RFC 5321 source route are not checked: the
 /// route is dropped before the 8-bit, UTF-8 and control checks
-/// (src/smtp/path.rs `raw_path` then `precheck`), so
+/// (src/connection/smtp/path.rs `raw_path` then `precheck`), so
 /// `MAIL FROM:<@a\xe5.example:x@goo.ne.jp>` gets 250 without SMTPUTF8
 /// (item 2: "or any non-ASCII byte ... gets 553 5.6.7"), and a control byte
 /// there gets the command line's 501 5.5.4 instead of the address's
@@ -114,7 +113,7 @@ async fn bytes_in_a_source_route_are_checked_like_the_address() {
 }
 
 /// Was: a declared `SIZE=` is charged to `smtp.max-data-memory` at DATA,
-/// before a byte of the message arrived (src/smtp/data.rs
+/// before a byte of the message arrived (src/connection/smtp/data.rs
 /// `MessageReceiver::with_memory`, the presize). Three clients that declare
 /// the size limit, send DATA and then nothing hold the whole budget until
 /// their idle timeout, and every other message meanwhile gets
@@ -155,7 +154,7 @@ async fn a_declared_size_holds_no_budget_before_the_data_arrives() {
 }
 
 /// Was: one `From:` with several mailboxes is signed for the first one's
-/// domain (src/prepare/mod.rs `from_field_domain` takes `first()`):
+/// domain (src/message/prepare/mod.rs `from_field_domain` takes `first()`):
 /// `From: e@goo.ne.jp, ceo@bank.example` leaves with a valid goo.ne.jp
 /// signature, the same loan of our signature to another author that item 10
 /// closes for two `From:` fields. Expected: refused `550 5.6.0` like two
@@ -206,9 +205,9 @@ fn lenient_names(raw: &[u8]) -> Vec<String> {
 }
 
 /// Was: a C0 control in a header name hides the field from the SES-route
-/// checks (src/prepare/headers.rs `split` trims only `is_ascii_whitespace`
+/// checks (src/message/prepare/headers.rs `split` trims only `is_ascii_whitespace`
 /// after the name, which has no VT, and nothing before it;
-/// src/prepare/mod.rs `is_ses_header` and `Field::is` compare the rest
+/// src/message/prepare/mod.rs `is_ses_header` and `Field::is` compare the rest
 /// exactly), while the DATA framing lets every control but NUL, CR and LF
 /// through. `From\x0b: ceo@bank.example` + `From: e@goo.ne.jp` is signed for
 /// goo.ne.jp; `\x0bX-SES-CONFIGURATION-SET: evil` and
@@ -258,7 +257,7 @@ async fn control_bytes_in_header_names_hide_no_from_signature_or_ses_header() {
 }
 
 /// Was (minor): a reply repeats the client's parameter as received,
-/// 8-bit included (src/session/commands.rs `invalid_reply`, `Unsupported
+/// 8-bit included (src/connection/session/commands.rs `invalid_reply`, `Unsupported
 /// parameter {param}`): `MAIL FROM:<a@goo.ne.jp> X=\xe5\xb1\xb1` is answered
 /// `555 5.5.4 Unsupported parameter X=` and three non-ASCII bytes; invalid
 /// UTF-8 comes back as U+FFFD. SMTP reply text is ASCII (RFC 5321 section
@@ -283,7 +282,7 @@ async fn replies_are_ascii_whatever_the_client_sent() {
 
 /// Was: a message whose first line starts with white space (a header
 /// section cannot start with a continuation, RFC 5322 section 2.2.3) has
-/// that line appended to our own `Received:` (src/prepare/mod.rs
+/// that line appended to our own `Received:` (src/message/prepare/mod.rs
 /// `Preparer::prepare` puts the client's fields right after it), so the
 /// client writes the end of our trace field, date included (the date is what
 /// follows its last `;`). Item 4: nothing from the client reaches

@@ -1,7 +1,7 @@
 //! A client's own mistakes stay out of the SES success ratio: messages
 //! refused after DATA for the client's faults (bare LF, not one From) are
 //! counted `refused`, never `delivered`, `deferred` or `rejected`. From the
-//! adversarial review of issue 10. A test binary of its own: the counters
+//! adversarial review of the SMTP edge. A test binary of its own: the counters
 //! are process-wide, so no other test's traffic moves them between the two
 //! scrapes.
 
@@ -14,7 +14,7 @@ use common::metrics::Metrics;
 use common::ses_fake::SesFake;
 use common::{RunningRelay, test_config};
 
-/// The refusals issue 10 adds after DATA (`550 5.5.2` bare LF, `550 5.6.0`
+/// The refusals after DATA (`550 5.5.2` bare LF, `550 5.6.0`
 /// not one From) are the client's own mistakes: they must not grow the
 /// `delivered`, `deferred` or `rejected` series that
 /// `route:ses_relay_success_ratio:rate5m` (etc/prometheus/ses-relay.rules.yml)

@@ -19,9 +19,9 @@ use aws_sdk_sesv2::config::{Credentials, SharedCredentialsProvider};
 use common::client::SmtpClient;
 use common::{TempDir, TestCa, demo_key};
 use ses_relay::config::{
-    ByteSize, Config, ConfigError, DkimKeyConfig, HumanDuration, LegacyConfig, LegacyMode, SesMode,
+    Config, ConfigError, DkimKeyConfig, LegacyConfig, LegacyMode, SesMode, numeric_keys,
 };
-use ses_relay::server::{Server, ServerOptions};
+use ses_relay::daemon::server::{Server, ServerOptions};
 use tokio::io::AsyncWriteExt;
 
 /// Panics anywhere in the process (spawned tasks included), counted.
@@ -53,26 +53,6 @@ fn full_config(dir: &TempDir, ca: &TestCa) -> Config {
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     config.guard.enabled = true;
     config
-}
-
-/// Dotted paths of the numeric leaves of `value` (arrays hold none).
-fn numeric_keys(value: &toml::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match value {
-        toml::Value::Table(table) => {
-            for (key, value) in table {
-                path.push(key.clone());
-                numeric_keys(value, path, out);
-                path.pop();
-            }
-        }
-        toml::Value::Integer(_) | toml::Value::Float(_) => out.push(path.clone()),
-        toml::Value::String(text)
-            if HumanDuration::parse(text).is_ok() || ByteSize::parse(text).is_ok() =>
-        {
-            out.push(path.clone())
-        }
-        _ => {}
-    }
 }
 
 fn hostile_values() -> Vec<toml::Value> {
@@ -139,7 +119,9 @@ async fn build_and_greet(config: &Config) -> Result<(), String> {
         ses_credentials: Some(SharedCredentialsProvider::new(Credentials::new(
             "test", "test", None, None, "test",
         ))),
-        txt_resolver: Some(Arc::new(ses_relay::dns::StaticResolver(HashMap::new()))),
+        txt_resolver: Some(Arc::new(ses_relay::tools::dns::StaticResolver(
+            HashMap::new(),
+        ))),
     };
     let server = Server::bind(config, options)
         .await
@@ -170,8 +152,7 @@ async fn no_value_of_any_numeric_key_panics() {
     let dir = TempDir::new("config-numbers");
     let ca = TestCa::new();
     let base = toml::Value::try_from(full_config(&dir, &ca)).unwrap();
-    let mut keys = Vec::new();
-    numeric_keys(&base, &mut Vec::new(), &mut keys);
+    let keys = numeric_keys(&base);
     let dotted: Vec<String> = keys.iter().map(|k| k.join(".")).collect();
     // The walk sees every kind of number, the optional sections' included.
     for key in [

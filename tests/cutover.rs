@@ -4,8 +4,8 @@
 
 mod common;
 
-use ses_relay::cutover::{Change, Source};
-use ses_relay::route::Percent;
+use ses_relay::control::cutover::{Change, Source};
+use ses_relay::message::route::Percent;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use common::ses_fake::SesFake;
 use common::smtp_sink::SmtpSink;
 use common::wait::{ok_if, wait_until_async};
 use common::{RunningRelay, TempDir, test_config};
-use ses_relay::admin::client::Answer;
+use ses_relay::control::admin::client::Answer;
 
 /// Sends `count` distinct transactions over `connections` connections; returns how many got 250.
 async fn send_many(addr: SocketAddr, tag: &str, count: usize, connections: usize) -> usize {
@@ -75,7 +75,7 @@ async fn ten_thousand_transactions_split_within_one_and_a_half_points() {
     let mut seen_legacy = 0;
     for percent in [10.0, 50.0, 90.0] {
         relay
-            .relay
+            .control
             .cutover
             .change(Change {
                 percent: Percent::new(percent).unwrap(),
@@ -197,7 +197,7 @@ async fn put_cutover_applies_at_once_persists_and_refuses_bad_requests() {
         400
     );
     assert_eq!(
-        relay.relay.router.ses_percent(),
+        relay.control.router.ses_percent(),
         0.0,
         "refusals change nothing"
     );
@@ -307,7 +307,7 @@ async fn put_cutover_below_100_without_a_legacy_route_is_refused() {
         );
     }
     assert_eq!(
-        relay.relay.router.ses_percent(),
+        relay.control.router.ses_percent(),
         100.0,
         "refusals change nothing"
     );

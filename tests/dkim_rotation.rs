@@ -77,9 +77,9 @@ fn new_key_writes_a_private_file_prints_its_record_and_never_overwrites() {
         }],
         ..Default::default()
     };
-    let keys = ses_relay::prepare::dkim::DkimKeys::load(&config).unwrap();
+    let keys = ses_relay::message::prepare::dkim::DkimKeys::load(&config).unwrap();
     assert_eq!(keys.keys()[0].check_record(&record), Ok(()));
-    let other = ses_relay::prepare::dkim::DkimKeys::load(&ses_relay::config::DkimConfig {
+    let other = ses_relay::message::prepare::dkim::DkimKeys::load(&ses_relay::config::DkimConfig {
         keys: vec![ses_relay::config::DkimKeyConfig {
             private_key: demo_key(),
             ..config.keys[0].clone()
@@ -362,7 +362,7 @@ fn a_new_record_carrying_another_key_is_never_used() {
 
 #[tokio::test]
 async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() {
-    use ses_relay::preflight::Level;
+    use ses_relay::tools::preflight::Level;
     let dir = TempDir::new("dkim-preflight");
     let (new_pem, printed) = new_key(&dir, NEW);
     let mut config = common::test_config("");
@@ -375,14 +375,14 @@ async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() 
         created: None,
     });
     let record = |published: &[(&str, String)]| {
-        ses_relay::dns::StaticResolver(
+        ses_relay::tools::dns::StaticResolver(
             published
                 .iter()
                 .map(|(s, r)| (format!("{s}._domainkey.goo.ne.jp"), vec![r.clone()]))
                 .collect(),
         )
     };
-    let line = |findings: &[ses_relay::preflight::Finding], check: &str| {
+    let line = |findings: &[ses_relay::tools::preflight::Finding], check: &str| {
         findings
             .iter()
             .find(|f| f.check == check)
@@ -391,7 +391,7 @@ async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() 
     };
     // Only the old record: the old key signs, the new one waits (a warning, not a failure).
     let old_only = record(&[(OLD, demo_txt())]);
-    let findings = ses_relay::preflight::run(&config, &old_only, None).await;
+    let findings = ses_relay::tools::preflight::run(&config, &old_only, None).await;
     let set = line(&findings, "dkim rotation goo.ne.jp");
     assert_eq!(set.level, Level::Warn, "{set}");
     assert!(
@@ -409,11 +409,11 @@ async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() 
         findings.iter().all(|f| f.level != Level::Fail),
         "{findings:#?}"
     );
-    assert!(set.to_string().len() <= ses_relay::preflight::MAX_LINE);
+    assert!(set.to_string().len() <= ses_relay::tools::preflight::MAX_LINE);
 
     // Both records: the new key would sign, nothing pending.
     let both = record(&[(OLD, demo_txt()), (NEW, printed_record(&printed, NEW))]);
-    let findings = ses_relay::preflight::run(&config, &both, None).await;
+    let findings = ses_relay::tools::preflight::run(&config, &both, None).await;
     let set = line(&findings, "dkim rotation goo.ne.jp");
     assert_eq!(set.level, Level::Pass, "{set}");
     assert!(
@@ -424,7 +424,7 @@ async fn preflight_lists_the_rotation_set_the_signing_key_and_the_pending_one() 
     );
 
     // No record at all: the first key would sign without one, a failure.
-    let findings = ses_relay::preflight::run(&config, &record(&[]), None).await;
+    let findings = ses_relay::tools::preflight::run(&config, &record(&[]), None).await;
     let set = line(&findings, "dkim rotation goo.ne.jp");
     assert_eq!(set.level, Level::Fail, "{set}");
     assert!(

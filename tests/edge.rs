@@ -103,13 +103,13 @@ async fn a_reload_applies_max_connections() {
     assert!(refused[0].starts_with("421 4.3.2"), "{refused:?}");
 
     config.smtp.max_connections = 2;
-    ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
+    ses_relay::daemon::server::reload(&relay.control, &running, &config).expect("reload applies");
     let second = dialogue(relay.addr, b"QUIT\r\n", 2).await;
     assert!(second[0].starts_with("220"), "{second:?}");
 
     // Lowered again: the open session stays, new ones wait for room.
     config.smtp.max_connections = 1;
-    ses_relay::server::reload(&relay.relay, &running, &config).expect("reload applies");
+    ses_relay::daemon::server::reload(&relay.control, &running, &config).expect("reload applies");
     // Room for one again once the second session (QUIT) has ended.
     let refused = wait_until_async(Duration::from_secs(10), || async {
         let refused = dialogue(relay.addr, b"", 1).await;

@@ -115,7 +115,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
         (Some(0.0), Some(3)),
         "{status}"
     );
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
 
     // SSM stops: routing stays on the last value, the relay stays ready, errors are counted.
     let ssm_endpoint = ssm.endpoint();
@@ -144,7 +144,7 @@ async fn two_relays_share_one_cutover_through_ssm() {
     // A change cannot reach the fleet: refused, nothing changes here either.
     let answer = set(&a, 100.0, "while SSM is down").await;
     assert_eq!(answer.status, 503, "{}", answer.body);
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
 
     // B restarted while SSM is down: from its cached copy (version 3, 0%), not its config's 100%.
     b.stop().await;
@@ -220,7 +220,7 @@ async fn readyz_answers_503_from_the_start_of_the_drain_while_a_transaction_fini
     ignore = "needs moto (SES emulator): run tests/peers/install.sh"
 )]
 async fn preflight_checks_get_parameter_on_the_shared_parameter() {
-    use ses_relay::preflight::Level;
+    use ses_relay::tools::preflight::Level;
     if !run_or_skip(
         "preflight_checks_get_parameter_on_the_shared_parameter",
         moto_missing(),
@@ -236,21 +236,22 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     let credentials = Some(aws_sdk_sesv2::config::SharedCredentialsProvider::new(
         aws_sdk_sesv2::config::Credentials::new("test", "test", None, None, "test"),
     ));
-    let resolver = ses_relay::dns::StaticResolver::default();
-    let ssm_line = |findings: Vec<ses_relay::preflight::Finding>| {
+    let resolver = ses_relay::tools::dns::StaticResolver::default();
+    let ssm_line = |findings: Vec<ses_relay::tools::preflight::Finding>| {
         findings
             .into_iter()
             .find(|f| f.check == format!("ssm parameter {PARAMETER}"))
             .expect("an ssm parameter line")
     };
     // Absent: allowed to read, the first relay will create it.
-    let absent = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+    let absent =
+        ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials.clone()).await);
     assert_eq!(absent.level, Level::Warn, "{absent}");
     // Present: PASS with its version and value.
     let relay = RunningRelay::start(config.clone()).await;
     relay.stop().await;
     let present =
-        ssm_line(ses_relay::preflight::run(&config, &resolver, credentials.clone()).await);
+        ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials.clone()).await);
     assert_eq!(present.level, Level::Pass, "{present}");
     assert!(
         present.detail.contains("version 1") && present.detail.contains("ses_percent 10"),
@@ -258,7 +259,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     );
     // SSM gone: FAIL naming the call.
     drop(ssm);
-    let down = ssm_line(ses_relay::preflight::run(&config, &resolver, credentials).await);
+    let down = ssm_line(ses_relay::tools::preflight::run(&config, &resolver, credentials).await);
     assert_eq!(down.level, Level::Fail, "{down}");
     assert!(down.detail.contains("GetParameter"), "{down}");
 }
@@ -269,7 +270,7 @@ async fn preflight_checks_get_parameter_on_the_shared_parameter() {
     ignore = "needs moto (SES emulator): run tests/peers/install.sh"
 )]
 async fn a_guard_trip_on_one_relay_moves_the_fleet() {
-    use ses_relay::cutover::{Change, Source};
+    use ses_relay::control::cutover::{Change, Source};
     if !run_or_skip("a_guard_trip_on_one_relay_moves_the_fleet", moto_missing()) {
         return;
     }
@@ -289,17 +290,17 @@ async fn a_guard_trip_on_one_relay_moves_the_fleet() {
     };
     let a = RunningRelay::start(guarded(&dir_a)).await;
     let b = RunningRelay::start(guarded(&dir_b)).await;
-    assert_eq!(b.relay.router.ses_percent(), 100.0);
+    assert_eq!(b.control.router.ses_percent(), 100.0);
     // The guard's path: in force here at once, written to SSM right after.
     let reason = "guard: failure ratio 0.31 > 0.05 over 5m (62 of 200)";
-    let writing = a.relay.cutover.change(Change {
-        percent: ses_relay::route::Percent::ZERO,
+    let writing = a.control.cutover.change(Change {
+        percent: ses_relay::message::route::Percent::ZERO,
         reason: reason.into(),
         by: Source::Guard,
     });
-    let status = a.relay.cutover.status();
+    let status = a.control.cutover.status();
     assert_eq!((status.ses_percent, status.source), (0.0, Source::Guard));
-    assert_eq!(a.relay.router.ses_percent(), 0.0);
+    assert_eq!(a.control.router.ses_percent(), 0.0);
     writing.await.unwrap();
     until_percent(&b, 0.0, REFRESH * 3).await;
     let status = cutover(&b).await;

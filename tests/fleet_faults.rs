@@ -335,7 +335,7 @@ async fn an_ssm_value_that_is_not_a_percentage_is_refused_and_the_last_good_one_
                 Some(40.0),
                 "{bad}: {status}"
             );
-            assert_eq!(relay.relay.router.ses_percent(), 40.0, "{bad}");
+            assert_eq!(relay.control.router.ses_percent(), 40.0, "{bad}");
         }
         let counted = Metrics::of(&a).await.delta(&before, errors, &[]);
         assert!(counted > 0.0, "{bad}: refused values are counted");

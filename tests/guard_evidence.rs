@@ -95,7 +95,7 @@ async fn forged_old_received_headers_below_the_clients_trip_nothing_and_the_p95_
     assert_eq!(status["guard"]["outcomes"], 28, "{status}");
     let p95 = status["guard"]["delay_p95_seconds"].as_f64().unwrap();
     assert!(p95 <= 30.0, "p95 {p95} s: the forged dates were read");
-    let figures = relay.relay.guard.snapshot().figures;
+    let figures = relay.control.guard.snapshot().figures;
     assert_eq!(figures.delays, 25, "undated topmost headers are left out");
     assert_eq!(sink.messages().len(), 0);
     assert!(relay.stop().await);
@@ -132,7 +132,7 @@ async fn message_rejected_from_one_client_trips_nothing_and_from_two_clients_tri
         status["guard"]["failures"], 0,
         "not failures of SES: {status}"
     );
-    let figures = relay.relay.guard.snapshot().figures;
+    let figures = relay.control.guard.snapshot().figures;
     assert_eq!(
         (figures.outcomes, figures.rejected, figures.reject_clients),
         (12, 12, 1)

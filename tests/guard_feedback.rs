@@ -141,7 +141,7 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     let mut config = guard_config(&moto.endpoint(), &sink, &dir, 50);
     config.ses.region = "ap-northeast-1".into();
     config.feedback.endpoint_url = moto.endpoint();
-    let sqs = ses_relay::feedback::client(&config, Some(credentials())).await;
+    let sqs = ses_relay::control::feedback::client(&config, Some(credentials())).await;
     let queue = sqs
         .create_queue()
         .queue_name("ses-events")
@@ -153,21 +153,21 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     config.feedback.poll_interval = HumanDuration(Duration::from_secs(1));
 
     // preflight: the queue answers; a queue that does not exist is a FAIL.
-    let resolver = ses_relay::dns::StaticResolver::default();
-    let findings = ses_relay::preflight::run(&config, &resolver, Some(credentials())).await;
+    let resolver = ses_relay::tools::dns::StaticResolver::default();
+    let findings = ses_relay::tools::preflight::run(&config, &resolver, Some(credentials())).await;
     let queue_line = findings
         .iter()
         .find(|f| f.check.starts_with("feedback queue"))
         .unwrap();
     assert_eq!(
         queue_line.level,
-        ses_relay::preflight::Level::Pass,
+        ses_relay::tools::preflight::Level::Pass,
         "{queue_line}"
     );
     let mut missing = config.clone();
     missing.feedback.sqs_queue_url = format!("{}/123456789012/nope", moto.endpoint());
     missing.legacy = None;
-    let findings = ses_relay::preflight::run(&missing, &resolver, Some(credentials())).await;
+    let findings = ses_relay::tools::preflight::run(&missing, &resolver, Some(credentials())).await;
     let find = |check: &str| {
         findings
             .iter()
@@ -177,7 +177,7 @@ async fn bounce_events_from_sqs_trip_the_bounce_ratio_and_every_message_is_delet
     };
     assert_eq!(
         find("feedback queue").level,
-        ses_relay::preflight::Level::Fail
+        ses_relay::tools::preflight::Level::Fail
     );
     let guard = find("guard");
     assert!(guard.detail.contains("can only alert"), "{guard}");
@@ -242,7 +242,7 @@ async fn events_of_another_configuration_set_account_or_topic_are_ignored_by_rea
     config.feedback.account_id = ACCOUNT.into();
     config.feedback.topic_arn = TOPIC.into();
     config.feedback.poll_interval = HumanDuration(Duration::from_secs(1));
-    let sqs = ses_relay::feedback::client(&config, Some(credentials())).await;
+    let sqs = ses_relay::control::feedback::client(&config, Some(credentials())).await;
     let queue = sqs
         .create_queue()
         .queue_name("ses-events-scope")

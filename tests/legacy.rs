@@ -87,7 +87,7 @@ async fn starttls_and_auth_toward_the_legacy_relay() {
     use common::smtp_sink::Features;
     let ses = SesFake::start().await;
     let ca = TestCa::new();
-    let acceptor = ses_relay::tls::acceptor(&ca.tls_config()).unwrap();
+    let acceptor = ses_relay::connection::tls::acceptor(&ca.tls_config()).unwrap();
     let sink = SmtpSink::start_with(Features {
         tls: Some(acceptor.clone()),
         auth: Some(("relay-user".into(), "pa55".into())),

@@ -11,8 +11,8 @@ use common::peers::{Moto, moto_missing, run_or_skip};
 use common::smtp_sink::SmtpSink;
 use common::{demo_txt, test_config};
 use ses_relay::config::{LegacyConfig, LegacyTls, SesMode};
-use ses_relay::dns::StaticResolver;
-use ses_relay::preflight::{Finding, Level, run};
+use ses_relay::tools::dns::StaticResolver;
+use ses_relay::tools::preflight::{Finding, Level, run};
 
 fn resolver(record: &str) -> StaticResolver {
     let mut answers = HashMap::new();
@@ -96,7 +96,7 @@ async fn ses_checks_against_moto() {
     config.ses.timeout = ses_relay::config::HumanDuration(std::time::Duration::from_secs(30));
     // The identity exists, the configuration set does not yet. (moto's answer to a BYODKIM
     // CreateEmailIdentity carries a timestamp the SDK cannot parse, so the identity is plain.)
-    let client = ses_relay::forward::ses::client(&config.ses, credentials()).await;
+    let client = ses_relay::message::forward::ses::client(&config.ses, credentials()).await;
     client
         .create_email_identity()
         .email_identity("goo.ne.jp")

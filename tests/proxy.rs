@@ -202,8 +202,8 @@ async fn trusted_peer_without_a_header_is_closed_without_a_greeting() {
     let (got, took) = until_closed(stream).await;
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert!(
-        took >= ses_relay::proxy::HEADER_TIMEOUT - Duration::from_millis(100)
-            && took < ses_relay::proxy::HEADER_TIMEOUT + Duration::from_secs(5),
+        took >= ses_relay::connection::proxy::HEADER_TIMEOUT - Duration::from_millis(100)
+            && took < ses_relay::connection::proxy::HEADER_TIMEOUT + Duration::from_secs(5),
         "{took:?}"
     );
     let after = Metrics::of(&relay).await;

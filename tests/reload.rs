@@ -117,7 +117,8 @@ fn cutover_cli_and_sighup_reload() {
         "still the last good config"
     );
     // And the percentage set at runtime survived both reloads.
-    let answer = ses_relay::admin::client::request(admin, "GET", "/cutover", None, None).unwrap();
+    let answer =
+        ses_relay::control::admin::client::request(admin, "GET", "/cutover", None, None).unwrap();
     assert!(
         answer.body.contains("\"ses_percent\": 30.0"),
         "{}",
@@ -225,7 +226,8 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
     new.ses.configuration_set = "another-set".into();
     new.ses.region = "us-east-1".into();
     new.smtp.max_recipients = 7;
-    let reloaded = ses_relay::server::reload(&relay.relay, &running, &new).expect("reload applies");
+    let reloaded =
+        ses_relay::daemon::server::reload(&relay.control, &running, &new).expect("reload applies");
     assert_eq!(
         reloaded.held_back,
         vec!["ses.configuration-set", "ses.region"],
@@ -236,7 +238,7 @@ async fn a_changed_ses_section_is_held_back_whole_and_named() {
         running.ses.configuration_set
     );
     assert_eq!(
-        relay.relay.reloadable().smtp.max_recipients,
+        relay.control.reloadable.current().smtp.max_recipients,
         7,
         "the rest applies"
     );

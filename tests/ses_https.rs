@@ -73,7 +73,7 @@ listen = "127.0.0.1:0"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_over_verified_tls_and_refuses_an_unknown_certificate() {
     let ca = TestCa::new();
-    let acceptor = ses_relay::tls::acceptor(&ca.tls_config()).unwrap();
+    let acceptor = ses_relay::connection::tls::acceptor(&ca.tls_config()).unwrap();
     let ses = SesFake::start_tls(acceptor).await;
     let endpoint = format!("https://127.0.0.1:{}", ses.addr.port());
     std::fs::write(ca.dir.path("ca.pem"), &ca.ca_pem).unwrap();

@@ -17,14 +17,13 @@
 use std::sync::LazyLock;
 
 use ses_relay::config::{
-    ByteSize, Config, ConfigError, DkimKeyConfig, HumanDuration, LegacyConfig, LegacyMode, SesMode,
+    Config, ConfigError, DkimKeyConfig, LegacyConfig, LegacyMode, SesMode, numeric_keys,
 };
 
 /// The base document (every optional section, valid) and its numeric keys.
 static BASE: LazyLock<(toml::Table, Vec<Vec<String>>)> = LazyLock::new(|| {
     let value = toml::Value::try_from(full_config()).expect("the base config serializes");
-    let mut keys = Vec::new();
-    numeric_keys(&value, &mut Vec::new(), &mut keys);
+    let keys = numeric_keys(&value);
     assert!(keys.len() > 20, "too few numeric keys found: {keys:?}");
     let toml::Value::Table(table) = value else {
         unreachable!("a config serializes to a table")
@@ -58,26 +57,6 @@ fn full_config() -> Config {
     config.admin.listen = Some("127.0.0.1:0".parse().expect("an address"));
     config.guard.enabled = true;
     config
-}
-
-/// Dotted paths of the numeric leaves of `value` (arrays hold none).
-fn numeric_keys(value: &toml::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match value {
-        toml::Value::Table(table) => {
-            for (key, value) in table {
-                path.push(key.clone());
-                numeric_keys(value, path, out);
-                path.pop();
-            }
-        }
-        toml::Value::Integer(_) | toml::Value::Float(_) => out.push(path.clone()),
-        toml::Value::String(text)
-            if HumanDuration::parse(text).is_ok() || ByteSize::parse(text).is_ok() =>
-        {
-            out.push(path.clone())
-        }
-        _ => {}
-    }
 }
 
 /// `SES_RELAY__SMTP__MAX_CONNECTIONS` for `smtp.max-connections`.

@@ -18,14 +18,14 @@
 //!   SMTP-smuggling property);
 //! - fed directly, `MessageReceiver::ingest` never reports more bytes used
 //!   than it was given, ends exactly after the first `CRLF.CRLF` (RFC 5321
-//!   section 4.1.1.4, and nowhere else: issue 10 item 1), returns what a
+//!   section 4.1.1.4, and nowhere else), returns what a
 //!   plain reference reading of the same bytes expects (the unstuffed
 //!   message, or a refusal the bytes justify), never holds more heap than
 //!   about twice the size limit, never holds more of the memory budget than
 //!   it has, and gives all of it back when dropped.
 
 use memchr::memmem;
-use ses_relay::smtp::{Command, DataEnd, DataMemory, Input, MessageReceiver};
+use ses_relay::connection::smtp::{Command, DataEnd, DataMemory, Input, MessageReceiver};
 use smtp_proto::Request;
 
 /// Size limits tried: the edges (0, 1), small ones a fuzz input easily

@@ -12,7 +12,7 @@
 //! Invariants, for every message `prepare` accepts:
 //! - the body leaves byte for byte as it came;
 //! - on the SES route the message starts with our `X-SES-CONFIGURATION-SET`
-//!   and holds no other `X-SES-*` header, in any case (issue 10 item 11);
+//!   and holds no other `X-SES-*` header, in any case;
 //! - a message we sign on the SES route leaves with exactly one
 //!   `DKIM-Signature`, ours (item 9);
 //! - on the SES route a message has exactly one `From:` and we only sign
@@ -26,10 +26,12 @@
 use std::sync::LazyLock;
 
 use ses_relay::config::{DkimConfig, DkimKeyConfig};
-use ses_relay::envelope::{Envelope, MAX_TAGS, MailFrom, tag_text_problem};
-use ses_relay::prepare::dkim::DkimKeys;
-use ses_relay::prepare::{CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers};
-use ses_relay::route::Route;
+use ses_relay::message::envelope::{Envelope, MAX_TAGS, MailFrom, tag_text_problem};
+use ses_relay::message::prepare::dkim::DkimKeys;
+use ses_relay::message::prepare::{
+    CONFIGURATION_SET_HEADER, Preparer, header_from_domain, headers,
+};
+use ses_relay::message::route::Route;
 
 /// The configuration set the preparers write.
 const CONFIGURATION_SET: &str = "fuzz-set";
@@ -158,7 +160,7 @@ pub fn run(data: &[u8]) {
                 "more than our DKIM-Signature leaves for SES"
             );
         }
-        // The legacy route keeps today's rules (issue 10 item 10 is about SES).
+        // The legacy route keeps its own rules: one From is SES's demand.
         let froms = fields_in
             .iter()
             .filter(|f| route == Route::Ses && f.is("From"));

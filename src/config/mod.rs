@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use date::KeyDate;
 pub use guard::{FeedbackConfig, GuardConfig};
 pub use sections::*;
-pub use units::{ByteSize, HumanDuration};
+pub use units::{ByteSize, HumanDuration, numeric_keys};
 pub use validate::is_loopback;
 pub(crate) use validate::{is_domain, is_label};
 

@@ -419,13 +419,13 @@ pub struct RuleConfig {
     #[serde(default)]
     pub recipient_domains: Vec<String>,
     /// `ses` or `legacy`.
-    pub route: crate::route::Route,
+    pub route: crate::message::route::Route,
 }
 
 impl RuleConfig {
     /// The router's rule.
-    pub fn rule(&self) -> crate::route::Rule {
-        crate::route::Rule::new(
+    pub fn rule(&self) -> crate::message::route::Rule {
+        crate::message::route::Rule::new(
             self.clients.clone(),
             &self.sender_domains,
             &self.recipient_domains,

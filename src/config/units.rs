@@ -192,6 +192,35 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// The dotted paths of a serialized config's numeric keys: every integer,
+/// float, duration (`"5m"`) and size (`"40MiB"`) leaf (arrays hold none).
+/// The config tests and the config fuzz target give each hostile values, so
+/// a key added to the structs is tried without touching either.
+#[doc(hidden)]
+pub fn numeric_keys(value: &toml::Value) -> Vec<Vec<String>> {
+    fn walk(value: &toml::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    path.push(key.clone());
+                    walk(value, path, out);
+                    path.pop();
+                }
+            }
+            toml::Value::Integer(_) | toml::Value::Float(_) => out.push(path.clone()),
+            toml::Value::String(text)
+                if HumanDuration::parse(text).is_ok() || ByteSize::parse(text).is_ok() =>
+            {
+                out.push(path.clone())
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, &mut Vec::new(), &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::descriptors::{
+use crate::daemon::descriptors::{
     DESCRIPTORS_PER_SESSION, DESCRIPTORS_RESERVED, descriptor_limit, descriptors_needed,
 };
-use crate::envelope::{MAX_TAGS, tag_text_problem};
+use crate::message::envelope::{MAX_TAGS, tag_text_problem};
 use crate::net::canonical_ip;
 
 use super::{
@@ -299,7 +299,7 @@ impl Config {
                 "cutover.ses-percent",
                 format!("{percent} is outside 0..=100"),
             );
-        } else if crate::route::check_percent(percent).is_err() {
+        } else if crate::message::route::check_percent(percent).is_err() {
             bad(
                 "cutover.ses-percent",
                 format!("{percent} has more than two decimals: the split resolves 0.01 %"),
@@ -321,7 +321,7 @@ impl Config {
                     "matches nothing: give clients, sender-domains or recipient-domains".into(),
                 );
             }
-            if rule.route == crate::route::Route::Legacy && self.legacy.is_none() {
+            if rule.route == crate::message::route::Route::Legacy && self.legacy.is_none() {
                 bad(
                     &format!("{key}.route"),
                     "routes to legacy, but [legacy] is not configured".into(),

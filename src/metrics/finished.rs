@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use super::recent;
 use super::window::cut;
-use crate::disposition::Disposition;
+use crate::connection::smtp::Reply;
 use crate::log::{Masker, escape_controls};
-use crate::route::Route;
-use crate::smtp::Reply;
+use crate::message::disposition::Disposition;
+use crate::message::route::Route;
 
 /// Transactions the ring keeps.
 pub const KEPT: usize = 10;

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
-use crate::disposition::Disposition;
-use crate::route::Route;
+use crate::message::disposition::Disposition;
+use crate::message::route::Route;
 
 /// Transactions of the last five minutes, per route, for the status page.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use ses_relay::admin::client::{Answer, request as blocking_request};
+use ses_relay::control::admin::client::{Answer, request as blocking_request};
 
 use super::RunningRelay;
 

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ses_relay::admin::client::Answer;
 use ses_relay::config::{Config, CutoverStore, HumanDuration, LegacyConfig, LegacyTls};
+use ses_relay::control::admin::client::Answer;
 
 use super::admin::{cutover, set_cutover};
 use super::client::deliver;

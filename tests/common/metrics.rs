@@ -30,7 +30,8 @@ impl Metrics {
     /// relay does not answer 200 (yet).
     pub fn scrape_blocking(admin: SocketAddr) -> Option<Metrics> {
         let answer =
-            ses_relay::admin::client::request(admin, "GET", "/metrics", None, None).ok()?;
+            ses_relay::control::admin::client::request(admin, "GET", "/metrics", None, None)
+                .ok()?;
         (answer.status == 200).then_some(Metrics { text: answer.body })
     }
 

@@ -34,8 +34,8 @@ use mail_auth::{
     AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt,
 };
 use ses_relay::config::{Config, DkimKeyConfig, HumanDuration, SesMode, TlsConfig};
-use ses_relay::server::{Server, ServerOptions};
-use ses_relay::shutdown::Shutdown;
+use ses_relay::daemon::server::{Server, ServerOptions};
+use ses_relay::daemon::shutdown::Shutdown;
 
 /// The demo key shipped with the repository, and its TXT record.
 pub fn demo_key() -> PathBuf {
@@ -121,7 +121,8 @@ pub struct RunningRelay {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
-    pub relay: std::sync::Arc<ses_relay::state::SharedState>,
+    /// The relay's control handles (cutover, router, guard, reloadable config).
+    pub control: std::sync::Arc<ses_relay::control::admin::AdminState>,
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<bool>,
 }
@@ -139,7 +140,9 @@ impl RunningRelay {
             ses_credentials: Some(SharedCredentialsProvider::new(Credentials::new(
                 "test", "test", None, None, "test",
             ))),
-            txt_resolver: Some(std::sync::Arc::new(ses_relay::dns::StaticResolver(answers))),
+            txt_resolver: Some(std::sync::Arc::new(ses_relay::tools::dns::StaticResolver(
+                answers,
+            ))),
         };
         let server = Server::bind(&config, options).await.expect("relay starts");
         let addrs = server.local_addrs();
@@ -147,13 +150,13 @@ impl RunningRelay {
         let tls_addr = addrs.iter().find(|(_, tls)| *tls).map(|(a, _)| *a);
         let shutdown = server.shutdown();
         let admin_addr = server.admin_addr();
-        let relay = server.relay();
+        let control = server.control();
         let handle = tokio::spawn(server.run());
         RunningRelay {
             addr,
             tls_addr,
             admin_addr,
-            relay,
+            control,
             shutdown,
             handle,
         }
@@ -213,11 +216,12 @@ impl TestCa {
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let config = rustls::ClientConfig::builder_with_provider(ses_relay::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(ses_relay::connection::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     }
 }
