@@ -303,6 +303,30 @@ mod tests {
         assert!(!sent_nothing(&timed_out));
     }
 
+    /// A write whose connection was refused never reached SSM: certainly not
+    /// applied, so a rollback reported failed is not applied later.
+    #[tokio::test]
+    async fn a_write_that_never_connected_is_certainly_not_applied() {
+        // Bound but not listening: connecting is refused at once.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
+        let credentials = SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "test",
+        ));
+        let store = SsmStore::new(
+            "/ses-relay/test",
+            "ap-northeast-1",
+            &format!("http://127.0.0.1:{port}"),
+            Some(credentials),
+        )
+        .await;
+        let record = Record::from_json(r#"{"ses_percent": 40}"#).unwrap();
+        let err = store.put(&record).await.unwrap_err();
+        assert!(matches!(err, WriteError::NotApplied(_)), "{err:?}");
+        drop(closed);
+    }
+
     #[tokio::test]
     async fn the_shared_store_is_read_every_refresh_interval() {
         let store = SsmStore::new(
