@@ -325,6 +325,9 @@ async fn oversize_is_refused_in_mail_and_after_data() {
     s.ehlo().await;
     s.cmd("MAIL FROM:<a@goo.ne.jp> SIZE=10001", "552 5.3.4")
         .await;
+    // Exactly the limit is allowed (RFC 1870: the maximum it will accept).
+    s.cmd("MAIL FROM:<a@goo.ne.jp> SIZE=10000", "250").await;
+    s.cmd("RSET", "250").await;
     s.mail_from("a@goo.ne.jp", "250").await;
     s.rcpt_to("b@example.com", "250").await;
     let big = format!(
